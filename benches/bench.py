@@ -1,0 +1,260 @@
+"""Speed of polars-curate against NumPy/OpenBLAS, measured in one run on this machine.
+
+    make bench                     # the full ladder (a few minutes)
+    .venv/bin/python benches/bench.py --quick
+
+For every case it times our expression through Polars (in-memory engine, inputs already in a
+frame), NumPy's float32 matmul on the same shapes (the machine's GEMM rate: our ceiling), and a
+plain NumPy implementation of the same score (the peer a user would otherwise write). Rates are
+"useful" FLOP/s: 2·n·B·d·K for negCLIPLoss, 2·n·m·d for NormSim, 2·n·d² + 2·m·d² for NormSim_2.
+Peak memory is measured in a fresh subprocess as the growth of the peak RSS while the score runs
+(inputs, already loaded, are not counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import polars as pl
+import polars_curate as pc
+
+RNG = np.random.default_rng(0)
+
+
+def unit_f32(n: int, d: int) -> np.ndarray:
+    out = np.empty((n, d), dtype=np.float32)
+    for s in range(0, n, 8192):
+        block = RNG.standard_normal((min(8192, n - s), d), dtype=np.float32)
+        out[s : s + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def frame(dtype=pl.Float32, **cols: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame(
+        [pl.Series(k, v).cast(pl.Array(dtype, v.shape[1])) for k, v in cols.items()]
+    )
+
+
+def best(f, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def np_lse(s: np.ndarray, axis: int) -> np.ndarray:
+    m = s.max(axis=axis, keepdims=True)
+    return (m + np.log(np.exp(s - m).sum(axis=axis, keepdims=True))).squeeze(axis)
+
+
+def numpy_negclip(x: np.ndarray, t: np.ndarray, tau: float = 0.01) -> np.ndarray:
+    s = (x @ t.T) / np.float32(tau)
+    return np.einsum("ij,ij->i", x, t) - tau / 2 * (np_lse(s, 1) + np_lse(s, 0))
+
+
+def case_negclip(b: int, d: int, repeat: int) -> dict:
+    x, t = unit_f32(b, d), unit_f32(b, d)
+    df = frame(img=x, txt=t)
+    expr = pc.neg_clip_loss("img", "txt", batch_size=b, num_batches=1)
+    ours = best(lambda: df.select(expr), repeat)
+    mm = best(lambda: x @ t.T, repeat)
+    peer = best(lambda: numpy_negclip(x, t), 1)
+    flops = 2 * b * b * d
+    return dict(
+        case="neg_clip_loss",
+        shape=f"n=B={b} d={d} K=1",
+        ours=ours,
+        numpy=peer,
+        mm=mm,
+        flops=flops,
+        mm_flops=flops,
+    )
+
+
+def case_normsim(n: int, m: int, d: int, p, repeat: int) -> dict:
+    x, target = unit_f32(n, d), unit_f32(m, d)
+    df = frame(img=x)
+    expr = pc.normsim("img", target, p=p)  # prepares the target once (timed separately below)
+    ours = best(lambda: df.select(expr), repeat)
+    mm = best(lambda: x @ target.T, repeat)
+    if p == "inf":
+        peer = best(lambda: np.abs(x @ target.T).max(axis=1), 1)
+    else:
+        peer = best(lambda: (np.abs(x @ target.T) ** p).sum(axis=1) ** (1 / p), 1)
+    flops = 2 * n * m * d
+    return dict(
+        case=f"normsim p={p}",
+        shape=f"n={n} m={m} d={d}",
+        ours=ours,
+        numpy=peer,
+        mm=mm,
+        flops=flops,
+        mm_flops=flops,
+    )
+
+
+def case_normsim2(n: int, m: int, d: int, repeat: int) -> dict:
+    x, target = unit_f32(n, d), unit_f32(m, d)
+    df = frame(img=x)
+
+    def ours_run():
+        # A perturbed target each time so the Gram pass is really redone and timed.
+        tg = target.copy()
+        tg[0, 0] += np.float32(1e-3) * RNG.random(dtype=np.float32)
+        df.select(pc.normsim("img", tg, p=2))
+
+    ours = best(ours_run, repeat)
+    g = target.T @ target
+    mm = best(lambda: (target.T @ target, x @ g), repeat)
+
+    def peer_run():
+        gg = target.T.astype(np.float64) @ target.astype(np.float64)
+        return np.sqrt(np.einsum("ij,ij->i", x @ gg.astype(np.float32), x))
+
+    peer = best(peer_run, 1)
+    flops = 2 * n * d * d + 2 * m * d * d
+    return dict(
+        case="normsim p=2",
+        shape=f"n={n} m={m} d={d}",
+        ours=ours,
+        numpy=peer,
+        mm=mm,
+        flops=flops,
+        mm_flops=flops,
+    )
+
+
+def case_clip(n: int, d: int, repeat: int) -> dict:
+    x, t = unit_f32(n, d), unit_f32(n, d)
+    df = frame(img=x, txt=t)
+    ours = best(lambda: df.select(pc.clip_score("img", "txt")), repeat)
+    peer = best(lambda: np.einsum("ij,ij->i", x, t), repeat)
+    return dict(
+        case="clip_score",
+        shape=f"n={n} d={d}",
+        ours=ours,
+        numpy=peer,
+        mm=None,
+        flops=None,
+        mm_flops=None,
+    )
+
+
+def peak_child(kind: str, n: int, d: int) -> None:
+    """Runs in a subprocess: prints the growth of peak RSS (MiB) while one score runs."""
+    x = unit_f32(n, d).astype(np.float16)
+    t = unit_f32(n, d).astype(np.float16)
+    if kind == "ours":
+        df = frame(pl.Float16, img=x, txt=t)
+        del x, t
+        expr = pc.neg_clip_loss("img", "txt", batch_size=n, num_batches=1)
+        run = lambda: df.select(expr)  # noqa: E731
+    else:
+        run = lambda: numpy_negclip(x.astype(np.float32), t.astype(np.float32))  # noqa: E731
+    gc.collect()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_mib": (after - before) / 1024}))
+
+
+def peak(kind: str, n: int, d: int) -> float:
+    r = subprocess.run(
+        [sys.executable, __file__, "--peak-child", kind, str(n), str(d)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(r.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small shapes only (about 30 s)")
+    ap.add_argument("--repeat", type=int, default=2, help="timed runs per case (best is kept)")
+    ap.add_argument("--peak-child", nargs=3, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.peak_child:
+        peak_child(a.peak_child[0], int(a.peak_child[1]), int(a.peak_child[2]))
+        return
+    r = a.repeat
+    if a.quick:
+        cases = [
+            lambda: case_negclip(4096, 512, r),
+            lambda: case_normsim(8192, 4096, 768, "inf", r),
+            lambda: case_normsim2(32768, 8192, 768, r),
+            lambda: case_clip(100_000, 768, r),
+        ]
+    else:
+        cases = [
+            lambda: case_negclip(4096, 512, r),
+            lambda: case_negclip(16384, 512, r),
+            lambda: case_negclip(4096, 768, r),
+            lambda: case_negclip(16384, 768, r),
+            lambda: case_negclip(32768, 768, 1),
+            lambda: case_normsim(16384, 8192, 768, "inf", r),
+            lambda: case_normsim(16384, 8192, 768, 3, r),
+            lambda: case_normsim(16384, 8192, 512, "inf", r),
+            lambda: case_normsim2(131072, 50000, 768, r),
+            lambda: case_clip(400_000, 768, r),
+            lambda: case_clip(400_000, 512, r),
+        ]
+    threads = pc._internal.thread_count()
+    print(
+        f"polars-curate {pc.__version__} | {cpu_name()} | {os.cpu_count()} cores, "
+        f"{threads} plugin threads | numpy {np.__version__} | polars {pl.__version__}\n"
+    )
+    header = (
+        f"{'case':<15} {'shape':<24} {'ours s':>8} {'numpy s':>8} {'ours GF/s':>9} "
+        f"{'matmul GF/s':>11} {'ratio':>6} {'vs numpy':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for make in cases:
+        c = make()
+        if c["flops"]:
+            ours_rate = c["flops"] / c["ours"] / 1e9
+            mm_rate = c["mm_flops"] / c["mm"] / 1e9
+            rates = f"{ours_rate:>9.1f} {mm_rate:>11.1f} {ours_rate / mm_rate:>6.2f}"
+        else:
+            rates = f"{'-':>9} {'-':>11} {c['numpy'] / c['ours']:>6.2f}"
+        print(
+            f"{c['case']:<15} {c['shape']:<24} {c['ours']:>8.3f} {c['numpy']:>8.3f} {rates} "
+            f"{c['numpy'] / c['ours']:>7.1f}x",
+            flush=True,
+        )
+    print(
+        "\nratio: our rate / NumPy matmul rate on the same shapes (clip_score: NumPy einsum "
+        "time / ours)."
+    )
+    n = 8192 if a.quick else 32768
+    print(f"\nextra peak memory of neg_clip_loss at n = B = {n}, d = 768, float16 input:")
+    print(f"  polars-curate {peak('ours', n, 768):8.0f} MiB")
+    print(f"  NumPy         {peak('numpy', n, 768):8.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

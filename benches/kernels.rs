@@ -1,0 +1,106 @@
+//! Rust micro-benchmarks of the kernels (no Polars, no Python): `make bench-rust`.
+//!
+//! Throughput is reported as items/s where one item is one floating-point operation of the
+//! matrix product (2·m·n·k), i.e. divan's "items/s" column reads as FLOP/s.
+
+use divan::counter::ItemsCount;
+use divan::Bencher;
+use polars_curate::kernels::negclip::{batch_lse_sum, neg_clip_loss, NegClipParams};
+use polars_curate::kernels::normsim::{normsim, Power, Target};
+use polars_curate::kernels::tile::{gemm_abt, TILE_COLS, TILE_ROWS};
+use polars_curate::kernels::{pool::pool, Matrix, Values};
+
+fn main() {
+    divan::main();
+}
+
+fn unit_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    let mut v: Vec<f32> = (0..n * d)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+        .collect();
+    for r in v.chunks_mut(d) {
+        let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+        r.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
+}
+
+/// One tile on one core: the building block's rate.
+#[divan::bench(args = [512, 768])]
+fn tile_gemm_one_core(bencher: Bencher, d: usize) {
+    let a = unit_rows(TILE_ROWS, d, 1);
+    let b = unit_rows(TILE_COLS, d, 2);
+    let mut c = vec![0f32; TILE_ROWS * TILE_COLS];
+    bencher
+        .counter(ItemsCount::new(2 * TILE_ROWS * TILE_COLS * d))
+        .bench_local(|| gemm_abt(&a, TILE_ROWS, &b, TILE_COLS, d, 100.0, &mut c));
+}
+
+/// One negCLIPLoss batch (GEMM + row and column log-sum-exp), all cores.
+#[divan::bench(args = [1024, 4096])]
+fn negclip_batch(bencher: Bencher, b: usize) {
+    let d = 768;
+    let x = unit_rows(b, d, 3);
+    let t = unit_rows(b, d, 4);
+    bencher.counter(ItemsCount::new(2 * b * b * d)).bench(|| {
+        let load_x =
+            |r0: usize, n: usize, dst: &mut [f32]| dst.copy_from_slice(&x[r0 * d..(r0 + n) * d]);
+        pool().install(|| batch_lse_sum(&load_x, &t, b, d, 100.0))
+    });
+}
+
+/// Whole negCLIPLoss on float16 input (conversion, partitions, K = 2), all cores.
+#[divan::bench(args = [4096])]
+fn negclip_f16(bencher: Bencher, n: usize) {
+    let d = 512;
+    let x: Vec<half::f16> = unit_rows(n, d, 5)
+        .into_iter()
+        .map(half::f16::from_f32)
+        .collect();
+    let t: Vec<half::f16> = unit_rows(n, d, 6)
+        .into_iter()
+        .map(half::f16::from_f32)
+        .collect();
+    let (xm, tm) = (
+        Matrix::new(Values::F16(&x), n, d, None).unwrap(),
+        Matrix::new(Values::F16(&t), n, d, None).unwrap(),
+    );
+    let p = NegClipParams {
+        batch_size: n,
+        num_batches: 2,
+        ..NegClipParams::default()
+    };
+    bencher
+        .counter(ItemsCount::new(2 * n * n * d * 2))
+        .bench(|| pool().install(|| neg_clip_loss(&xm, &tm, &p)));
+}
+
+/// NormSim against 4096 targets for p = inf, 2 (Gram) and 3, all cores.
+#[divan::bench(args = ["inf", "2", "3"])]
+fn normsim_4096(bencher: Bencher, p: &str) {
+    let (n, m, d) = (4096, 4096, 768);
+    let x = unit_rows(n, d, 7);
+    let t = unit_rows(m, d, 8);
+    let power = Power::from_p(p.parse().unwrap());
+    let target = Target::prepare(
+        &Matrix::new(Values::F32(&t), m, d, None).unwrap(),
+        power,
+        true,
+    )
+    .unwrap();
+    let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
+    let flops = if power == Power::Two {
+        2 * n * d * d
+    } else {
+        2 * n * m * d
+    };
+    bencher
+        .counter(ItemsCount::new(flops))
+        .bench(|| pool().install(|| normsim(&xm, &target, true)));
+}

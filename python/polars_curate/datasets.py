@@ -1,0 +1,108 @@
+"""Synthetic CLIP-like pools with planted structure, for demos and tests (no downloads).
+
+The embedding space mimics what CLIP embeddings really have:
+
+* a shared direction ``g`` that every image embedding leans towards (CLIP embeddings of one
+  modality share a large common component);
+* concepts: clusters on the sphere; an image is its concept's center plus noise;
+* three kinds of captions:
+  - ``good``: describes its image (cosine about 0.3 with it, about 0.1 with other images),
+  - ``mismatched``: describes another concept (cosine about 0.05),
+  - ``generic``: "a photo of"-style captions lying along ``g``: they match *every* image about as
+    well as a good caption matches its own, so CLIPScore rates them high while
+    negCLIPLoss, which compares a pair against the other pairs of its batch, does not;
+* a target set: image embeddings of a few "downstream" concepts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+__all__ = ["synthetic_embeddings"]
+
+_GENERIC = ["a photo of", "image", "picture of the day", "photo", "an image of something"]
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def synthetic_embeddings(
+    n: int = 20_000,
+    d: int = 256,
+    seed: int = 0,
+    *,
+    concepts: int = 50,
+    target_concepts: int = 5,
+    target_size: int = 1_000,
+    fractions: tuple[float, float, float] = (0.5, 0.3, 0.2),
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """A pool of ``n`` image-text pairs and a target set, both ``d``-dimensional.
+
+    Returns
+    -------
+    pool
+        Columns ``uid`` (32 hex chars), ``text``, ``kind`` (``good``, ``mismatched``,
+        ``generic``), ``concept`` (Int32), ``img`` and ``txt`` (``Array(Float16, d)``, L2-normalised
+        then rounded to float16, as DataComp stores them).
+    target
+        ``(target_size, d)`` float32 image embeddings of the first ``target_concepts`` concepts.
+
+    Examples
+    --------
+    >>> from polars_curate.datasets import synthetic_embeddings
+    >>> pool, target = synthetic_embeddings(1000, 64, seed=1)
+    >>> pool.shape, target.shape
+    ((1000, 6), (1000, 64))
+    >>> pool["kind"].value_counts(sort=True)["count"].to_list()
+    [500, 300, 200]
+    """
+    if n < 1 or d < 2:
+        raise ValueError(f"need n >= 1 and d >= 2, got n={n}, d={d}")
+    if not np.isclose(sum(fractions), 1.0) or min(fractions) < 0:
+        raise ValueError(f"`fractions` must be >= 0 and sum to 1, got {fractions}")
+    rng = np.random.default_rng(seed)
+    g = _unit(rng.normal(size=d))
+    centers = _unit(rng.normal(size=(concepts, d)))
+
+    def noise(rows: int) -> np.ndarray:
+        return rng.normal(size=(rows, d)) / np.sqrt(d)
+
+    concept = rng.integers(0, concepts, n)
+    img = _unit(0.45 * g + 0.6 * centers[concept] + 0.65 * noise(n))
+
+    counts = np.floor(np.asarray(fractions) * n).astype(int)
+    counts[0] += n - counts.sum()
+    kind = rng.permutation(np.repeat(np.arange(3), counts))
+    other = (concept + rng.integers(1, concepts, n)) % concepts
+    txt = np.empty_like(img)
+    good, bad, generic = (kind == k for k in range(3))
+    txt[good] = 0.35 * g + 0.45 * img[good] + 0.3 * centers[concept[good]] + 0.8 * noise(good.sum())
+    txt[bad] = 0.35 * g + 0.6 * centers[other[bad]] + 0.8 * noise(bad.sum())
+    txt[generic] = 0.9 * g + 0.75 * noise(generic.sum())
+    txt = _unit(txt)
+
+    words = np.array([f"concept{c}" for c in range(concepts)])
+    text = np.where(
+        generic,
+        np.array(_GENERIC)[rng.integers(0, len(_GENERIC), n)],
+        np.char.add("a picture of ", words[np.where(bad, other, concept)]),
+    )
+    uid = [f"{a:016x}{b:016x}" for a, b in rng.integers(0, 2**63, size=(n, 2), dtype=np.uint64)]
+
+    tc = rng.integers(0, target_concepts, target_size)
+    target = _unit(0.45 * g + 0.6 * centers[tc] + 0.65 * noise(target_size)).astype(np.float32)
+
+    names = np.array(["good", "mismatched", "generic"])
+    pool = pl.DataFrame(
+        {
+            "uid": uid,
+            "text": text,
+            "kind": names[kind],
+            "concept": concept.astype(np.int32),
+            "img": img.astype(np.float32),
+            "txt": txt.astype(np.float32),
+        }
+    ).with_columns(pl.col("img", "txt").cast(pl.Array(pl.Float16, d)))
+    return pool, target

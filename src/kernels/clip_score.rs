@@ -1,0 +1,121 @@
+//! CLIPScore: `s_ii = <x_i, t_i> / (||x_i|| ||t_i||)` per row (SPEC "CLIPScore").
+//!
+//! Memory-bound: one pass over both matrices, three dot products per row (`x.x`, `t.t`, `x.t`)
+//! accumulated in 16 `f32` lanes. Rows are independent, so results do not depend on how the
+//! input is split.
+
+use rayon::prelude::*;
+
+use super::fastmath::{dot_inline, simd_fn};
+use super::matrix::Matrix;
+
+/// Rows per parallel task: big enough to hide scheduling, small enough to balance two cores.
+const CHUNK: usize = 2048;
+
+/// `x.t`, `x.x`, `t.t` of one pair of rows.
+#[inline(always)]
+fn pair_dots(x: &[f32], t: &[f32]) -> (f32, f32, f32) {
+    (dot_inline(x, t), dot_inline(x, x), dot_inline(t, t))
+}
+
+/// Cosine (or, without `normalize`, the raw dot product) of `x` and `t`, `None` for a NaN or
+/// infinity, or a zero vector when normalising. Shared with negCLIPLoss so that its `s_ii` is
+/// bit-identical to `clip_score`.
+#[inline(always)]
+pub(crate) fn score_pair(x: &[f32], t: &[f32], normalize: bool) -> Option<f32> {
+    let (xt, xx, tt) = pair_dots(x, t);
+    if !(xt.is_finite() && xx.is_finite() && tt.is_finite()) {
+        return None;
+    }
+    if normalize {
+        if xx > 0.0 && tt > 0.0 {
+            Some((xt as f64 / (xx as f64 * tt as f64).sqrt()) as f32)
+        } else {
+            None
+        }
+    } else {
+        Some(xt)
+    }
+}
+
+simd_fn! {
+    fn score_rows(image: &Matrix, text: &Matrix, start: usize, normalize: bool, xs: &mut [f32], ts: &mut [f32], out: &mut [Option<f32>]) {
+        let broadcast_x = image.rows() == 1;
+        let broadcast_t = text.rows() == 1;
+        if broadcast_x {
+            image.load_row(0, xs);
+        }
+        if broadcast_t {
+            text.load_row(0, ts);
+        }
+        for (k, o) in out.iter_mut().enumerate() {
+            let i = start + k;
+            let usable = image.is_valid(if broadcast_x { 0 } else { i }) && text.is_valid(if broadcast_t { 0 } else { i });
+            if !usable {
+                *o = None;
+                continue;
+            }
+            if !broadcast_x {
+                image.load_row(i, xs);
+            }
+            if !broadcast_t {
+                text.load_row(i, ts);
+            }
+            *o = score_pair(xs, ts, normalize);
+        }
+    }
+}
+
+/// CLIPScore of every row. `image` and `text` have the same width and either the same number
+/// of rows or one row (broadcast). Returns one entry per output row, `None` where a row is
+/// null, holds a NaN/infinity, or (with `normalize`) is a zero vector.
+pub fn clip_score(image: &Matrix, text: &Matrix, normalize: bool) -> Vec<Option<f32>> {
+    debug_assert_eq!(image.dim(), text.dim());
+    let n = if image.rows() == 1 {
+        text.rows()
+    } else {
+        image.rows()
+    };
+    let d = image.dim();
+    let mut out = vec![None; n];
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, dst)| {
+        let (mut xs, mut ts) = (vec![0f32; d], vec![0f32; d]);
+        score_rows(image, text, c * CHUNK, normalize, &mut xs, &mut ts, dst);
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::Values;
+
+    #[test]
+    fn cosine_and_bad_rows() {
+        let x = [1.0f32, 0.0, 3.0, 4.0, 1.0, 1.0, f32::NAN, 0.0];
+        let t = [1.0f32, 1.0, 3.0, 4.0, 0.0, 0.0, 1.0, 0.0];
+        let mask = [true, true, true, true];
+        let xm = Matrix::new(Values::F32(&x), 4, 2, Some(&mask)).unwrap();
+        let tm = Matrix::new(Values::F32(&t), 4, 2, None).unwrap();
+        let s = clip_score(&xm, &tm, true);
+        assert!((s[0].unwrap() - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-7);
+        assert_eq!(s[1], Some(1.0));
+        assert_eq!(s[2], None); // zero text vector
+        assert_eq!(s[3], None); // NaN
+        let raw = clip_score(&xm, &tm, false);
+        assert_eq!(raw[1], Some(25.0));
+        assert_eq!(raw[2], Some(0.0));
+    }
+
+    #[test]
+    fn broadcast_one_row() {
+        let x = [1.0f32, 0.0];
+        let t = [1.0f32, 0.0, 0.0, 2.0, 1.0, 1.0];
+        let xm = Matrix::new(Values::F32(&x), 1, 2, None).unwrap();
+        let tm = Matrix::new(Values::F32(&t), 3, 2, None).unwrap();
+        let s = clip_score(&xm, &tm, true);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0], Some(1.0));
+        assert_eq!(s[1], Some(0.0));
+    }
+}

@@ -1,0 +1,215 @@
+//! NormSim_2-D (SPEC "NormSim_2-D"): iterative proxy-target selection when no downstream data
+//! is known.
+//!
+//! Start from all usable rows (`n` of them). With `chunk = ceil((n - keep) / steps)`, in round
+//! `r = 1..=steps`:
+//!
+//! 1. sample `ceil(sample_fraction * |S|)` of the survivors `S` (seeded, see below);
+//! 2. `G = sum_{x in sample} x x^T` (`d x d`, no `1/m`);
+//! 3. score every survivor by `x^T G x` (= NormSim_2 squared against the sample);
+//! 4. drop the lowest-scoring survivors (ties: the later row goes first) until
+//!    `max(keep, n - r * chunk)` remain.
+//!
+//! The output per row is the number of rounds it survived: `r - 1` if dropped in round `r`,
+//! `steps` if kept, so `value >= s` is the subset after round `s` and exactly `keep` rows have
+//! `value == steps`.
+//!
+//! Sampling: the survivors in row order are shuffled by a partial Fisher–Yates driven by
+//! ChaCha8 with key `seed` and stream `r` (the same generator as negCLIPLoss's partitions) and
+//! the first `ceil(sample_fraction * |S|)` taken. With `sample_fraction = 1` the sample is all
+//! survivors and the result does not depend on the seed.
+//!
+//! Cost per round: `2 * sample * d^2` (Gram) + `2 * |S| * d^2` (scores), both tiled GEMMs.
+
+use rayon::prelude::*;
+
+use super::fastmath::dot_inline;
+use super::matrix::Matrix;
+use super::partition::sample;
+use super::tile::{gemm_abt, gram, TILE_COLS, TILE_ROWS};
+use super::Keep;
+
+/// Parameters of [`normsim2_dynamic`] (validated by the caller).
+#[derive(Clone, Copy, Debug)]
+pub struct DynamicParams {
+    /// Rows to keep: a count (at most the number of usable rows) or a fraction of them.
+    pub keep: Keep,
+    pub steps: usize,
+    pub sample_fraction: f64,
+    pub seed: u64,
+    pub normalize: bool,
+}
+
+/// Rows per partial Gram product; partials are summed in `f64` in a fixed order.
+const GRAM_BLOCK: usize = 1024;
+
+/// `G = sum_{i in rows} x_i x_i^T` of the scaled rows, as `f32` (`d x d`).
+fn gram_of(x: &Matrix, rows: &[usize], scales: &[Option<f32>]) -> Vec<f32> {
+    let d = x.dim();
+    let partials: Vec<Vec<f32>> = rows
+        .par_chunks(GRAM_BLOCK)
+        .map(|rc| {
+            let mut buf = vec![0f32; rc.len() * d];
+            x.gather_scaled(rc, |i| scales[i], &mut buf);
+            let mut p = vec![0f32; d * d];
+            gram(&buf, rc.len(), d, &mut p);
+            p
+        })
+        .collect();
+    let mut g = vec![0f64; d * d];
+    for p in partials {
+        for (a, b) in g.iter_mut().zip(p) {
+            *a += f64::from(b);
+        }
+    }
+    g.into_iter().map(|v| v as f32).collect()
+}
+
+/// `x_i^T G x_i` for each of `rows` (tiled `X G` then a row dot product).
+pub fn quadratic_form(x: &Matrix, rows: &[usize], scales: &[Option<f32>], g: &[f32]) -> Vec<f64> {
+    let d = x.dim();
+    let mut out = vec![0f64; rows.len()];
+    out.par_chunks_mut(TILE_ROWS)
+        .zip(rows.par_chunks(TILE_ROWS))
+        .for_each(|(dst, rc)| {
+            let mut xs = vec![0f32; rc.len() * d];
+            x.gather_scaled(rc, |i| scales[i], &mut xs);
+            let mut tile = vec![0f32; rc.len() * TILE_COLS];
+            for c0 in (0..d).step_by(TILE_COLS) {
+                let cols = TILE_COLS.min(d - c0);
+                let z = &mut tile[..rc.len() * cols];
+                gemm_abt(&xs, rc.len(), &g[c0 * d..], cols, d, 1.0, z);
+                for (i, (r, o)) in z.chunks_exact(cols).zip(dst.iter_mut()).enumerate() {
+                    *o += f64::from(dot_inline(r, &xs[i * d + c0..i * d + c0 + cols]));
+                }
+            }
+        });
+    out
+}
+
+/// Rounds survived by every row (`None` for unusable rows), or `Err((keep, n))` when a `keep`
+/// count exceeds the `n` usable rows.
+pub fn normsim2_dynamic(x: &Matrix, p: &DynamicParams) -> Result<Vec<Option<u32>>, (usize, usize)> {
+    let n_all = x.rows();
+    let scales = x.scales(p.normalize);
+    let mut alive: Vec<usize> = (0..n_all).filter(|&i| scales[i].is_some()).collect();
+    let n = alive.len();
+    let keep = p.keep.resolve(n)?;
+    let steps = p.steps.max(1);
+    let chunk = (n - keep).div_ceil(steps);
+    let mut out: Vec<Option<u32>> = scales.iter().map(|s| s.map(|_| steps as u32)).collect();
+    for r in 1..=steps {
+        let target = keep.max(n.saturating_sub(r * chunk));
+        if alive.len() <= target {
+            continue;
+        }
+        let m = ((p.sample_fraction * alive.len() as f64).ceil() as usize).clamp(1, alive.len());
+        let picked: Vec<usize> = if m == alive.len() {
+            alive.clone()
+        } else {
+            let mut s: Vec<usize> = sample(alive.len(), m, p.seed, r as u64)
+                .into_iter()
+                .map(|q| alive[q])
+                .collect();
+            s.sort_unstable();
+            s
+        };
+        let g = gram_of(x, &picked, &scales);
+        let score = quadratic_form(x, &alive, &scales, &g);
+        // Highest score first; among equal scores the earlier row first (so the later row is
+        // dropped first). `total_cmp` orders NaN (impossible for usable rows) deterministically.
+        let mut order: Vec<usize> = (0..alive.len()).collect();
+        order.sort_by(|&a, &b| score[b].total_cmp(&score[a]).then(alive[a].cmp(&alive[b])));
+        for &q in &order[target..] {
+            out[alive[q]] = Some((r - 1) as u32);
+        }
+        let mut survivors: Vec<usize> = order[..target].iter().map(|&q| alive[q]).collect();
+        survivors.sort_unstable();
+        alive = survivors;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::Values;
+
+    fn data(n: usize, d: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n * d)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn survivors_shrink_linearly_to_keep() {
+        let (n, d) = (103, 8);
+        let x = data(n, d, 1);
+        let m = Matrix::new(Values::F32(&x), n, d, None).unwrap();
+        for (keep, steps, frac) in [
+            (10, 7, 1.0),
+            (50, 500, 0.1),
+            (103, 5, 0.5),
+            (0, 3, 0.3),
+            (1, 1, 1.0),
+        ] {
+            let p = DynamicParams {
+                keep: Keep::Count(keep),
+                steps,
+                sample_fraction: frac,
+                seed: 4,
+                normalize: true,
+            };
+            let out: Vec<u32> = normsim2_dynamic(&m, &p)
+                .unwrap()
+                .into_iter()
+                .map(Option::unwrap)
+                .collect();
+            let chunk = (n - keep).div_ceil(steps);
+            for r in 1..=steps {
+                let survivors = out.iter().filter(|&&v| v as usize >= r).count();
+                assert_eq!(
+                    survivors,
+                    keep.max(n.saturating_sub(r * chunk)),
+                    "keep={keep} steps={steps} r={r}"
+                );
+            }
+            assert_eq!(out.iter().filter(|&&v| v as usize == steps).count(), keep);
+        }
+    }
+
+    #[test]
+    fn deterministic_across_threads() {
+        let (n, d) = (700, 12);
+        let x = data(n, d, 2);
+        let m = Matrix::new(Values::F32(&x), n, d, None).unwrap();
+        let p = DynamicParams {
+            keep: Keep::Fraction { num: 1, den: 7 },
+            steps: 20,
+            sample_fraction: 0.1,
+            seed: 9,
+            normalize: true,
+        };
+        let run = |t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+                .install(|| normsim2_dynamic(&m, &p))
+        };
+        let one = run(1).unwrap();
+        assert_eq!(one.iter().filter(|v| **v == Some(20)).count(), 100);
+        assert_eq!(one, run(3).unwrap());
+        let too_many = DynamicParams {
+            keep: Keep::Count(701),
+            ..p
+        };
+        assert_eq!(normsim2_dynamic(&m, &too_many), Err((701, 700)));
+    }
+}

@@ -1,0 +1,295 @@
+//! Branch-free `f32` math that the compiler vectorises: dot products with a fixed summation
+//! order, `exp` and `ln` (Cephes polynomials, relative error about 2e-7 in the ranges used).
+//!
+//! Why hand-written: `f32::exp`/`ln` are libm calls that do not vectorise, and the fused
+//! epilogues evaluate one or two of them per entry of every `B x B` tile. No well-kept crate
+//! offers slice-free, inlinable SIMD `exp`/`ln` that compile into our loops on stable Rust.
+//!
+//! Determinism: the formulas use plain `*` and `+` (never `mul_add`), so the AVX2 build of a
+//! function (see [`simd_fn!`]) and the portable build give the same bits.
+
+use std::sync::OnceLock;
+
+/// True when the CPU has AVX2 and FMA (checked once).
+#[inline]
+pub fn has_avx2() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// Defines a function whose body is compiled twice, for AVX2+FMA and portably, and picks the
+/// AVX2 build at run time when the CPU has it. The body's `#[inline(always)]` helpers are
+/// inlined into both builds, so loops over them vectorise with 8 lanes.
+macro_rules! simd_fn {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                if $crate::kernels::fastmath::has_avx2() {
+                    // SAFETY: the CPU supports the features `avx2` was compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use simd_fn;
+
+const LANES: usize = 16;
+
+/// Sums 16 lanes pairwise in a fixed order.
+#[inline(always)]
+fn hsum(mut acc: [f32; LANES]) -> f32 {
+    let mut w = LANES / 2;
+    while w > 0 {
+        for l in 0..w {
+            acc[l] += acc[l + w];
+        }
+        w /= 2;
+    }
+    acc[0]
+}
+
+/// `sum_k a[k] * b[k]` over the shorter length, accumulated in 16 lanes then summed pairwise:
+/// the same bits for the same inputs on every call.
+#[inline(always)]
+pub fn dot_inline(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; LANES];
+    let ca = a.chunks_exact(LANES);
+    let cb = b.chunks_exact(LANES);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    for (l, (x, y)) in ra.iter().zip(rb).enumerate() {
+        acc[l] += x * y;
+    }
+    hsum(acc)
+}
+
+simd_fn! {
+    /// [`dot_inline`], compiled for AVX2 when available.
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        dot_inline(a, b)
+    }
+}
+
+// The polynomial coefficients are Cephes' published values, kept digit for digit.
+#[allow(clippy::excessive_precision)]
+/// `e^x` for `x` in `[-87, 88]` (clamped outside; `-inf` gives about `1.6e-38`, not `0`).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    // Cody–Waite: ln 2 = 0.693359375 - 2.12194440e-4, the first part exact in f32.
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits(((ni + 127) as u32) << 23)
+}
+
+#[allow(clippy::excessive_precision)]
+/// Natural log for positive normal `x` (zero gives about `-87.3`, not `-inf`).
+#[inline(always)]
+pub fn ln(x: f32) -> f32 {
+    const SQRT_HALF: f32 = std::f32::consts::FRAC_1_SQRT_2;
+    let bits = x.to_bits();
+    let mut e = ((bits >> 23) & 0xff) as i32 - 126;
+    let m0 = f32::from_bits((bits & 0x807f_ffff) | 0x3f00_0000); // mantissa in [0.5, 1)
+    let small = m0 < SQRT_HALF;
+    e -= small as i32;
+    let m = if small { m0 + m0 } else { m0 } - 1.0;
+    let z = m * m;
+    let mut y = 7.037_683_6e-2f32;
+    y = y * m - 1.151_461_1e-1;
+    y = y * m + 1.167_699_9e-1;
+    y = y * m - 1.242_014_1e-1;
+    y = y * m + 1.424_932_3e-1;
+    y = y * m - 1.666_805_8e-1;
+    y = y * m + 2.000_071_4e-1;
+    y = y * m - 2.499_999_4e-1;
+    y = y * m + 3.333_333_1e-1;
+    y = y * m * z;
+    let fe = e as f32;
+    y += fe * -2.121_944_4e-4;
+    y += -0.5 * z;
+    m + y + fe * 0.693_359_4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_accurate() {
+        let mut worst = 0f64;
+        for i in 0..=200_000 {
+            let x = -87.0 + 175.0 * (i as f32) / 200_000.0;
+            let got = exp(x) as f64;
+            let want = (x as f64).exp();
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < 5e-7, "worst relative error {worst}");
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(f32::NEG_INFINITY) < 1e-37);
+    }
+
+    #[test]
+    fn ln_is_accurate() {
+        let mut worst = 0f64;
+        for i in 1..=200_000 {
+            let x = 1e-30f32 * 1.0005f32.powi(i % 140_000) + i as f32 * 1e-3;
+            let got = ln(x) as f64;
+            let want = (x as f64).ln();
+            worst = worst.max((got - want).abs() / want.abs().max(1.0));
+        }
+        assert!(worst < 5e-7, "worst error {worst}");
+        assert_eq!(ln(1.0), 0.0);
+    }
+
+    #[test]
+    fn dot_matches_naive_and_both_builds_agree() {
+        for n in [0usize, 1, 15, 16, 17, 127, 128, 129, 768] {
+            let a: Vec<f32> = (0..n).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 11) as f32 * 0.5).collect();
+            let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert_eq!(dot(&a, &b), naive, "n = {n}"); // small integers: exact either way
+            assert_eq!(dot(&a, &b).to_bits(), dot_inline(&a, &b).to_bits());
+        }
+    }
+}
+
+/// Online log-sum-exp state of one row or column: the value is `max + ln(sum)` where every
+/// term was stored as `exp(v - max)`. Merging keeps `sum <= count` and never overflows.
+#[derive(Clone, Copy, Debug)]
+pub struct Lse {
+    pub max: f32,
+    pub sum: f64,
+}
+
+impl Lse {
+    pub const EMPTY: Lse = Lse {
+        max: f32::NEG_INFINITY,
+        sum: 0.0,
+    };
+
+    /// Adds a partial `(max, sum)` computed elsewhere (e.g. over one tile).
+    #[inline]
+    pub fn merge(&mut self, max: f32, sum: f64) {
+        if max == f32::NEG_INFINITY {
+            return;
+        }
+        if max > self.max {
+            self.sum = self.sum * f64::from(self.max - max).exp() + sum;
+            self.max = max;
+        } else {
+            self.sum += sum * f64::from(max - self.max).exp();
+        }
+    }
+
+    /// `ln(sum_j exp(v_j))`; `-inf` when nothing was added.
+    #[inline]
+    pub fn value(&self) -> f64 {
+        f64::from(self.max) + self.sum.ln()
+    }
+}
+
+/// Elementwise `max` that the vectoriser turns into `maxps` (no NaN semantics needed: inputs
+/// are finite).
+#[inline(always)]
+pub fn fmax(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// `max_j v[j]` in 16 lanes.
+#[inline(always)]
+pub fn max_inline(v: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let c = v.chunks_exact(LANES);
+    let r = c.remainder();
+    for x in c {
+        for l in 0..LANES {
+            acc[l] = fmax(acc[l], x[l]);
+        }
+    }
+    for (l, x) in r.iter().enumerate() {
+        acc[l] = fmax(acc[l], *x);
+    }
+    let mut w = LANES / 2;
+    while w > 0 {
+        for l in 0..w {
+            acc[l] = fmax(acc[l], acc[l + w]);
+        }
+        w /= 2;
+    }
+    acc[0]
+}
+
+/// `sum_j exp(v[j] - m)` in 16 lanes.
+#[inline(always)]
+pub fn sum_exp_inline(v: &[f32], m: f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let c = v.chunks_exact(LANES);
+    let r = c.remainder();
+    for x in c {
+        for l in 0..LANES {
+            acc[l] += exp(x[l] - m);
+        }
+    }
+    for (l, x) in r.iter().enumerate() {
+        acc[l] += exp(*x - m);
+    }
+    hsum(acc)
+}
+
+#[cfg(test)]
+mod lse_tests {
+    use super::*;
+
+    #[test]
+    fn lse_merge_matches_direct() {
+        let v: Vec<f32> = (0..1000)
+            .map(|i| ((i * 37) % 101) as f32 * 0.9 - 40.0)
+            .collect();
+        let want = v.iter().map(|&x| f64::from(x).exp()).sum::<f64>().ln();
+        let mut s = Lse::EMPTY;
+        for part in v.chunks(64) {
+            let m = max_inline(part);
+            s.merge(m, f64::from(sum_exp_inline(part, m)));
+        }
+        assert!((s.value() - want).abs() < 1e-6, "{} vs {want}", s.value());
+        assert_eq!(Lse::EMPTY.value(), f64::NEG_INFINITY);
+    }
+}

@@ -1,0 +1,374 @@
+//! negCLIPLoss (SPEC "negCLIPLoss"):
+//!
+//! ```text
+//! ncl_i = s_ii - (tau / 2) * mean_{k=1..K} [ LSE_{j in B_k(i)} (s_ij / tau) + LSE_{j in B_k(i)} (s_ji / tau) ]
+//! ```
+//!
+//! with `B_k(i)` the batch holding row `i` in partition `k` ([`super::partition`]). Per batch
+//! of `b` rows this is a `b x b` matrix product `Z = X T^T / tau` with a log-sum-exp over every
+//! row (image -> text) and every column (text -> image). `Z` is never built: each row block of
+//! `X` (`TILE_ROWS` rows, processed in parallel) walks the column tiles of `T`, and each
+//! `TILE_ROWS x TILE_COLS` tile of `Z` is reduced while hot in cache:
+//!
+//! * rows: per tile, `m = max_j z_ij`, `s = sum_j exp(z_ij - m)`, merged online into `(max, sum)`;
+//! * columns: per row block, `m_j = max_i z_ij`, `s_j = sum_i exp(z_ij - m_j)`; the row blocks'
+//!   partials are merged afterwards in block order.
+//!
+//! Exponentials are always of non-positive arguments (never `exp(s / tau)` unshifted), tile
+//! sums are `f32` (at most 256 terms, each <= 1), everything longer is `f64`. The merge order is
+//! fixed, so the result does not depend on the thread count.
+//!
+//! Memory beyond the inputs: `T` of one batch in `f32` (`b * d * 4` bytes), one tile and one
+//! row block of `X` (converted from float16 as it is needed) per thread, and two floats per
+//! (row block, column) for the column partials: about 135 MiB at `b = 32768`, `d = 768`.
+
+use rayon::prelude::*;
+
+use super::clip_score::score_pair;
+use super::fastmath::{exp, fmax, max_inline, simd_fn, Lse};
+use super::matrix::Matrix;
+use super::partition::{batch_bounds, permutation};
+use super::tile::{gemm_abt, TILE_COLS, TILE_ROWS};
+
+/// Parameters of [`neg_clip_loss`] (validated by the caller: all positive, `temperature`
+/// finite).
+#[derive(Clone, Copy, Debug)]
+pub struct NegClipParams {
+    pub batch_size: usize,
+    pub num_batches: usize,
+    pub temperature: f64,
+    pub seed: u64,
+    pub normalize: bool,
+}
+
+impl Default for NegClipParams {
+    /// The reference runs' values: `B = 32768`, `K = 10`, `tau = 0.01`.
+    fn default() -> Self {
+        Self {
+            batch_size: 32768,
+            num_batches: 10,
+            temperature: 0.01,
+            seed: 0,
+            normalize: true,
+        }
+    }
+}
+
+/// Batches at most this large are scored in parallel with each other (each one alone has too
+/// few row blocks to keep the cores busy); larger ones one at a time, parallel inside.
+const SMALL_BATCH: usize = 2 * TILE_ROWS;
+
+simd_fn! {
+    /// Reduces one tile `z` (`rows x cols`, row-major): merges each row's partial into
+    /// `row_lse[i]` and writes the column partials `(max, sum)` of this row block.
+    fn reduce_tile(z: &[f32], rows: usize, cols: usize, row_lse: &mut [Lse], col_max: &mut [f32], col_sum: &mut [f32]) {
+        let col_max = &mut col_max[..cols];
+        let col_sum = &mut col_sum[..cols];
+        col_max.fill(f32::NEG_INFINITY);
+        col_sum.fill(0.0);
+        for r in z.chunks_exact(cols).take(rows) {
+            for (m, &v) in col_max.iter_mut().zip(r) {
+                *m = fmax(*m, v);
+            }
+        }
+        for (r, lse) in z.chunks_exact(cols).take(rows).zip(row_lse.iter_mut()) {
+            let m = max_inline(r);
+            // One pass gives both sums: the row's in 16 lanes, the columns' in place.
+            let mut acc = [0f32; 16];
+            let mut j = 0;
+            while j + 16 <= cols {
+                for l in 0..16 {
+                    let v = r[j + l];
+                    acc[l] += exp(v - m);
+                    col_sum[j + l] += exp(v - col_max[j + l]);
+                }
+                j += 16;
+            }
+            for l in 0..cols - j {
+                let v = r[j + l];
+                acc[l] += exp(v - m);
+                col_sum[j + l] += exp(v - col_max[j + l]);
+            }
+            let mut w = 8;
+            while w > 0 {
+                for l in 0..w {
+                    acc[l] += acc[l + w];
+                }
+                w /= 2;
+            }
+            lse.merge(m, f64::from(acc[0]));
+        }
+    }
+}
+
+/// Row and column log-sum-exps of `Z = X T^T * inv_tau` over one batch of `b` rows, as
+/// `lse_row + lse_col` per batch position. `t` holds the batch's normalised texts (`b x d`,
+/// `f32`); `load_x(r0, rows, dst)` writes the normalised images of batch rows `r0..r0 + rows`
+/// into `dst` (`rows x d`), so images are converted one row block at a time.
+pub fn batch_lse_sum(
+    load_x: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
+    t: &[f32],
+    b: usize,
+    d: usize,
+    inv_tau: f32,
+) -> Vec<f64> {
+    let blocks: Vec<(Vec<f64>, Vec<f32>, Vec<f32>)> = (0..b.div_ceil(TILE_ROWS))
+        .into_par_iter()
+        .map(|blk| {
+            let r0 = blk * TILE_ROWS;
+            let rows = TILE_ROWS.min(b - r0);
+            let mut xb = vec![0f32; rows * d];
+            load_x(r0, rows, &mut xb);
+            let mut tile = vec![0f32; rows * TILE_COLS];
+            let mut row_lse = vec![Lse::EMPTY; rows];
+            let mut col_max = vec![0f32; b];
+            let mut col_sum = vec![0f32; b];
+            for c0 in (0..b).step_by(TILE_COLS) {
+                let cols = TILE_COLS.min(b - c0);
+                gemm_abt(&xb, rows, &t[c0 * d..], cols, d, inv_tau, &mut tile);
+                reduce_tile(
+                    &tile[..rows * cols],
+                    rows,
+                    cols,
+                    &mut row_lse,
+                    &mut col_max[c0..c0 + cols],
+                    &mut col_sum[c0..c0 + cols],
+                );
+            }
+            (row_lse.iter().map(Lse::value).collect(), col_max, col_sum)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(b);
+    for (rows, _, _) in &blocks {
+        out.extend_from_slice(rows);
+    }
+    out.par_iter_mut().enumerate().for_each(|(j, o)| {
+        let mut col = Lse::EMPTY;
+        for (_, m, s) in &blocks {
+            col.merge(m[j], f64::from(s[j]));
+        }
+        *o += col.value();
+    });
+    out
+}
+
+/// negCLIPLoss of every row of `image`/`text` (same shape). Rows that are null, hold a NaN or
+/// infinity, or (when normalising) are zero get `None` and take no part in any batch.
+/// Runs on the current rayon pool.
+pub fn neg_clip_loss(image: &Matrix, text: &Matrix, p: &NegClipParams) -> Vec<Option<f32>> {
+    let n = image.rows();
+    let d = image.dim();
+    debug_assert_eq!(n, text.rows());
+    debug_assert_eq!(d, text.dim());
+    let sx = image.scales(p.normalize);
+    let st = text.scales(p.normalize);
+    // CLIPScore s_ii, exactly as `clip_score` computes it.
+    let diag: Vec<Option<f32>> = (0..n)
+        .into_par_iter()
+        .map_init(
+            || (vec![0f32; d], vec![0f32; d]),
+            |(xs, ts), i| {
+                if sx[i].is_none() || st[i].is_none() {
+                    return None;
+                }
+                image.load_row(i, xs);
+                text.load_row(i, ts);
+                score_pair(xs, ts, p.normalize)
+            },
+        )
+        .collect();
+    let valid: Vec<usize> = (0..n).filter(|&i| diag[i].is_some()).collect();
+    let nv = valid.len();
+    let inv_tau = (1.0 / p.temperature) as f32;
+    let mut acc = vec![0f64; nv];
+    for k in 0..p.num_batches {
+        let perm = permutation(nv, p.seed, k as u64);
+        let bounds = batch_bounds(nv, p.batch_size);
+        let score = |&(s, e): &(usize, usize)| {
+            let rows: Vec<usize> = perm[s..e].iter().map(|&q| valid[q]).collect();
+            let b = rows.len();
+            // Texts: one f32 copy of the batch (every row block reads all of them).
+            let mut tb = vec![0f32; b * d];
+            tb.par_chunks_mut(TILE_ROWS * d)
+                .zip(rows.par_chunks(TILE_ROWS))
+                .for_each(|(tc, rc)| text.gather_scaled(rc, |i| st[i], tc));
+            // Images: converted a row block at a time by the task that uses them.
+            let load_x = |r0: usize, n: usize, dst: &mut [f32]| {
+                image.gather_scaled(&rows[r0..r0 + n], |i| sx[i], dst);
+            };
+            batch_lse_sum(&load_x, &tb, b, d, inv_tau)
+        };
+        let per_batch: Vec<Vec<f64>> = if p.batch_size <= SMALL_BATCH {
+            bounds.par_iter().map(score).collect()
+        } else {
+            bounds.iter().map(score).collect()
+        };
+        for ((s, _), lse) in bounds.iter().zip(&per_batch) {
+            for (q, v) in lse.iter().enumerate() {
+                acc[perm[s + q]] += v;
+            }
+        }
+    }
+    let half_tau = p.temperature / 2.0;
+    let mut out = vec![None; n];
+    for (q, &i) in valid.iter().enumerate() {
+        let s_ii = diag[i].map_or(0.0, f64::from);
+        out[i] = Some((s_ii - half_tau * acc[q] / p.num_batches as f64) as f32);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::Values;
+
+    fn data(n: usize, d: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n * d)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    /// Naive f64 reference on one batch = all rows.
+    fn naive(x: &[f32], t: &[f32], n: usize, d: usize, tau: f64) -> Vec<f64> {
+        let norm = |v: &[f32]| -> Vec<f64> {
+            let s = v
+                .iter()
+                .map(|&a| f64::from(a) * f64::from(a))
+                .sum::<f64>()
+                .sqrt();
+            v.iter().map(|&a| f64::from(a) / s).collect()
+        };
+        let xs: Vec<Vec<f64>> = x.chunks(d).map(norm).collect();
+        let ts: Vec<Vec<f64>> = t.chunks(d).map(norm).collect();
+        let s = |i: usize, j: usize| xs[i].iter().zip(&ts[j]).map(|(a, b)| a * b).sum::<f64>();
+        let lse = |f: &dyn Fn(usize) -> f64| {
+            let v: Vec<f64> = (0..n).map(f).collect();
+            let m = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            m + v.iter().map(|a| (a - m).exp()).sum::<f64>().ln()
+        };
+        (0..n)
+            .map(|i| s(i, i) - tau / 2.0 * (lse(&|j| s(i, j) / tau) + lse(&|j| s(j, i) / tau)))
+            .collect()
+    }
+
+    #[test]
+    fn one_batch_matches_naive_at_tile_edges() {
+        for &(n, d) in &[
+            (1usize, 3usize),
+            (2, 5),
+            (17, 8),
+            (255, 16),
+            (257, 33),
+            (600, 64),
+        ] {
+            let x = data(n, d, 1);
+            let t = data(n, d, 2);
+            let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
+            let tm = Matrix::new(Values::F32(&t), n, d, None).unwrap();
+            let p = NegClipParams {
+                batch_size: n,
+                num_batches: 1,
+                temperature: 0.05,
+                seed: 3,
+                normalize: true,
+            };
+            let got = neg_clip_loss(&xm, &tm, &p);
+            let want = naive(&x, &t, n, d, 0.05);
+            for i in 0..n {
+                let g = f64::from(got[i].unwrap());
+                assert!(
+                    (g - want[i]).abs() < 2e-5,
+                    "n={n} d={d} row {i}: {g} vs {}",
+                    want[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn independent_of_thread_count() {
+        let (n, d) = (700, 24);
+        let x = data(n, d, 5);
+        let t = data(n, d, 6);
+        let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
+        let tm = Matrix::new(Values::F32(&t), n, d, None).unwrap();
+        let p = NegClipParams {
+            batch_size: 300,
+            num_batches: 3,
+            temperature: 0.01,
+            seed: 9,
+            normalize: true,
+        };
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| neg_clip_loss(&xm, &tm, &p))
+        };
+        let one = run(1);
+        assert_eq!(one, run(3));
+        let small = NegClipParams {
+            batch_size: 50,
+            ..p
+        };
+        let pool1 = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let pool3 = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        assert_eq!(
+            pool1.install(|| neg_clip_loss(&xm, &tm, &small)),
+            pool3.install(|| neg_clip_loss(&xm, &tm, &small))
+        );
+    }
+
+    #[test]
+    fn invalid_rows_take_no_part() {
+        let (n, d) = (6, 4);
+        let mut x = data(n, d, 7);
+        let t = data(n, d, 8);
+        x[2 * d..3 * d].fill(0.0); // zero image vector
+        let mask = [true, true, true, true, false, true];
+        let xm = Matrix::new(Values::F32(&x), n, d, Some(&mask)).unwrap();
+        let tm = Matrix::new(Values::F32(&t), n, d, None).unwrap();
+        let p = NegClipParams {
+            batch_size: 100,
+            num_batches: 1,
+            temperature: 0.1,
+            seed: 0,
+            normalize: true,
+        };
+        let got = neg_clip_loss(&xm, &tm, &p);
+        assert!(got[2].is_none() && got[4].is_none());
+        let keep = [0usize, 1, 3, 5];
+        let xk: Vec<f32> = keep
+            .iter()
+            .flat_map(|&i| x[i * d..(i + 1) * d].to_vec())
+            .collect();
+        let tk: Vec<f32> = keep
+            .iter()
+            .flat_map(|&i| t[i * d..(i + 1) * d].to_vec())
+            .collect();
+        let want = naive(&xk, &tk, 4, d, 0.1);
+        for (q, &i) in keep.iter().enumerate() {
+            assert!((f64::from(got[i].unwrap()) - want[q]).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn empty_input() {
+        let xm = Matrix::new(Values::F32(&[]), 0, 4, None).unwrap();
+        assert!(neg_clip_loss(&xm, &xm, &NegClipParams::default()).is_empty());
+    }
+}

@@ -1,0 +1,481 @@
+//! NormSim_p (SPEC "NormSim_p"): closeness of each pool embedding `x` to a target set `T`:
+//!
+//! ```text
+//! NormSim_p(x)   = ( sum_t |<x, t>|^p )^(1/p)
+//! NormSim_inf(x) = max_t |<x, t>|
+//! ```
+//!
+//! * `p = inf`: tiles of `X T^T` reduced by a running max of `|s|`.
+//! * `p = 2`: `sqrt(x^T G x)` with `G = sum_t t t^T` (`d x d`, accumulated once in `f64` when the
+//!   target is prepared): per row `O(d^2)` whatever `m`. When the target has no more rows than
+//!   dimensions (`m <= d`) the direct `sqrt(sum_t s_t^2)` costs less and is used instead.
+//! * other `p`: `exp(LSE_t(p ln|s_t|) / p)`, a running log-sum-exp, so no power overflows or
+//!   underflows for large `p`.
+//!
+//! The `n x m` matrix is never built. The target is prepared once ([`Target::prepare`]) and
+//! reused for every batch of rows Polars hands over; each row's result depends only on that row
+//! (see `tile::gemm_abt`), so morsel boundaries never change a bit.
+
+use std::fmt;
+
+use rayon::prelude::*;
+
+use super::fastmath::{exp, fmax, ln, max_inline, simd_fn, Lse};
+use super::matrix::Matrix;
+use super::tile::{gemm_abt, gram, TILE_COLS, TILE_ROWS};
+
+/// The `p` of NormSim_p.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Power {
+    /// `p = 2`.
+    Two,
+    /// `p = inf`: the maximum.
+    Inf,
+    /// Any other finite `p > 0`.
+    Finite(f32),
+}
+
+impl Power {
+    /// `p` as given by a user (validated: `p > 0`, not NaN).
+    pub fn from_p(p: f64) -> Self {
+        if p.is_infinite() {
+            Power::Inf
+        } else if p == 2.0 {
+            Power::Two
+        } else {
+            Power::Finite(p as f32)
+        }
+    }
+}
+
+/// Why a target set cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetError {
+    /// No rows.
+    Empty,
+    /// Row `i` is null, holds a NaN/infinity, or is a zero vector while normalising.
+    BadRow(usize),
+}
+
+impl fmt::Display for TargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetError::Empty => write!(f, "the target set is empty"),
+            TargetError::BadRow(i) => {
+                write!(
+                    f,
+                    "target row {i} is null, holds a NaN or infinity, or is a zero vector"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for TargetError {}
+
+/// A target set ready for scoring: rows normalised to `f32`, and `G` when `p = 2` uses it.
+#[derive(Debug)]
+pub struct Target {
+    rows: Vec<f32>,
+    m: usize,
+    d: usize,
+    power: Power,
+    gram: Option<Vec<f32>>,
+}
+
+/// Target rows per partial Gram product (an `f32` GEMM: each entry sums 1024 terms).
+const GRAM_BLOCK: usize = 1024;
+/// Partial products computed in parallel before being added, in order, to the `f64` total.
+/// A fixed number (not the thread count) so that `G` has the same bits on every machine size.
+const GRAM_WAVE: usize = 8;
+
+impl Target {
+    /// Converts (and with `normalize`, L2-normalises) the target rows; for `p = 2` with `m > d`
+    /// computes `G = sum_t t t^T` as `f32` products over blocks of 1024 rows (in parallel),
+    /// summed in `f64` in block order, then rounded to `f32`.
+    pub fn prepare(t: &Matrix, power: Power, normalize: bool) -> Result<Self, TargetError> {
+        let (m, d) = (t.rows(), t.dim());
+        if m == 0 {
+            return Err(TargetError::Empty);
+        }
+        let scales = t.scales(normalize);
+        if let Some(bad) = scales.iter().position(Option::is_none) {
+            return Err(TargetError::BadRow(bad));
+        }
+        let idx: Vec<usize> = (0..m).collect();
+        let mut rows = vec![0f32; m * d];
+        t.gather_scaled(&idx, |i| scales[i], &mut rows);
+        let gram = (power == Power::Two && m > d).then(|| {
+            let mut g = vec![0f64; d * d];
+            for wave in rows.chunks(GRAM_BLOCK * GRAM_WAVE * d) {
+                let partials: Vec<Vec<f32>> = wave
+                    .par_chunks(GRAM_BLOCK * d)
+                    .map(|block| {
+                        let mut p = vec![0f32; d * d];
+                        gram(block, block.len() / d, d, &mut p);
+                        p
+                    })
+                    .collect();
+                for p in partials {
+                    for (a, b) in g.iter_mut().zip(p) {
+                        *a += f64::from(b);
+                    }
+                }
+            }
+            g.into_iter().map(|v| v as f32).collect()
+        });
+        Ok(Self {
+            rows,
+            m,
+            d,
+            power,
+            gram,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    pub fn dim(&self) -> usize {
+        self.d
+    }
+
+    pub fn power(&self) -> Power {
+        self.power
+    }
+}
+
+simd_fn! {
+    fn max_abs_tile(z: &[f32], cols: usize, acc: &mut [f32]) {
+        for (r, a) in z.chunks_exact(cols).zip(acc.iter_mut()) {
+            let mut lanes = [0f32; 16];
+            let c = r.chunks_exact(16);
+            let rem = c.remainder();
+            for x in c {
+                for l in 0..16 {
+                    lanes[l] = fmax(lanes[l], x[l].abs());
+                }
+            }
+            for (l, x) in rem.iter().enumerate() {
+                lanes[l] = fmax(lanes[l], x.abs());
+            }
+            *a = fmax(*a, max_inline(&lanes));
+        }
+    }
+}
+
+simd_fn! {
+    /// `acc[i] += sum_j z_ij * w_ij`, `w` being the same columns of the rows in `x` (stride `d`,
+    /// offset `c0`); with `x = z` it is a sum of squares.
+    fn dot_tile(z: &[f32], cols: usize, x: &[f32], d: usize, c0: usize, acc: &mut [f64]) {
+        for (i, (r, a)) in z.chunks_exact(cols).zip(acc.iter_mut()).enumerate() {
+            let w = &x[i * d + c0..i * d + c0 + cols];
+            *a += f64::from(super::fastmath::dot_inline(r, w));
+        }
+    }
+}
+
+simd_fn! {
+    fn sum_sq_tile(z: &[f32], cols: usize, acc: &mut [f64]) {
+        for (r, a) in z.chunks_exact(cols).zip(acc.iter_mut()) {
+            *a += f64::from(super::fastmath::dot_inline(r, r));
+        }
+    }
+}
+
+simd_fn! {
+    /// Online `LSE_j(p ln|z_ij|)` per row; `z` is overwritten with `p ln|z|`.
+    fn pow_tile(z: &mut [f32], cols: usize, p: f32, acc: &mut [Lse]) {
+        for (r, a) in z.chunks_exact_mut(cols).zip(acc.iter_mut()) {
+            for v in r.iter_mut() {
+                *v = p * ln(v.abs());
+            }
+            let m = max_inline(r);
+            let mut lanes = [0f32; 16];
+            let c = r.chunks_exact(16);
+            let rem = c.remainder();
+            for x in c {
+                for l in 0..16 {
+                    lanes[l] += exp(x[l] - m);
+                }
+            }
+            for (l, x) in rem.iter().enumerate() {
+                lanes[l] += exp(*x - m);
+            }
+            let s: f32 = {
+                let mut w = 8;
+                while w > 0 {
+                    for l in 0..w {
+                        lanes[l] += lanes[l + w];
+                    }
+                    w /= 2;
+                }
+                lanes[0]
+            };
+            a.merge(m, f64::from(s));
+        }
+    }
+}
+
+/// Per-row accumulator of one row block.
+enum Acc {
+    Max(Vec<f32>),
+    Sum(Vec<f64>),
+    Log(Vec<Lse>),
+}
+
+/// NormSim of every row of `x` against `target` (same width). Rows that are null, hold a NaN or
+/// infinity, or (when normalising) are zero get `None`. Runs on the current rayon pool.
+pub fn normsim(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<f32>> {
+    let (n, d) = (x.rows(), x.dim());
+    debug_assert_eq!(d, target.d);
+    let (b, b_rows) = match &target.gram {
+        Some(g) => (g.as_slice(), d),
+        None => (target.rows.as_slice(), target.m),
+    };
+    let mut out = vec![None; n];
+    out.par_chunks_mut(TILE_ROWS)
+        .enumerate()
+        .for_each(|(blk, dst)| {
+            let r0 = blk * TILE_ROWS;
+            let rows = dst.len();
+            // Always a full TILE_ROWS-row tile (zero rows as padding): a fixed GEMM shape keeps every
+            // row's bits independent of how many rows Polars handed over (see `tile::gemm_abt`).
+            let mut xs = vec![0f32; TILE_ROWS * d];
+            let mut scratch = vec![0f32; d];
+            let idx: Vec<usize> = (r0..r0 + rows).collect();
+            let scales: Vec<Option<f32>> = idx
+                .iter()
+                .map(|&i| x.row_scale(i, normalize, &mut scratch))
+                .collect();
+            x.gather_scaled(&idx, |i| scales[i - r0], &mut xs);
+            let mut acc = match (target.power, target.gram.is_some()) {
+                (Power::Inf, _) => Acc::Max(vec![0.0; rows]),
+                (Power::Two, _) => Acc::Sum(vec![0.0; rows]),
+                (Power::Finite(_), _) => Acc::Log(vec![Lse::EMPTY; rows]),
+            };
+            let mut tile = vec![0f32; TILE_ROWS * TILE_COLS];
+            for c0 in (0..b_rows).step_by(TILE_COLS) {
+                let cols = TILE_COLS.min(b_rows - c0);
+                gemm_abt(
+                    &xs,
+                    TILE_ROWS,
+                    &b[c0 * d..],
+                    cols,
+                    d,
+                    1.0,
+                    &mut tile[..TILE_ROWS * cols],
+                );
+                let z = &mut tile[..rows * cols];
+                match (&mut acc, target.power) {
+                    (Acc::Max(a), _) => max_abs_tile(z, cols, a),
+                    (Acc::Sum(a), _) if target.gram.is_some() => dot_tile(z, cols, &xs, d, c0, a),
+                    (Acc::Sum(a), _) => sum_sq_tile(z, cols, a),
+                    (Acc::Log(a), Power::Finite(p)) => pow_tile(z, cols, p, a),
+                    (Acc::Log(_), _) => unreachable!("log accumulator only for finite p"),
+                }
+            }
+            let value = |i: usize| -> f32 {
+                match (&acc, target.power) {
+                    (Acc::Max(a), _) => a[i],
+                    (Acc::Sum(a), _) => a[i].max(0.0).sqrt() as f32,
+                    (Acc::Log(a), Power::Finite(p)) => (a[i].value() / f64::from(p)).exp() as f32,
+                    (Acc::Log(_), _) => f32::NAN,
+                }
+            };
+            for (k, o) in dst.iter_mut().enumerate() {
+                *o = scales[k].map(|_| value(k));
+            }
+        });
+    out
+}
+
+simd_fn! {
+    /// Running argmax of each row of the tile (strict `>`: ties keep the earlier column).
+    fn argmax_tile(z: &[f32], cols: usize, c0: usize, best: &mut [(f32, u32)]) {
+        for (r, b) in z.chunks_exact(cols).zip(best.iter_mut()) {
+            for (j, &v) in r.iter().enumerate() {
+                if v > b.0 {
+                    *b = (v, (c0 + j) as u32);
+                }
+            }
+        }
+    }
+}
+
+/// Index of the target row most similar to each row (cosine, not absolute; ties: the lower
+/// index). `None` where the row is unusable. This is a zero-shot classifier when the target rows
+/// are text embeddings of class prompts.
+pub fn nearest(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<u32>> {
+    let (n, d) = (x.rows(), x.dim());
+    let mut out = vec![None; n];
+    out.par_chunks_mut(TILE_ROWS)
+        .enumerate()
+        .for_each(|(blk, dst)| {
+            let r0 = blk * TILE_ROWS;
+            let rows = dst.len();
+            let mut xs = vec![0f32; TILE_ROWS * d]; // fixed shape, as in `normsim`
+            let mut scratch = vec![0f32; d];
+            let idx: Vec<usize> = (r0..r0 + rows).collect();
+            let scales: Vec<Option<f32>> = idx
+                .iter()
+                .map(|&i| x.row_scale(i, normalize, &mut scratch))
+                .collect();
+            x.gather_scaled(&idx, |i| scales[i - r0], &mut xs);
+            let mut best = vec![(f32::NEG_INFINITY, 0u32); rows];
+            let mut tile = vec![0f32; TILE_ROWS * TILE_COLS];
+            for c0 in (0..target.m).step_by(TILE_COLS) {
+                let cols = TILE_COLS.min(target.m - c0);
+                gemm_abt(
+                    &xs,
+                    TILE_ROWS,
+                    &target.rows[c0 * d..],
+                    cols,
+                    d,
+                    1.0,
+                    &mut tile[..TILE_ROWS * cols],
+                );
+                argmax_tile(&tile[..rows * cols], cols, c0, &mut best);
+            }
+            for (k, o) in dst.iter_mut().enumerate() {
+                *o = scales[k].map(|_| best[k].1);
+            }
+        });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::Values;
+
+    fn data(n: usize, d: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n * d)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    fn naive(x: &[f32], t: &[f32], d: usize, p: f64) -> Vec<f64> {
+        let norm = |v: &[f32]| -> Vec<f64> {
+            let s = v.iter().map(|&a| f64::from(a).powi(2)).sum::<f64>().sqrt();
+            v.iter().map(|&a| f64::from(a) / s).collect()
+        };
+        let ts: Vec<Vec<f64>> = t.chunks(d).map(norm).collect();
+        x.chunks(d)
+            .map(|r| {
+                let xr = norm(r);
+                let s: Vec<f64> = ts
+                    .iter()
+                    .map(|tr| tr.iter().zip(&xr).map(|(a, b)| a * b).sum::<f64>().abs())
+                    .collect();
+                if p.is_infinite() {
+                    s.iter().cloned().fold(0.0, f64::max)
+                } else {
+                    s.iter().map(|v| v.powf(p)).sum::<f64>().powf(1.0 / p)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_naive_for_every_power() {
+        let d = 20;
+        for &(n, m) in &[(1usize, 1usize), (3, 5), (257, 19), (300, 21), (40, 600)] {
+            let x = data(n, d, 11);
+            let t = data(m, d, 12);
+            let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
+            let tm = Matrix::new(Values::F32(&t), m, d, None).unwrap();
+            for p in [f64::INFINITY, 2.0, 1.0, 3.5, 40.0] {
+                let target = Target::prepare(&tm, Power::from_p(p), true).unwrap();
+                let got = normsim(&xm, &target, true);
+                let want = naive(&x, &t, d, p);
+                for i in 0..n {
+                    let g = f64::from(got[i].unwrap());
+                    assert!(
+                        (g - want[i]).abs() <= 2e-5 * want[i].max(1e-3),
+                        "n={n} m={m} p={p} row {i}: {g} vs {}",
+                        want[i]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_targets_and_rows() {
+        let t = [1.0f32, 0.0, 0.0, 0.0];
+        let tm = Matrix::new(Values::F32(&t), 2, 2, None).unwrap();
+        assert_eq!(
+            Target::prepare(&tm, Power::Inf, true).unwrap_err(),
+            TargetError::BadRow(1)
+        );
+        let empty = Matrix::new(Values::F32(&[]), 0, 2, None).unwrap();
+        assert_eq!(
+            Target::prepare(&empty, Power::Inf, true).unwrap_err(),
+            TargetError::Empty
+        );
+        let good = Target::prepare(
+            &Matrix::new(Values::F32(&t[..2]), 1, 2, None).unwrap(),
+            Power::Inf,
+            true,
+        )
+        .unwrap();
+        let x = [0.0f32, 0.0, 3.0, 4.0];
+        let got = normsim(
+            &Matrix::new(Values::F32(&x), 2, 2, None).unwrap(),
+            &good,
+            true,
+        );
+        assert_eq!(got[0], None);
+        assert!((got[1].unwrap() - 0.6).abs() < 1e-7);
+    }
+
+    #[test]
+    fn nearest_is_argmax_with_ties_to_lower_index() {
+        let t = [1.0f32, 0.0, 0.0, 1.0, 1.0, 0.0, -1.0, 0.0];
+        let target = Target::prepare(
+            &Matrix::new(Values::F32(&t), 4, 2, None).unwrap(),
+            Power::Inf,
+            true,
+        )
+        .unwrap();
+        let x = [0.9f32, 0.1, 0.1, 0.9, -1.0, 0.1, 0.0, 0.0];
+        let got = nearest(
+            &Matrix::new(Values::F32(&x), 4, 2, None).unwrap(),
+            &target,
+            true,
+        );
+        assert_eq!(got, vec![Some(0), Some(1), Some(3), None]);
+    }
+
+    #[test]
+    fn rows_do_not_depend_on_the_batch_they_come_in() {
+        let (n, m, d) = (600, 300, 64);
+        let x = data(n, d, 21);
+        let t = data(m, d, 22);
+        let tm = Matrix::new(Values::F32(&t), m, d, None).unwrap();
+        for p in [f64::INFINITY, 2.0, 3.0] {
+            let target = Target::prepare(&tm, Power::from_p(p), true).unwrap();
+            let all = normsim(
+                &Matrix::new(Values::F32(&x), n, d, None).unwrap(),
+                &target,
+                true,
+            );
+            for (s, e) in [(0, 1), (3, 40), (250, 600), (599, 600)] {
+                let part = normsim(
+                    &Matrix::new(Values::F32(&x[s * d..e * d]), e - s, d, None).unwrap(),
+                    &target,
+                    true,
+                );
+                assert_eq!(part, all[s..e].to_vec(), "p={p} rows {s}..{e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Process-wide registry of prepared NormSim targets.
+//!
+//! A target (thousands to millions of embeddings) is converted, normalised and, for `p = 2`,
+//! reduced to its Gram matrix once, when Python registers it; expressions carry only its key.
+//! So a streaming query that calls `normsim` once per morsel never re-reads or re-prepares it.
+//! The key is a hash of the target's bytes and parameters, so registering the same target twice
+//! prepares it once. Targets live until the process ends.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use polars::prelude::*;
+
+use crate::kernels::normsim::{Power, Target};
+use crate::kernels::pool::pool;
+use crate::kernels::{Matrix, Values};
+
+fn registry() -> &'static Mutex<HashMap<u64, Arc<Target>>> {
+    static REG: OnceLock<Mutex<HashMap<u64, Arc<Target>>>> = OnceLock::new();
+    REG.get_or_init(Default::default)
+}
+
+/// How many targets this process has prepared (tests check that it is once per target).
+pub static PREPARED: AtomicUsize = AtomicUsize::new(0);
+
+/// The key under which `(values, rows, dim, p, normalize)` is registered.
+pub fn key(values: &[f32], rows: usize, dim: usize, p: f64, normalize: bool) -> u64 {
+    let mut h = DefaultHasher::new();
+    (rows, dim, p.to_bits(), normalize).hash(&mut h);
+    for v in values {
+        v.to_bits().hash(&mut h);
+    }
+    // 63 bits: the key travels through the expression's pickled kwargs as a Python int, which
+    // serde-pickle reads back as an i64.
+    h.finish() >> 1
+}
+
+/// Prepares and registers a target (idempotent); returns its key.
+pub fn register(
+    values: Vec<f32>,
+    rows: usize,
+    dim: usize,
+    p: f64,
+    normalize: bool,
+) -> Result<u64, String> {
+    let k = key(&values, rows, dim, p, normalize);
+    if registry()
+        .lock()
+        .map_err(|e| e.to_string())?
+        .contains_key(&k)
+    {
+        return Ok(k);
+    }
+    let m =
+        Matrix::new(Values::F32(&values), rows, dim, None).map_err(|e| format!("target: {e}"))?;
+    let target = pool()
+        .install(|| Target::prepare(&m, Power::from_p(p), normalize))
+        .map_err(|e| format!("target: {e}"))?;
+    PREPARED.fetch_add(1, Ordering::Relaxed);
+    registry()
+        .lock()
+        .map_err(|e| e.to_string())?
+        .insert(k, Arc::new(target));
+    Ok(k)
+}
+
+/// The target registered under `key`.
+pub fn get(key: u64) -> PolarsResult<Arc<Target>> {
+    let reg = registry()
+        .lock()
+        .map_err(|e| polars_err!(ComputeError: "target registry poisoned: {e}"))?;
+    reg.get(&key).cloned().ok_or_else(|| {
+        polars_err!(
+            ComputeError: "`target` is not registered in this process; build the expression with \
+             polars_curate.normsim(...) in the process that runs the query"
+        )
+    })
+}
