@@ -18,9 +18,7 @@ fn unit_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     let mut v: Vec<f32> = (0..n * d)
         .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         })
         .collect();
@@ -49,8 +47,7 @@ fn negclip_batch(bencher: Bencher, b: usize) {
     let x = unit_rows(b, d, 3);
     let t = unit_rows(b, d, 4);
     bencher.counter(ItemsCount::new(2 * b * b * d)).bench(|| {
-        let load_x =
-            |r0: usize, n: usize, dst: &mut [f32]| dst.copy_from_slice(&x[r0 * d..(r0 + n) * d]);
+        let load_x = |r0: usize, n: usize, dst: &mut [f32]| dst.copy_from_slice(&x[r0 * d..(r0 + n) * d]);
         pool().install(|| batch_lse_sum(&load_x, &t, b, d, 100.0))
     });
 }
@@ -59,23 +56,13 @@ fn negclip_batch(bencher: Bencher, b: usize) {
 #[divan::bench(args = [4096])]
 fn negclip_f16(bencher: Bencher, n: usize) {
     let d = 512;
-    let x: Vec<half::f16> = unit_rows(n, d, 5)
-        .into_iter()
-        .map(half::f16::from_f32)
-        .collect();
-    let t: Vec<half::f16> = unit_rows(n, d, 6)
-        .into_iter()
-        .map(half::f16::from_f32)
-        .collect();
+    let x: Vec<half::f16> = unit_rows(n, d, 5).into_iter().map(half::f16::from_f32).collect();
+    let t: Vec<half::f16> = unit_rows(n, d, 6).into_iter().map(half::f16::from_f32).collect();
     let (xm, tm) = (
         Matrix::new(Values::F16(&x), n, d, None).unwrap(),
         Matrix::new(Values::F16(&t), n, d, None).unwrap(),
     );
-    let p = NegClipParams {
-        batch_size: n,
-        num_batches: 2,
-        ..NegClipParams::default()
-    };
+    let p = NegClipParams { batch_size: n, num_batches: 2, ..NegClipParams::default() };
     bencher
         .counter(ItemsCount::new(2 * n * n * d * 2))
         .bench(|| pool().install(|| neg_clip_loss(&xm, &tm, &p)));
@@ -88,19 +75,30 @@ fn normsim_4096(bencher: Bencher, p: &str) {
     let x = unit_rows(n, d, 7);
     let t = unit_rows(m, d, 8);
     let power = Power::from_p(p.parse().unwrap());
-    let target = Target::prepare(
-        &Matrix::new(Values::F32(&t), m, d, None).unwrap(),
-        power,
-        true,
-    )
-    .unwrap();
+    let target = Target::prepare(&Matrix::new(Values::F32(&t), m, d, None).unwrap(), power, true).unwrap();
     let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
-    let flops = if power == Power::Two {
-        2 * n * d * d
-    } else {
-        2 * n * m * d
-    };
+    let flops = if power == Power::Two { 2 * n * d * d } else { 2 * n * m * d };
+    bencher.counter(ItemsCount::new(flops)).bench(|| pool().install(|| normsim(&xm, &target, true)));
+}
+
+/// The negCLIPLoss epilogue alone on one 256 x 256 tile (one core): items = tile entries.
+#[divan::bench]
+fn negclip_epilogue_one_core(bencher: Bencher) {
+    use polars_curate::kernels::fastmath::Lse;
+    use polars_curate::kernels::negclip::reduce_tile;
+    let z: Vec<f32> = (0..TILE_ROWS * TILE_COLS).map(|i| ((i * 7919) % 1000) as f32 * 0.05).collect();
+    let mut row = vec![Lse::EMPTY; TILE_ROWS];
+    let (mut cm, mut cs) = (vec![0f32; TILE_COLS], vec![0f32; TILE_COLS]);
     bencher
-        .counter(ItemsCount::new(flops))
-        .bench(|| pool().install(|| normsim(&xm, &target, true)));
+        .counter(ItemsCount::new(TILE_ROWS * TILE_COLS))
+        .bench_local(|| reduce_tile(&z, TILE_ROWS, TILE_COLS, &mut row, &mut cm, &mut cs));
+}
+
+/// Throughput of the vectorised `exp` (items = elements).
+#[divan::bench]
+fn fast_exp_one_core(bencher: Bencher) {
+    use polars_curate::kernels::fastmath::exp_slice;
+    let x: Vec<f32> = (0..65536).map(|i| -((i % 1000) as f32) * 0.05).collect();
+    let mut y = vec![0f32; x.len()];
+    bencher.counter(ItemsCount::new(x.len())).bench_local(|| exp_slice(&x, &mut y));
 }

@@ -19,9 +19,7 @@ use crate::kernels::clipcov::{clipcov as clipcov_kernel, ClipCovParams};
 use crate::kernels::dynamic::{normsim2_dynamic as dynamic_kernel, DynamicParams};
 use crate::kernels::negclip::{neg_clip_loss as neg_clip_loss_kernel, NegClipParams};
 use crate::kernels::normsim::{nearest, normsim as normsim_kernel};
-use crate::kernels::{
-    clip_score::clip_score as clip_score_kernel, pool::pool, Keep, Matrix, Values,
-};
+use crate::kernels::{clip_score::clip_score as clip_score_kernel, pool::pool, Keep, Matrix, Values};
 use crate::targets;
 
 /// Polars' float16 (`polars_utils::float16::pf16`, a `repr(transparent)` `half::f16`).
@@ -49,10 +47,7 @@ impl Embeddings {
                 ComputeError: "`{arg}` (column \"{name}\") must be an Array of Float16, Float32 or Float64, got {other}"
             ),
         };
-        if !matches!(
-            inner,
-            DataType::Float16 | DataType::Float32 | DataType::Float64
-        ) {
+        if !matches!(inner, DataType::Float16 | DataType::Float32 | DataType::Float64) {
             polars_bail!(
                 ComputeError: "`{arg}` (column \"{name}\") must be an Array of Float16, Float32 or Float64, got Array({inner}, {width}); \
                  cast it, e.g. pl.col(\"{name}\").cast(pl.Array(pl.Float32, {width}))"
@@ -66,11 +61,7 @@ impl Embeddings {
         let array = match ca.downcast_iter().next() {
             Some(a) => a.clone(),
             None => FixedSizeListArray::new_empty(ArrowDataType::FixedSizeList(
-                Box::new(ArrowField::new(
-                    "item".into(),
-                    inner.to_arrow(CompatLevel::newest()),
-                    true,
-                )),
+                Box::new(ArrowField::new("item".into(), inner.to_arrow(CompatLevel::newest()), true)),
                 width,
             )),
         };
@@ -81,8 +72,7 @@ impl Embeddings {
                 (0..n)
                     .map(|i| {
                         row_valid.is_none_or(|v| v.get_bit(i))
-                            && inner_valid
-                                .is_none_or(|v| (i * width..(i + 1) * width).all(|k| v.get_bit(k)))
+                            && inner_valid.is_none_or(|v| (i * width..(i + 1) * width).all(|k| v.get_bit(k)))
                     })
                     .collect(),
             )
@@ -156,8 +146,7 @@ fn to_u32_series(name: PlSmallStr, values: Vec<Option<u32>>) -> Series {
 fn keep_of(num: u64, den: u64) -> PolarsResult<Keep> {
     Ok(if den == 0 {
         Keep::Count(
-            usize::try_from(num)
-                .map_err(|_| polars_err!(ComputeError: "`keep` is too large: {num}"))?,
+            usize::try_from(num).map_err(|_| polars_err!(ComputeError: "`keep` is too large: {num}"))?,
         )
     } else {
         Keep::Fraction { num, den }
@@ -175,10 +164,7 @@ struct ClipScoreKwargs {
 
 #[polars_expr(output_type=Float32)]
 fn clip_score(inputs: &[Series], kwargs: ClipScoreKwargs) -> PolarsResult<Series> {
-    let (img, txt) = (
-        Embeddings::new(&inputs[0], "image")?,
-        Embeddings::new(&inputs[1], "text")?,
-    );
+    let (img, txt) = (Embeddings::new(&inputs[0], "image")?, Embeddings::new(&inputs[1], "text")?);
     same_width(&img, "image", &txt, "text")?;
     let (n, m) = (img.rows(), txt.rows());
     polars_ensure!(
@@ -186,11 +172,7 @@ fn clip_score(inputs: &[Series], kwargs: ClipScoreKwargs) -> PolarsResult<Series
         ComputeError: "`image` and `text` must have the same number of rows, got {n} and {m}"
     );
     let out = guarded("clip_score", || {
-        Ok(clip_score_kernel(
-            &img.matrix("image")?,
-            &txt.matrix("text")?,
-            kwargs.normalize,
-        ))
+        Ok(clip_score_kernel(&img.matrix("image")?, &txt.matrix("text")?, kwargs.normalize))
     })?;
     Ok(to_series(inputs[0].name().clone(), out))
 }
@@ -206,10 +188,7 @@ struct NegClipKwargs {
 
 #[polars_expr(output_type=Float32)]
 fn neg_clip_loss(inputs: &[Series], kwargs: NegClipKwargs) -> PolarsResult<Series> {
-    let (img, txt) = (
-        Embeddings::new(&inputs[0], "image")?,
-        Embeddings::new(&inputs[1], "text")?,
-    );
+    let (img, txt) = (Embeddings::new(&inputs[0], "image")?, Embeddings::new(&inputs[1], "text")?);
     same_width(&img, "image", &txt, "text")?;
     polars_ensure!(
         img.rows() == txt.rows(),
@@ -229,11 +208,7 @@ fn neg_clip_loss(inputs: &[Series], kwargs: NegClipKwargs) -> PolarsResult<Serie
         normalize: kwargs.normalize,
     };
     let out = guarded("neg_clip_loss", || {
-        Ok(neg_clip_loss_kernel(
-            &img.matrix("image")?,
-            &txt.matrix("text")?,
-            &params,
-        ))
+        Ok(neg_clip_loss_kernel(&img.matrix("image")?, &txt.matrix("text")?, &params))
     })?;
     Ok(to_series(inputs[0].name().clone(), out))
 }
@@ -259,13 +234,8 @@ fn normsim(inputs: &[Series], kwargs: NormSimKwargs) -> PolarsResult<Series> {
         emb.width() == target.dim(),
         ComputeError: "`embedding` and `target` must have the same embedding width, got {} and {}", emb.width(), target.dim()
     );
-    let out = guarded("normsim", || {
-        Ok(normsim_kernel(
-            &emb.matrix("embedding")?,
-            &target,
-            kwargs.normalize,
-        ))
-    })?;
+    let out =
+        guarded("normsim", || Ok(normsim_kernel(&emb.matrix("embedding")?, &target, kwargs.normalize)))?;
     Ok(to_series(inputs[0].name().clone(), out))
 }
 
@@ -312,10 +282,7 @@ struct ClipCovKwargs {
 
 #[polars_expr(output_type=UInt32)]
 fn clipcov(inputs: &[Series], kwargs: ClipCovKwargs) -> PolarsResult<Series> {
-    let (img, txt) = (
-        Embeddings::new(&inputs[0], "image")?,
-        Embeddings::new(&inputs[1], "text")?,
-    );
+    let (img, txt) = (Embeddings::new(&inputs[0], "image")?, Embeddings::new(&inputs[1], "text")?);
     same_width(&img, "image", &txt, "text")?;
     let n = img.rows();
     polars_ensure!(
@@ -327,11 +294,8 @@ fn clipcov(inputs: &[Series], kwargs: ClipCovKwargs) -> PolarsResult<Series> {
     let codes = inputs[2]
         .cast(&DataType::UInt32)
         .map_err(|_| polars_err!(ComputeError: "`classes` must be a column of class labels, got {}", inputs[2].dtype()))?;
-    let codes: Vec<Option<u32>> = codes
-        .u32()?
-        .downcast_iter()
-        .flat_map(|a| a.iter().map(|v| v.copied()))
-        .collect();
+    let codes: Vec<Option<u32>> =
+        codes.u32()?.downcast_iter().flat_map(|a| a.iter().map(|v| v.copied())).collect();
     let params = ClipCovParams {
         keep: keep_of(kwargs.keep_num, kwargs.keep_den)?,
         lambda: kwargs.lambda,
@@ -340,8 +304,7 @@ fn clipcov(inputs: &[Series], kwargs: ClipCovKwargs) -> PolarsResult<Series> {
         normalize: kwargs.normalize,
     };
     let out = guarded("clipcov", || {
-        clipcov_kernel(&img.matrix("image")?, &txt.matrix("text")?, &codes, &params)
-            .map_err(keep_error)
+        clipcov_kernel(&img.matrix("image")?, &txt.matrix("text")?, &codes, &params).map_err(keep_error)
     })?;
     Ok(to_u32_series(inputs[0].name().clone(), out))
 }
@@ -361,8 +324,6 @@ fn zero_shot_labels(inputs: &[Series], kwargs: ZeroShotKwargs) -> PolarsResult<S
         ComputeError: "`image` and `class_embeddings` must have the same embedding width, got {} and {}",
         emb.width(), target.dim()
     );
-    let out = guarded("zero_shot_labels", || {
-        Ok(nearest(&emb.matrix("image")?, &target, kwargs.normalize))
-    })?;
+    let out = guarded("zero_shot_labels", || Ok(nearest(&emb.matrix("image")?, &target, kwargs.normalize)))?;
     Ok(to_u32_series(inputs[0].name().clone(), out))
 }

@@ -21,18 +21,7 @@ fn register_target(
     p: f64,
     normalize: bool,
 ) -> PyResult<u64> {
-    if Some(data.len()) != rows.checked_mul(dim).and_then(|v| v.checked_mul(4)) {
-        return Err(PyValueError::new_err(format!(
-            "target: expected {rows} x {dim} float32 values, got {} bytes",
-            data.len()
-        )));
-    }
-    let values: Vec<f32> = data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    py.detach(|| targets::register(values, rows, dim, p, normalize))
-        .map_err(PyValueError::new_err)
+    py.detach(|| targets::register(data, rows, dim, p, normalize)).map_err(PyValueError::new_err)
 }
 
 /// Batch number of each of `n` rows in partition `k` of negCLIPLoss (see `kernels::partition`).

@@ -25,52 +25,41 @@ fn registry() -> &'static Mutex<HashMap<u64, Arc<Target>>> {
 /// How many targets this process has prepared (tests check that it is once per target).
 pub static PREPARED: AtomicUsize = AtomicUsize::new(0);
 
-/// The key under which `(values, rows, dim, p, normalize)` is registered.
-pub fn key(values: &[f32], rows: usize, dim: usize, p: f64, normalize: bool) -> u64 {
+/// The key under which `(bytes, rows, dim, p, normalize)` is registered (`bytes`: the target's
+/// little-endian `f32` values).
+pub fn key(bytes: &[u8], rows: usize, dim: usize, p: f64, normalize: bool) -> u64 {
     let mut h = DefaultHasher::new();
     (rows, dim, p.to_bits(), normalize).hash(&mut h);
-    for v in values {
-        v.to_bits().hash(&mut h);
-    }
+    h.write(bytes);
     // 63 bits: the key travels through the expression's pickled kwargs as a Python int, which
     // serde-pickle reads back as an i64.
     h.finish() >> 1
 }
 
-/// Prepares and registers a target (idempotent); returns its key.
-pub fn register(
-    values: Vec<f32>,
-    rows: usize,
-    dim: usize,
-    p: f64,
-    normalize: bool,
-) -> Result<u64, String> {
-    let k = key(&values, rows, dim, p, normalize);
-    if registry()
-        .lock()
-        .map_err(|e| e.to_string())?
-        .contains_key(&k)
-    {
+/// Prepares and registers a target given as little-endian `f32` bytes (idempotent); returns its
+/// key.
+pub fn register(bytes: &[u8], rows: usize, dim: usize, p: f64, normalize: bool) -> Result<u64, String> {
+    if Some(bytes.len()) != rows.checked_mul(dim).and_then(|v| v.checked_mul(4)) {
+        return Err(format!("target: expected {rows} x {dim} float32 values, got {} bytes", bytes.len()));
+    }
+    let k = key(bytes, rows, dim, p, normalize);
+    if registry().lock().map_err(|e| e.to_string())?.contains_key(&k) {
         return Ok(k);
     }
-    let m =
-        Matrix::new(Values::F32(&values), rows, dim, None).map_err(|e| format!("target: {e}"))?;
+    let values: Vec<f32> =
+        bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let m = Matrix::new(Values::F32(&values), rows, dim, None).map_err(|e| format!("target: {e}"))?;
     let target = pool()
         .install(|| Target::prepare(&m, Power::from_p(p), normalize))
         .map_err(|e| format!("target: {e}"))?;
     PREPARED.fetch_add(1, Ordering::Relaxed);
-    registry()
-        .lock()
-        .map_err(|e| e.to_string())?
-        .insert(k, Arc::new(target));
+    registry().lock().map_err(|e| e.to_string())?.insert(k, Arc::new(target));
     Ok(k)
 }
 
 /// The target registered under `key`.
 pub fn get(key: u64) -> PolarsResult<Arc<Target>> {
-    let reg = registry()
-        .lock()
-        .map_err(|e| polars_err!(ComputeError: "target registry poisoned: {e}"))?;
+    let reg = registry().lock().map_err(|e| polars_err!(ComputeError: "target registry poisoned: {e}"))?;
     reg.get(&key).cloned().ok_or_else(|| {
         polars_err!(
             ComputeError: "`target` is not registered in this process; build the expression with \

@@ -71,11 +71,7 @@ simd_fn! {
 /// null, holds a NaN/infinity, or (with `normalize`) is a zero vector.
 pub fn clip_score(image: &Matrix, text: &Matrix, normalize: bool) -> Vec<Option<f32>> {
     debug_assert_eq!(image.dim(), text.dim());
-    let n = if image.rows() == 1 {
-        text.rows()
-    } else {
-        image.rows()
-    };
+    let n = if image.rows() == 1 { text.rows() } else { image.rows() };
     let d = image.dim();
     let mut out = vec![None; n];
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, dst)| {

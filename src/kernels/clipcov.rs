@@ -50,17 +50,11 @@ pub fn quotas(sizes: &[usize], keep: usize) -> Vec<usize> {
     }
     let keep = keep.min(n) as u128;
     let n128 = n as u128;
-    let mut q: Vec<usize> = sizes
-        .iter()
-        .map(|&s| (keep * s as u128 / n128) as usize)
-        .collect();
+    let mut q: Vec<usize> = sizes.iter().map(|&s| (keep * s as u128 / n128) as usize).collect();
     let mut left = keep as usize - q.iter().sum::<usize>();
     let mut by_rem: Vec<usize> = (0..sizes.len()).collect();
     by_rem.sort_by(|&a, &b| {
-        let (ra, rb) = (
-            keep * sizes[a] as u128 % n128,
-            keep * sizes[b] as u128 % n128,
-        );
+        let (ra, rb) = (keep * sizes[a] as u128 % n128, keep * sizes[b] as u128 % n128);
         rb.cmp(&ra).then(a.cmp(&b))
     });
     for c in by_rem {
@@ -76,13 +70,7 @@ pub fn quotas(sizes: &[usize], keep: usize) -> Vec<usize> {
 }
 
 /// Greedy pick order within one class (`x`, `t`: the class's normalised rows, `n_c x d`).
-pub fn greedy_class(
-    x: &[f32],
-    t: &[f32],
-    d: usize,
-    quota: usize,
-    p: &ClipCovParams,
-) -> Vec<Option<u32>> {
+pub fn greedy_class(x: &[f32], t: &[f32], d: usize, quota: usize, p: &ClipCovParams) -> Vec<Option<u32>> {
     let nc = x.len().checked_div(d).unwrap_or(0);
     let sum = |m: &[f32]| -> Vec<f32> {
         let mut s = vec![0f64; d];
@@ -111,12 +99,7 @@ pub fn greedy_class(
         // Largest gain first, ties to the earlier row.
         let better = |a: &usize, c: &usize| gain[*c].total_cmp(&gain[*a]).then(a.cmp(c));
         let chosen: Vec<usize> = if b == 1 {
-            let best = candidates
-                .iter()
-                .copied()
-                .min_by(better)
-                .into_iter()
-                .collect();
+            let best = candidates.iter().copied().min_by(better).into_iter().collect();
             best
         } else {
             if b < candidates.len() {
@@ -221,20 +204,12 @@ mod tests {
     fn brute(x: &[f32], t: &[f32], d: usize, k: usize, lambda: f64, w: f64) -> Vec<Option<u32>> {
         let n = x.len() / d;
         let s = |i: usize, j: usize| {
-            (0..d)
-                .map(|q| f64::from(x[i * d + q]) * f64::from(t[j * d + q]))
-                .sum::<f64>()
+            (0..d).map(|q| f64::from(x[i * d + q]) * f64::from(t[j * d + q])).sum::<f64>()
         };
         let a = |i: usize, j: usize| s(i, j) + s(j, i);
         let f = |set: &[usize]| {
-            let cover: f64 = set
-                .iter()
-                .map(|&i| (0..n).map(|j| a(i, j)).sum::<f64>())
-                .sum();
-            let red: f64 = set
-                .iter()
-                .map(|&i| set.iter().map(|&j| a(i, j)).sum::<f64>())
-                .sum();
+            let cover: f64 = set.iter().map(|&i| (0..n).map(|j| a(i, j)).sum::<f64>()).sum();
+            let red: f64 = set.iter().map(|&i| set.iter().map(|&j| a(i, j)).sum::<f64>()).sum();
             let easy: f64 = set.iter().map(|&i| s(i, i)).sum();
             cover - lambda / 2.0 * red + w * easy
         };
@@ -263,9 +238,7 @@ mod tests {
         let (n, d) = (24, 5);
         let mut st = 3u64;
         let mut r = || {
-            st = st
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            st = st.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((st >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         };
         let mut x: Vec<f32> = (0..n * d).map(|_| r()).collect();

@@ -69,21 +69,19 @@ fn gram_of(x: &Matrix, rows: &[usize], scales: &[Option<f32>]) -> Vec<f32> {
 pub fn quadratic_form(x: &Matrix, rows: &[usize], scales: &[Option<f32>], g: &[f32]) -> Vec<f64> {
     let d = x.dim();
     let mut out = vec![0f64; rows.len()];
-    out.par_chunks_mut(TILE_ROWS)
-        .zip(rows.par_chunks(TILE_ROWS))
-        .for_each(|(dst, rc)| {
-            let mut xs = vec![0f32; rc.len() * d];
-            x.gather_scaled(rc, |i| scales[i], &mut xs);
-            let mut tile = vec![0f32; rc.len() * TILE_COLS];
-            for c0 in (0..d).step_by(TILE_COLS) {
-                let cols = TILE_COLS.min(d - c0);
-                let z = &mut tile[..rc.len() * cols];
-                gemm_abt(&xs, rc.len(), &g[c0 * d..], cols, d, 1.0, z);
-                for (i, (r, o)) in z.chunks_exact(cols).zip(dst.iter_mut()).enumerate() {
-                    *o += f64::from(dot_inline(r, &xs[i * d + c0..i * d + c0 + cols]));
-                }
+    out.par_chunks_mut(TILE_ROWS).zip(rows.par_chunks(TILE_ROWS)).for_each(|(dst, rc)| {
+        let mut xs = vec![0f32; rc.len() * d];
+        x.gather_scaled(rc, |i| scales[i], &mut xs);
+        let mut tile = vec![0f32; rc.len() * TILE_COLS];
+        for c0 in (0..d).step_by(TILE_COLS) {
+            let cols = TILE_COLS.min(d - c0);
+            let z = &mut tile[..rc.len() * cols];
+            gemm_abt(&xs, rc.len(), &g[c0 * d..], cols, d, 1.0, z);
+            for (i, (r, o)) in z.chunks_exact(cols).zip(dst.iter_mut()).enumerate() {
+                *o += f64::from(dot_inline(r, &xs[i * d + c0..i * d + c0 + cols]));
             }
-        });
+        }
+    });
     out
 }
 
@@ -107,10 +105,8 @@ pub fn normsim2_dynamic(x: &Matrix, p: &DynamicParams) -> Result<Vec<Option<u32>
         let picked: Vec<usize> = if m == alive.len() {
             alive.clone()
         } else {
-            let mut s: Vec<usize> = sample(alive.len(), m, p.seed, r as u64)
-                .into_iter()
-                .map(|q| alive[q])
-                .collect();
+            let mut s: Vec<usize> =
+                sample(alive.len(), m, p.seed, r as u64).into_iter().map(|q| alive[q]).collect();
             s.sort_unstable();
             s
         };
@@ -139,9 +135,7 @@ mod tests {
         let mut s = seed;
         (0..n * d)
             .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
             })
             .collect()
@@ -152,13 +146,7 @@ mod tests {
         let (n, d) = (103, 8);
         let x = data(n, d, 1);
         let m = Matrix::new(Values::F32(&x), n, d, None).unwrap();
-        for (keep, steps, frac) in [
-            (10, 7, 1.0),
-            (50, 500, 0.1),
-            (103, 5, 0.5),
-            (0, 3, 0.3),
-            (1, 1, 1.0),
-        ] {
+        for (keep, steps, frac) in [(10, 7, 1.0), (50, 500, 0.1), (103, 5, 0.5), (0, 3, 0.3), (1, 1, 1.0)] {
             let p = DynamicParams {
                 keep: Keep::Count(keep),
                 steps,
@@ -166,11 +154,7 @@ mod tests {
                 seed: 4,
                 normalize: true,
             };
-            let out: Vec<u32> = normsim2_dynamic(&m, &p)
-                .unwrap()
-                .into_iter()
-                .map(Option::unwrap)
-                .collect();
+            let out: Vec<u32> = normsim2_dynamic(&m, &p).unwrap().into_iter().map(Option::unwrap).collect();
             let chunk = (n - keep).div_ceil(steps);
             for r in 1..=steps {
                 let survivors = out.iter().filter(|&&v| v as usize >= r).count();
@@ -206,10 +190,7 @@ mod tests {
         let one = run(1).unwrap();
         assert_eq!(one.iter().filter(|v| **v == Some(20)).count(), 100);
         assert_eq!(one, run(3).unwrap());
-        let too_many = DynamicParams {
-            keep: Keep::Count(701),
-            ..p
-        };
+        let too_many = DynamicParams { keep: Keep::Count(701), ..p };
         assert_eq!(normsim2_dynamic(&m, &too_many), Err((701, 700)));
     }
 }

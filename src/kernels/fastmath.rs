@@ -5,8 +5,10 @@
 //! epilogues evaluate one or two of them per entry of every `B x B` tile. No well-kept crate
 //! offers slice-free, inlinable SIMD `exp`/`ln` that compile into our loops on stable Rust.
 //!
-//! Determinism: the formulas use plain `*` and `+` (never `mul_add`), so the AVX2 build of a
-//! function (see [`simd_fn!`]) and the portable build give the same bits.
+//! Determinism: a function's result depends only on its inputs and on which build runs (see
+//! [`simd_fn!`]): the AVX2 build evaluates the `exp`/`ln` polynomials with fused multiply-adds,
+//! the portable build with `*` and `+`. A given machine always takes the same build, so results
+//! never depend on threads, chunking or engine. Dot products use plain `*`/`+` in both builds.
 
 use std::sync::OnceLock;
 
@@ -26,25 +28,53 @@ pub fn has_avx2() -> bool {
     })
 }
 
-/// Defines a function whose body is compiled twice, for AVX2+FMA and portably, and picks the
-/// AVX2 build at run time when the CPU has it. The body's `#[inline(always)]` helpers are
-/// inlined into both builds, so loops over them vectorise with 8 lanes.
+/// How a build evaluates `a * b + c`: fused where the CPU has FMA, plain otherwise (where
+/// `f32::mul_add` would be a slow library call).
+pub trait Mode {
+    fn mul_add(a: f32, b: f32, c: f32) -> f32;
+}
+
+/// The AVX2+FMA build.
+pub struct Fused;
+/// The portable build.
+pub struct Plain;
+
+impl Mode for Fused {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+
+impl Mode for Plain {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+}
+
+/// Defines a function whose body is compiled twice, for AVX2+FMA (with `M = Fused`) and
+/// portably (`M = Plain`), and picks the AVX2 build at run time when the CPU has it. The body's
+/// `#[inline(always)]` helpers are inlined into both builds, so loops over them vectorise.
 macro_rules! simd_fn {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[allow(unused)]
+            fn body<M: $crate::kernels::fastmath::Mode>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    body::<$crate::kernels::fastmath::Fused>($($arg),*)
+                }
                 if $crate::kernels::fastmath::has_avx2() {
                     // SAFETY: the CPU supports the features `avx2` was compiled for.
                     return unsafe { avx2($($arg),*) };
                 }
             }
-            body($($arg),*)
+            body::<$crate::kernels::fastmath::Plain>($($arg),*)
         }
     };
 }
@@ -97,29 +127,29 @@ simd_fn! {
 #[allow(clippy::excessive_precision)]
 /// `e^x` for `x` in `[-87, 88]` (clamped outside; `-inf` gives about `1.6e-38`, not `0`).
 #[inline(always)]
-pub fn exp(x: f32) -> f32 {
+pub fn exp<M: Mode>(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     let x = x.clamp(-87.0, 88.0);
-    let t = x * LOG2E + MAGIC;
+    let t = M::mul_add(x, LOG2E, MAGIC);
     let n = t - MAGIC;
     let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
     // Cody–Waite: ln 2 = 0.693359375 - 2.12194440e-4, the first part exact in f32.
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let r = M::mul_add(n, 2.121_944_4e-4, M::mul_add(n, -0.693_359_4, x));
     let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
-    let y = p * r * r + r + 1.0;
+    p = M::mul_add(p, r, 1.398_199_9e-3);
+    p = M::mul_add(p, r, 8.333_452e-3);
+    p = M::mul_add(p, r, 4.166_579_6e-2);
+    p = M::mul_add(p, r, 1.666_666_5e-1);
+    p = M::mul_add(p, r, 5.000_000_1e-1);
+    let y = M::mul_add(p * r, r, r) + 1.0;
     y * f32::from_bits(((ni + 127) as u32) << 23)
 }
 
 #[allow(clippy::excessive_precision)]
 /// Natural log for positive normal `x` (zero gives about `-87.3`, not `-inf`).
 #[inline(always)]
-pub fn ln(x: f32) -> f32 {
+pub fn ln<M: Mode>(x: f32) -> f32 {
     const SQRT_HALF: f32 = std::f32::consts::FRAC_1_SQRT_2;
     let bits = x.to_bits();
     let mut e = ((bits >> 23) & 0xff) as i32 - 126;
@@ -129,50 +159,63 @@ pub fn ln(x: f32) -> f32 {
     let m = if small { m0 + m0 } else { m0 } - 1.0;
     let z = m * m;
     let mut y = 7.037_683_6e-2f32;
-    y = y * m - 1.151_461_1e-1;
-    y = y * m + 1.167_699_9e-1;
-    y = y * m - 1.242_014_1e-1;
-    y = y * m + 1.424_932_3e-1;
-    y = y * m - 1.666_805_8e-1;
-    y = y * m + 2.000_071_4e-1;
-    y = y * m - 2.499_999_4e-1;
-    y = y * m + 3.333_333_1e-1;
+    y = M::mul_add(y, m, -1.151_461_1e-1);
+    y = M::mul_add(y, m, 1.167_699_9e-1);
+    y = M::mul_add(y, m, -1.242_014_1e-1);
+    y = M::mul_add(y, m, 1.424_932_3e-1);
+    y = M::mul_add(y, m, -1.666_805_8e-1);
+    y = M::mul_add(y, m, 2.000_071_4e-1);
+    y = M::mul_add(y, m, -2.499_999_4e-1);
+    y = M::mul_add(y, m, 3.333_333_1e-1);
     y = y * m * z;
     let fe = e as f32;
-    y += fe * -2.121_944_4e-4;
-    y += -0.5 * z;
-    m + y + fe * 0.693_359_4
+    y = M::mul_add(fe, -2.121_944_4e-4, y);
+    y = M::mul_add(-0.5, z, y);
+    M::mul_add(fe, 0.693_359_4, m + y)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn exp_is_accurate() {
+    fn exp_worst<M: Mode>() -> f64 {
         let mut worst = 0f64;
         for i in 0..=200_000 {
             let x = -87.0 + 175.0 * (i as f32) / 200_000.0;
-            let got = exp(x) as f64;
+            let got = exp::<M>(x) as f64;
             let want = (x as f64).exp();
             worst = worst.max(((got - want) / want).abs());
         }
-        assert!(worst < 5e-7, "worst relative error {worst}");
-        assert_eq!(exp(0.0), 1.0);
-        assert!(exp(f32::NEG_INFINITY) < 1e-37);
+        worst
+    }
+
+    #[test]
+    fn exp_is_accurate() {
+        for worst in [exp_worst::<Plain>(), exp_worst::<Fused>()] {
+            assert!(worst < 5e-7, "worst relative error {worst}");
+        }
+        assert_eq!(exp::<Plain>(0.0), 1.0);
+        assert_eq!(exp::<Fused>(0.0), 1.0);
+        assert!(exp::<Plain>(f32::NEG_INFINITY) < 1e-37);
+    }
+
+    fn ln_worst<M: Mode>() -> f64 {
+        let mut worst = 0f64;
+        for i in 1..=200_000 {
+            let x = 1e-30f32 * 1.0005f32.powi(i % 140_000) + i as f32 * 1e-3;
+            let got = ln::<M>(x) as f64;
+            let want = (x as f64).ln();
+            worst = worst.max((got - want).abs() / want.abs().max(1.0));
+        }
+        worst
     }
 
     #[test]
     fn ln_is_accurate() {
-        let mut worst = 0f64;
-        for i in 1..=200_000 {
-            let x = 1e-30f32 * 1.0005f32.powi(i % 140_000) + i as f32 * 1e-3;
-            let got = ln(x) as f64;
-            let want = (x as f64).ln();
-            worst = worst.max((got - want).abs() / want.abs().max(1.0));
+        for worst in [ln_worst::<Plain>(), ln_worst::<Fused>()] {
+            assert!(worst < 5e-7, "worst error {worst}");
         }
-        assert!(worst < 5e-7, "worst error {worst}");
-        assert_eq!(ln(1.0), 0.0);
+        assert_eq!(ln::<Plain>(1.0), 0.0);
     }
 
     #[test]
@@ -196,10 +239,7 @@ pub struct Lse {
 }
 
 impl Lse {
-    pub const EMPTY: Lse = Lse {
-        max: f32::NEG_INFINITY,
-        sum: 0.0,
-    };
+    pub const EMPTY: Lse = Lse { max: f32::NEG_INFINITY, sum: 0.0 };
 
     /// Adds a partial `(max, sum)` computed elsewhere (e.g. over one tile).
     #[inline]
@@ -259,17 +299,17 @@ pub fn max_inline(v: &[f32]) -> f32 {
 
 /// `sum_j exp(v[j] - m)` in 16 lanes.
 #[inline(always)]
-pub fn sum_exp_inline(v: &[f32], m: f32) -> f32 {
+pub fn sum_exp_inline<M: Mode>(v: &[f32], m: f32) -> f32 {
     let mut acc = [0f32; LANES];
     let c = v.chunks_exact(LANES);
     let r = c.remainder();
     for x in c {
         for l in 0..LANES {
-            acc[l] += exp(x[l] - m);
+            acc[l] += exp::<M>(x[l] - m);
         }
     }
     for (l, x) in r.iter().enumerate() {
-        acc[l] += exp(*x - m);
+        acc[l] += exp::<M>(*x - m);
     }
     hsum(acc)
 }
@@ -280,16 +320,23 @@ mod lse_tests {
 
     #[test]
     fn lse_merge_matches_direct() {
-        let v: Vec<f32> = (0..1000)
-            .map(|i| ((i * 37) % 101) as f32 * 0.9 - 40.0)
-            .collect();
+        let v: Vec<f32> = (0..1000).map(|i| ((i * 37) % 101) as f32 * 0.9 - 40.0).collect();
         let want = v.iter().map(|&x| f64::from(x).exp()).sum::<f64>().ln();
         let mut s = Lse::EMPTY;
         for part in v.chunks(64) {
             let m = max_inline(part);
-            s.merge(m, f64::from(sum_exp_inline(part, m)));
+            s.merge(m, f64::from(sum_exp_inline::<Plain>(part, m)));
         }
         assert!((s.value() - want).abs() < 1e-6, "{} vs {want}", s.value());
         assert_eq!(Lse::EMPTY.value(), f64::NEG_INFINITY);
+    }
+}
+
+simd_fn! {
+    /// `y[i] = exp(x[i])` (the benchmark of [`exp`]'s throughput).
+    pub fn exp_slice(x: &[f32], y: &mut [f32]) {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = exp::<M>(v);
+        }
     }
 }

@@ -75,18 +75,9 @@ impl<'a> Matrix<'a> {
     ) -> Result<Self, ShapeError> {
         let expected = rows.checked_mul(dim);
         if expected != Some(values.len()) || mask.is_some_and(|m| m.len() != rows) {
-            return Err(ShapeError {
-                rows,
-                dim,
-                len: values.len(),
-            });
+            return Err(ShapeError { rows, dim, len: values.len() });
         }
-        Ok(Self {
-            values,
-            rows,
-            dim,
-            mask,
-        })
+        Ok(Self { values, rows, dim, mask })
     }
 
     pub fn rows(&self) -> usize {
@@ -161,12 +152,7 @@ impl<'a> Matrix<'a> {
 
     /// Writes row `rows[k]` times `scale_of(rows[k])` into `dst[k * dim..]`; rows without a
     /// scale are written as zeros.
-    pub fn gather_scaled(
-        &self,
-        rows: &[usize],
-        scale_of: impl Fn(usize) -> Option<f32>,
-        dst: &mut [f32],
-    ) {
+    pub fn gather_scaled(&self, rows: &[usize], scale_of: impl Fn(usize) -> Option<f32>, dst: &mut [f32]) {
         let d = self.dim;
         for (&i, out) in rows.iter().zip(dst.chunks_exact_mut(d)) {
             match scale_of(i) {
@@ -198,18 +184,7 @@ mod tests {
 
     #[test]
     fn scales_flag_bad_rows() {
-        let v = [
-            3.0f64,
-            4.0,
-            0.0,
-            0.0,
-            f64::NAN,
-            1.0,
-            1.0,
-            f64::INFINITY,
-            1.0,
-            0.0,
-        ];
+        let v = [3.0f64, 4.0, 0.0, 0.0, f64::NAN, 1.0, 1.0, f64::INFINITY, 1.0, 0.0];
         let mask = [true, true, true, true, false];
         let m = Matrix::new(Values::F64(&v), 5, 2, Some(&mask)).unwrap();
         let s = m.scales(true);
@@ -224,10 +199,7 @@ mod tests {
 
     #[test]
     fn f16_rows_convert() {
-        let v: Vec<f16> = [1.0f32, -2.0, 0.5, 8.0]
-            .iter()
-            .map(|&x| f16::from_f32(x))
-            .collect();
+        let v: Vec<f16> = [1.0f32, -2.0, 0.5, 8.0].iter().map(|&x| f16::from_f32(x)).collect();
         let m = Matrix::new(Values::F16(&v), 2, 2, None).unwrap();
         let mut dst = [0f32; 4];
         let scales = [None, Some(2.0)];

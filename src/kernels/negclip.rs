@@ -11,8 +11,9 @@
 //! `TILE_ROWS x TILE_COLS` tile of `Z` is reduced while hot in cache:
 //!
 //! * rows: per tile, `m = max_j z_ij`, `s = sum_j exp(z_ij - m)`, merged online into `(max, sum)`;
-//! * columns: per row block, `m_j = max_i z_ij`, `s_j = sum_i exp(z_ij - m_j)`; the row blocks'
-//!   partials are merged afterwards in block order.
+//! * columns: per row block, a shift `M_j` and `s_j = sum_i exp(z_ij - M_j)`, reusing the row's
+//!   exponentials (see [`reduce_tile`]); the row blocks' partials are merged afterwards in block
+//!   order.
 //!
 //! Exponentials are always of non-positive arguments (never `exp(s / tau)` unshifted), tile
 //! sums are `f32` (at most 256 terms, each <= 1), everything longer is `f64`. The merge order is
@@ -44,13 +45,7 @@ pub struct NegClipParams {
 impl Default for NegClipParams {
     /// The reference runs' values: `B = 32768`, `K = 10`, `tau = 0.01`.
     fn default() -> Self {
-        Self {
-            batch_size: 32768,
-            num_batches: 10,
-            temperature: 0.01,
-            seed: 0,
-            normalize: true,
-        }
+        Self { batch_size: 32768, num_batches: 10, temperature: 0.01, seed: 0, normalize: true }
     }
 }
 
@@ -58,36 +53,63 @@ impl Default for NegClipParams {
 /// few row blocks to keep the cores busy); larger ones one at a time, parallel inside.
 const SMALL_BATCH: usize = 2 * TILE_ROWS;
 
+/// A column whose maximum is more than this many nats below the tile's maximum has its sum
+/// recomputed with its own shift (its terms relative to the tile maximum could underflow `f32`,
+/// whose normal range ends at `e^-87`).
+const COLUMN_FALLBACK: f32 = 40.0;
+
 simd_fn! {
     /// Reduces one tile `z` (`rows x cols`, row-major): merges each row's partial into
-    /// `row_lse[i]` and writes the column partials `(max, sum)` of this row block.
-    fn reduce_tile(z: &[f32], rows: usize, cols: usize, row_lse: &mut [Lse], col_max: &mut [f32], col_sum: &mut [f32]) {
+    /// `row_lse[i]` and writes this row block's column partials `(max, sum)`.
+    ///
+    /// One exponential per entry: `e_ij = exp(z_ij - m_i)` with `m_i` the row's maximum gives the
+    /// row sum, and `e_ij * exp(m_i - M)` (`M` the tile maximum, one `exp` per row) the column
+    /// terms `exp(z_ij - M)`. Columns whose maximum is far below `M` are redone exactly.
+    ///
+    /// `rows <= TILE_ROWS`.
+    pub fn reduce_tile(z: &[f32], rows: usize, cols: usize, row_lse: &mut [Lse], col_max: &mut [f32], col_sum: &mut [f32]) {
         let col_max = &mut col_max[..cols];
         let col_sum = &mut col_sum[..cols];
         col_max.fill(f32::NEG_INFINITY);
         col_sum.fill(0.0);
-        for r in z.chunks_exact(cols).take(rows) {
-            for (m, &v) in col_max.iter_mut().zip(r) {
-                *m = fmax(*m, v);
-            }
-        }
-        for (r, lse) in z.chunks_exact(cols).take(rows).zip(row_lse.iter_mut()) {
-            let m = max_inline(r);
-            // One pass gives both sums: the row's in 16 lanes, the columns' in place.
-            let mut acc = [0f32; 16];
-            let mut j = 0;
-            while j + 16 <= cols {
+        let full = cols / 16 * 16;
+        // Pass 1: row and column maxima together.
+        let mut row_max = [f32::NEG_INFINITY; TILE_ROWS];
+        for (r, rm) in z.chunks_exact(cols).take(rows).zip(row_max.iter_mut()) {
+            let mut lanes = [f32::NEG_INFINITY; 16];
+            for (rc, cm) in r[..full].chunks_exact(16).zip(col_max[..full].chunks_exact_mut(16)) {
+                let rc: &[f32; 16] = rc.try_into().expect("chunk of 16");
+                let cm: &mut [f32; 16] = cm.try_into().expect("chunk of 16");
                 for l in 0..16 {
-                    let v = r[j + l];
-                    acc[l] += exp(v - m);
-                    col_sum[j + l] += exp(v - col_max[j + l]);
+                    cm[l] = fmax(cm[l], rc[l]);
+                    lanes[l] = fmax(lanes[l], rc[l]);
                 }
-                j += 16;
             }
-            for l in 0..cols - j {
-                let v = r[j + l];
-                acc[l] += exp(v - m);
-                col_sum[j + l] += exp(v - col_max[j + l]);
+            for j in full..cols {
+                col_max[j] = fmax(col_max[j], r[j]);
+                lanes[j - full] = fmax(lanes[j - full], r[j]);
+            }
+            *rm = max_inline(&lanes);
+        }
+        let tile_max = max_inline(col_max);
+        // Pass 2: one exponential per entry for both sums.
+        for ((r, lse), &m) in z.chunks_exact(cols).take(rows).zip(row_lse.iter_mut()).zip(&row_max) {
+            let f = exp::<M>(m - tile_max);
+            // Fixed-size arrays let the compiler drop bounds checks and vectorise 16 lanes.
+            let mut acc = [0f32; 16];
+            for (rc, cs) in r[..full].chunks_exact(16).zip(col_sum[..full].chunks_exact_mut(16)) {
+                let rc: &[f32; 16] = rc.try_into().expect("chunk of 16");
+                let cs: &mut [f32; 16] = cs.try_into().expect("chunk of 16");
+                for l in 0..16 {
+                    let e = exp::<M>(rc[l] - m);
+                    acc[l] += e;
+                    cs[l] = M::mul_add(e, f, cs[l]);
+                }
+            }
+            for j in full..cols {
+                let e = exp::<M>(r[j] - m);
+                acc[j - full] += e;
+                col_sum[j] = M::mul_add(e, f, col_sum[j]);
             }
             let mut w = 8;
             while w > 0 {
@@ -97,6 +119,14 @@ simd_fn! {
                 w /= 2;
             }
             lse.merge(m, f64::from(acc[0]));
+        }
+        for j in 0..cols {
+            if tile_max - col_max[j] > COLUMN_FALLBACK {
+                let cm = col_max[j];
+                col_sum[j] = z.chunks_exact(cols).take(rows).map(|r| exp::<M>(r[j] - cm)).sum();
+            } else {
+                col_max[j] = tile_max;
+            }
         }
     }
 }
@@ -227,9 +257,7 @@ mod tests {
         let mut s = seed;
         (0..n * d)
             .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
             })
             .collect()
@@ -238,11 +266,7 @@ mod tests {
     /// Naive f64 reference on one batch = all rows.
     fn naive(x: &[f32], t: &[f32], n: usize, d: usize, tau: f64) -> Vec<f64> {
         let norm = |v: &[f32]| -> Vec<f64> {
-            let s = v
-                .iter()
-                .map(|&a| f64::from(a) * f64::from(a))
-                .sum::<f64>()
-                .sqrt();
+            let s = v.iter().map(|&a| f64::from(a) * f64::from(a)).sum::<f64>().sqrt();
             v.iter().map(|&a| f64::from(a) / s).collect()
         };
         let xs: Vec<Vec<f64>> = x.chunks(d).map(norm).collect();
@@ -253,41 +277,23 @@ mod tests {
             let m = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             m + v.iter().map(|a| (a - m).exp()).sum::<f64>().ln()
         };
-        (0..n)
-            .map(|i| s(i, i) - tau / 2.0 * (lse(&|j| s(i, j) / tau) + lse(&|j| s(j, i) / tau)))
-            .collect()
+        (0..n).map(|i| s(i, i) - tau / 2.0 * (lse(&|j| s(i, j) / tau) + lse(&|j| s(j, i) / tau))).collect()
     }
 
     #[test]
     fn one_batch_matches_naive_at_tile_edges() {
-        for &(n, d) in &[
-            (1usize, 3usize),
-            (2, 5),
-            (17, 8),
-            (255, 16),
-            (257, 33),
-            (600, 64),
-        ] {
+        for &(n, d) in &[(1usize, 3usize), (2, 5), (17, 8), (255, 16), (257, 33), (600, 64)] {
             let x = data(n, d, 1);
             let t = data(n, d, 2);
             let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
             let tm = Matrix::new(Values::F32(&t), n, d, None).unwrap();
-            let p = NegClipParams {
-                batch_size: n,
-                num_batches: 1,
-                temperature: 0.05,
-                seed: 3,
-                normalize: true,
-            };
+            let p =
+                NegClipParams { batch_size: n, num_batches: 1, temperature: 0.05, seed: 3, normalize: true };
             let got = neg_clip_loss(&xm, &tm, &p);
             let want = naive(&x, &t, n, d, 0.05);
             for i in 0..n {
                 let g = f64::from(got[i].unwrap());
-                assert!(
-                    (g - want[i]).abs() < 2e-5,
-                    "n={n} d={d} row {i}: {g} vs {}",
-                    want[i]
-                );
+                assert!((g - want[i]).abs() < 2e-5, "n={n} d={d} row {i}: {g} vs {}", want[i]);
             }
         }
     }
@@ -299,34 +305,17 @@ mod tests {
         let t = data(n, d, 6);
         let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
         let tm = Matrix::new(Values::F32(&t), n, d, None).unwrap();
-        let p = NegClipParams {
-            batch_size: 300,
-            num_batches: 3,
-            temperature: 0.01,
-            seed: 9,
-            normalize: true,
-        };
+        let p =
+            NegClipParams { batch_size: 300, num_batches: 3, temperature: 0.01, seed: 9, normalize: true };
         let run = |threads| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| neg_clip_loss(&xm, &tm, &p))
         };
         let one = run(1);
         assert_eq!(one, run(3));
-        let small = NegClipParams {
-            batch_size: 50,
-            ..p
-        };
-        let pool1 = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
-        let pool3 = rayon::ThreadPoolBuilder::new()
-            .num_threads(3)
-            .build()
-            .unwrap();
+        let small = NegClipParams { batch_size: 50, ..p };
+        let pool1 = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let pool3 = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
         assert_eq!(
             pool1.install(|| neg_clip_loss(&xm, &tm, &small)),
             pool3.install(|| neg_clip_loss(&xm, &tm, &small))
@@ -342,24 +331,12 @@ mod tests {
         let mask = [true, true, true, true, false, true];
         let xm = Matrix::new(Values::F32(&x), n, d, Some(&mask)).unwrap();
         let tm = Matrix::new(Values::F32(&t), n, d, None).unwrap();
-        let p = NegClipParams {
-            batch_size: 100,
-            num_batches: 1,
-            temperature: 0.1,
-            seed: 0,
-            normalize: true,
-        };
+        let p = NegClipParams { batch_size: 100, num_batches: 1, temperature: 0.1, seed: 0, normalize: true };
         let got = neg_clip_loss(&xm, &tm, &p);
         assert!(got[2].is_none() && got[4].is_none());
         let keep = [0usize, 1, 3, 5];
-        let xk: Vec<f32> = keep
-            .iter()
-            .flat_map(|&i| x[i * d..(i + 1) * d].to_vec())
-            .collect();
-        let tk: Vec<f32> = keep
-            .iter()
-            .flat_map(|&i| t[i * d..(i + 1) * d].to_vec())
-            .collect();
+        let xk: Vec<f32> = keep.iter().flat_map(|&i| x[i * d..(i + 1) * d].to_vec()).collect();
+        let tk: Vec<f32> = keep.iter().flat_map(|&i| t[i * d..(i + 1) * d].to_vec()).collect();
         let want = naive(&xk, &tk, 4, d, 0.1);
         for (q, &i) in keep.iter().enumerate() {
             assert!((f64::from(got[i].unwrap()) - want[q]).abs() < 1e-5);

@@ -62,10 +62,7 @@ impl fmt::Display for TargetError {
         match self {
             TargetError::Empty => write!(f, "the target set is empty"),
             TargetError::BadRow(i) => {
-                write!(
-                    f,
-                    "target row {i} is null, holds a NaN or infinity, or is a zero vector"
-                )
+                write!(f, "target row {i} is null, holds a NaN or infinity, or is a zero vector")
             }
         }
     }
@@ -104,7 +101,9 @@ impl Target {
         }
         let idx: Vec<usize> = (0..m).collect();
         let mut rows = vec![0f32; m * d];
-        t.gather_scaled(&idx, |i| scales[i], &mut rows);
+        rows.par_chunks_mut(GRAM_BLOCK * d)
+            .zip(idx.par_chunks(GRAM_BLOCK))
+            .for_each(|(dst, ic)| t.gather_scaled(ic, |i| scales[i], dst));
         let gram = (power == Power::Two && m > d).then(|| {
             let mut g = vec![0f64; d * d];
             for wave in rows.chunks(GRAM_BLOCK * GRAM_WAVE * d) {
@@ -124,13 +123,7 @@ impl Target {
             }
             g.into_iter().map(|v| v as f32).collect()
         });
-        Ok(Self {
-            rows,
-            m,
-            d,
-            power,
-            gram,
-        })
+        Ok(Self { rows, m, d, power, gram })
     }
 
     pub fn rows(&self) -> usize {
@@ -189,7 +182,7 @@ simd_fn! {
     fn pow_tile(z: &mut [f32], cols: usize, p: f32, acc: &mut [Lse]) {
         for (r, a) in z.chunks_exact_mut(cols).zip(acc.iter_mut()) {
             for v in r.iter_mut() {
-                *v = p * ln(v.abs());
+                *v = p * ln::<M>(v.abs());
             }
             let m = max_inline(r);
             let mut lanes = [0f32; 16];
@@ -197,11 +190,11 @@ simd_fn! {
             let rem = c.remainder();
             for x in c {
                 for l in 0..16 {
-                    lanes[l] += exp(x[l] - m);
+                    lanes[l] += exp::<M>(x[l] - m);
                 }
             }
             for (l, x) in rem.iter().enumerate() {
-                lanes[l] += exp(*x - m);
+                lanes[l] += exp::<M>(*x - m);
             }
             let s: f32 = {
                 let mut w = 8;
@@ -235,59 +228,46 @@ pub fn normsim(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<f32>>
         None => (target.rows.as_slice(), target.m),
     };
     let mut out = vec![None; n];
-    out.par_chunks_mut(TILE_ROWS)
-        .enumerate()
-        .for_each(|(blk, dst)| {
-            let r0 = blk * TILE_ROWS;
-            let rows = dst.len();
-            // Always a full TILE_ROWS-row tile (zero rows as padding): a fixed GEMM shape keeps every
-            // row's bits independent of how many rows Polars handed over (see `tile::gemm_abt`).
-            let mut xs = vec![0f32; TILE_ROWS * d];
-            let mut scratch = vec![0f32; d];
-            let idx: Vec<usize> = (r0..r0 + rows).collect();
-            let scales: Vec<Option<f32>> = idx
-                .iter()
-                .map(|&i| x.row_scale(i, normalize, &mut scratch))
-                .collect();
-            x.gather_scaled(&idx, |i| scales[i - r0], &mut xs);
-            let mut acc = match (target.power, target.gram.is_some()) {
-                (Power::Inf, _) => Acc::Max(vec![0.0; rows]),
-                (Power::Two, _) => Acc::Sum(vec![0.0; rows]),
-                (Power::Finite(_), _) => Acc::Log(vec![Lse::EMPTY; rows]),
-            };
-            let mut tile = vec![0f32; TILE_ROWS * TILE_COLS];
-            for c0 in (0..b_rows).step_by(TILE_COLS) {
-                let cols = TILE_COLS.min(b_rows - c0);
-                gemm_abt(
-                    &xs,
-                    TILE_ROWS,
-                    &b[c0 * d..],
-                    cols,
-                    d,
-                    1.0,
-                    &mut tile[..TILE_ROWS * cols],
-                );
-                let z = &mut tile[..rows * cols];
-                match (&mut acc, target.power) {
-                    (Acc::Max(a), _) => max_abs_tile(z, cols, a),
-                    (Acc::Sum(a), _) if target.gram.is_some() => dot_tile(z, cols, &xs, d, c0, a),
-                    (Acc::Sum(a), _) => sum_sq_tile(z, cols, a),
-                    (Acc::Log(a), Power::Finite(p)) => pow_tile(z, cols, p, a),
-                    (Acc::Log(_), _) => unreachable!("log accumulator only for finite p"),
-                }
+    out.par_chunks_mut(TILE_ROWS).enumerate().for_each(|(blk, dst)| {
+        let r0 = blk * TILE_ROWS;
+        let rows = dst.len();
+        // Always a full TILE_ROWS-row tile (zero rows as padding): a fixed GEMM shape keeps every
+        // row's bits independent of how many rows Polars handed over (see `tile::gemm_abt`).
+        let mut xs = vec![0f32; TILE_ROWS * d];
+        let mut scratch = vec![0f32; d];
+        let idx: Vec<usize> = (r0..r0 + rows).collect();
+        let scales: Vec<Option<f32>> = idx.iter().map(|&i| x.row_scale(i, normalize, &mut scratch)).collect();
+        x.gather_scaled(&idx, |i| scales[i - r0], &mut xs);
+        let mut acc = match (target.power, target.gram.is_some()) {
+            (Power::Inf, _) => Acc::Max(vec![0.0; rows]),
+            (Power::Two, _) => Acc::Sum(vec![0.0; rows]),
+            (Power::Finite(_), _) => Acc::Log(vec![Lse::EMPTY; rows]),
+        };
+        let mut tile = vec![0f32; TILE_ROWS * TILE_COLS];
+        for c0 in (0..b_rows).step_by(TILE_COLS) {
+            let cols = TILE_COLS.min(b_rows - c0);
+            gemm_abt(&xs, TILE_ROWS, &b[c0 * d..], cols, d, 1.0, &mut tile[..TILE_ROWS * cols]);
+            let z = &mut tile[..rows * cols];
+            match (&mut acc, target.power) {
+                (Acc::Max(a), _) => max_abs_tile(z, cols, a),
+                (Acc::Sum(a), _) if target.gram.is_some() => dot_tile(z, cols, &xs, d, c0, a),
+                (Acc::Sum(a), _) => sum_sq_tile(z, cols, a),
+                (Acc::Log(a), Power::Finite(p)) => pow_tile(z, cols, p, a),
+                (Acc::Log(_), _) => unreachable!("log accumulator only for finite p"),
             }
-            let value = |i: usize| -> f32 {
-                match (&acc, target.power) {
-                    (Acc::Max(a), _) => a[i],
-                    (Acc::Sum(a), _) => a[i].max(0.0).sqrt() as f32,
-                    (Acc::Log(a), Power::Finite(p)) => (a[i].value() / f64::from(p)).exp() as f32,
-                    (Acc::Log(_), _) => f32::NAN,
-                }
-            };
-            for (k, o) in dst.iter_mut().enumerate() {
-                *o = scales[k].map(|_| value(k));
+        }
+        let value = |i: usize| -> f32 {
+            match (&acc, target.power) {
+                (Acc::Max(a), _) => a[i],
+                (Acc::Sum(a), _) => a[i].max(0.0).sqrt() as f32,
+                (Acc::Log(a), Power::Finite(p)) => (a[i].value() / f64::from(p)).exp() as f32,
+                (Acc::Log(_), _) => f32::NAN,
             }
-        });
+        };
+        for (k, o) in dst.iter_mut().enumerate() {
+            *o = scales[k].map(|_| value(k));
+        }
+    });
     out
 }
 
@@ -310,38 +290,25 @@ simd_fn! {
 pub fn nearest(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<u32>> {
     let (n, d) = (x.rows(), x.dim());
     let mut out = vec![None; n];
-    out.par_chunks_mut(TILE_ROWS)
-        .enumerate()
-        .for_each(|(blk, dst)| {
-            let r0 = blk * TILE_ROWS;
-            let rows = dst.len();
-            let mut xs = vec![0f32; TILE_ROWS * d]; // fixed shape, as in `normsim`
-            let mut scratch = vec![0f32; d];
-            let idx: Vec<usize> = (r0..r0 + rows).collect();
-            let scales: Vec<Option<f32>> = idx
-                .iter()
-                .map(|&i| x.row_scale(i, normalize, &mut scratch))
-                .collect();
-            x.gather_scaled(&idx, |i| scales[i - r0], &mut xs);
-            let mut best = vec![(f32::NEG_INFINITY, 0u32); rows];
-            let mut tile = vec![0f32; TILE_ROWS * TILE_COLS];
-            for c0 in (0..target.m).step_by(TILE_COLS) {
-                let cols = TILE_COLS.min(target.m - c0);
-                gemm_abt(
-                    &xs,
-                    TILE_ROWS,
-                    &target.rows[c0 * d..],
-                    cols,
-                    d,
-                    1.0,
-                    &mut tile[..TILE_ROWS * cols],
-                );
-                argmax_tile(&tile[..rows * cols], cols, c0, &mut best);
-            }
-            for (k, o) in dst.iter_mut().enumerate() {
-                *o = scales[k].map(|_| best[k].1);
-            }
-        });
+    out.par_chunks_mut(TILE_ROWS).enumerate().for_each(|(blk, dst)| {
+        let r0 = blk * TILE_ROWS;
+        let rows = dst.len();
+        let mut xs = vec![0f32; TILE_ROWS * d]; // fixed shape, as in `normsim`
+        let mut scratch = vec![0f32; d];
+        let idx: Vec<usize> = (r0..r0 + rows).collect();
+        let scales: Vec<Option<f32>> = idx.iter().map(|&i| x.row_scale(i, normalize, &mut scratch)).collect();
+        x.gather_scaled(&idx, |i| scales[i - r0], &mut xs);
+        let mut best = vec![(f32::NEG_INFINITY, 0u32); rows];
+        let mut tile = vec![0f32; TILE_ROWS * TILE_COLS];
+        for c0 in (0..target.m).step_by(TILE_COLS) {
+            let cols = TILE_COLS.min(target.m - c0);
+            gemm_abt(&xs, TILE_ROWS, &target.rows[c0 * d..], cols, d, 1.0, &mut tile[..TILE_ROWS * cols]);
+            argmax_tile(&tile[..rows * cols], cols, c0, &mut best);
+        }
+        for (k, o) in dst.iter_mut().enumerate() {
+            *o = scales[k].map(|_| best[k].1);
+        }
+    });
     out
 }
 
@@ -354,9 +321,7 @@ mod tests {
         let mut s = seed;
         (0..n * d)
             .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
             })
             .collect()
@@ -371,10 +336,8 @@ mod tests {
         x.chunks(d)
             .map(|r| {
                 let xr = norm(r);
-                let s: Vec<f64> = ts
-                    .iter()
-                    .map(|tr| tr.iter().zip(&xr).map(|(a, b)| a * b).sum::<f64>().abs())
-                    .collect();
+                let s: Vec<f64> =
+                    ts.iter().map(|tr| tr.iter().zip(&xr).map(|(a, b)| a * b).sum::<f64>().abs()).collect();
                 if p.is_infinite() {
                     s.iter().cloned().fold(0.0, f64::max)
                 } else {
@@ -412,27 +375,13 @@ mod tests {
     fn bad_targets_and_rows() {
         let t = [1.0f32, 0.0, 0.0, 0.0];
         let tm = Matrix::new(Values::F32(&t), 2, 2, None).unwrap();
-        assert_eq!(
-            Target::prepare(&tm, Power::Inf, true).unwrap_err(),
-            TargetError::BadRow(1)
-        );
+        assert_eq!(Target::prepare(&tm, Power::Inf, true).unwrap_err(), TargetError::BadRow(1));
         let empty = Matrix::new(Values::F32(&[]), 0, 2, None).unwrap();
-        assert_eq!(
-            Target::prepare(&empty, Power::Inf, true).unwrap_err(),
-            TargetError::Empty
-        );
-        let good = Target::prepare(
-            &Matrix::new(Values::F32(&t[..2]), 1, 2, None).unwrap(),
-            Power::Inf,
-            true,
-        )
-        .unwrap();
+        assert_eq!(Target::prepare(&empty, Power::Inf, true).unwrap_err(), TargetError::Empty);
+        let good = Target::prepare(&Matrix::new(Values::F32(&t[..2]), 1, 2, None).unwrap(), Power::Inf, true)
+            .unwrap();
         let x = [0.0f32, 0.0, 3.0, 4.0];
-        let got = normsim(
-            &Matrix::new(Values::F32(&x), 2, 2, None).unwrap(),
-            &good,
-            true,
-        );
+        let got = normsim(&Matrix::new(Values::F32(&x), 2, 2, None).unwrap(), &good, true);
         assert_eq!(got[0], None);
         assert!((got[1].unwrap() - 0.6).abs() < 1e-7);
     }
@@ -440,18 +389,10 @@ mod tests {
     #[test]
     fn nearest_is_argmax_with_ties_to_lower_index() {
         let t = [1.0f32, 0.0, 0.0, 1.0, 1.0, 0.0, -1.0, 0.0];
-        let target = Target::prepare(
-            &Matrix::new(Values::F32(&t), 4, 2, None).unwrap(),
-            Power::Inf,
-            true,
-        )
-        .unwrap();
+        let target =
+            Target::prepare(&Matrix::new(Values::F32(&t), 4, 2, None).unwrap(), Power::Inf, true).unwrap();
         let x = [0.9f32, 0.1, 0.1, 0.9, -1.0, 0.1, 0.0, 0.0];
-        let got = nearest(
-            &Matrix::new(Values::F32(&x), 4, 2, None).unwrap(),
-            &target,
-            true,
-        );
+        let got = nearest(&Matrix::new(Values::F32(&x), 4, 2, None).unwrap(), &target, true);
         assert_eq!(got, vec![Some(0), Some(1), Some(3), None]);
     }
 
@@ -463,11 +404,7 @@ mod tests {
         let tm = Matrix::new(Values::F32(&t), m, d, None).unwrap();
         for p in [f64::INFINITY, 2.0, 3.0] {
             let target = Target::prepare(&tm, Power::from_p(p), true).unwrap();
-            let all = normsim(
-                &Matrix::new(Values::F32(&x), n, d, None).unwrap(),
-                &target,
-                true,
-            );
+            let all = normsim(&Matrix::new(Values::F32(&x), n, d, None).unwrap(), &target, true);
             for (s, e) in [(0, 1), (3, 40), (250, 600), (599, 600)] {
                 let part = normsim(
                     &Matrix::new(Values::F32(&x[s * d..e * d]), e - s, d, None).unwrap(),
