@@ -61,7 +61,7 @@ macro_rules! simd_fn {
         $(#[$m])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            #[allow(unused)]
+            #[allow(unused, clippy::extra_unused_type_parameters)]
             fn body<M: $crate::kernels::fastmath::Mode>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
