@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 import polars as pl
+
 import polars_curate as pc
 
 RNG = np.random.default_rng(0)

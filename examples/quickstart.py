@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+
 import polars_curate as pc
 from polars_curate.datasets import synthetic_embeddings
 

@@ -7,7 +7,9 @@ import hashlib
 import sys
 
 import polars as pl
+
 import polars_curate as pc
+
 from conftest import clip_like, frame
 
 x, t = clip_like(3000, 48, seed=3)

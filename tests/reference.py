@@ -67,3 +67,64 @@ def normsim(x: np.ndarray, target: np.ndarray, p: float, normalize: bool = True)
     m = s.max(axis=1, keepdims=True)
     m = np.where(m > 0, m, 1.0)
     return m[:, 0] * ((s / m) ** p).sum(axis=1) ** (1.0 / p)
+
+
+def normsim2_dynamic(x: np.ndarray, keep: int, steps: int, normalize: bool = True) -> np.ndarray:
+    """NormSim_2-D with the whole surviving set as the sample (sample_fraction = 1): rounds
+    survived per row (r - 1 if dropped in round r, steps if kept)."""
+    xn = unit(x) if normalize else np.asarray(x, np.float64)
+    n = len(xn)
+    out = np.full(n, steps)
+    alive = np.arange(n)
+    chunk = -(-(n - keep) // steps)
+    for r in range(1, steps + 1):
+        target = max(keep, n - r * chunk)
+        if len(alive) <= target:
+            continue
+        g = xn[alive].T @ xn[alive]
+        score = np.einsum("ij,jk,ik->i", xn[alive], g, xn[alive])
+        order = sorted(range(len(alive)), key=lambda q: (-score[q], alive[q]))
+        out[alive[order[target:]]] = r - 1
+        alive = np.sort(alive[order[:target]])
+    return out
+
+
+def quotas(sizes: list[int], keep: int) -> list[int]:
+    """keep split in proportion to sizes; leftovers to the largest remainders (ties: earlier)."""
+    n = sum(sizes)
+    q = [keep * s // n for s in sizes]
+    rem = [keep * s % n for s in sizes]
+    for c in sorted(range(len(sizes)), key=lambda c: (-rem[c], c))[: keep - sum(q)]:
+        q[c] += 1
+    return q
+
+
+def clipcov_objective(s: np.ndarray, members: np.ndarray, chosen: list[int], lam: float, w: float):
+    """F(S) of the SPEC for one class, from the cosine matrix s (rows: images, cols: texts)."""
+    a = s + s.T
+    chosen = np.asarray(chosen, dtype=int)
+    cover = a[np.ix_(chosen, members)].sum()
+    redundancy = a[np.ix_(chosen, chosen)].sum()
+    return cover - lam / 2 * redundancy + w * s[chosen, chosen].sum()
+
+
+def clipcov_greedy(x, t, classes, keep: int, lam: float, w: float) -> np.ndarray:
+    """Exact greedy ClipCov by brute force: every candidate's gain from F itself. Pick order
+    within the class, -1 for rows not picked."""
+    s = unit(x) @ unit(t).T
+    labels = sorted(set(classes))
+    members = [np.flatnonzero(np.asarray(classes) == c) for c in labels]
+    out = np.full(len(x), -1)
+    for idx, q in zip(members, quotas([len(m) for m in members], keep)):
+        chosen: list[int] = []
+        for step in range(q):
+            base = clipcov_objective(s, idx, chosen, lam, w)
+            gains = [
+                (clipcov_objective(s, idx, [*chosen, e], lam, w) - base, -e)
+                for e in idx
+                if e not in chosen
+            ]
+            e = -max(gains)[1]
+            chosen.append(e)
+            out[e] = step
+    return out

@@ -1,7 +1,9 @@
 import numpy as np
 import polars as pl
-import polars_curate as pc
 import pytest
+
+import polars_curate as pc
+
 import reference as ref
 from conftest import as_dtype, assert_rel, clip_like, frame, random_pairs, series
 

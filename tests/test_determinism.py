@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+
 import polars_curate as pc
+
 from conftest import clip_like, frame
 
 HERE = Path(__file__).parent

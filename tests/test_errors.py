@@ -6,10 +6,12 @@ import sys
 
 import numpy as np
 import polars as pl
-import polars_curate as pc
 import pytest
-from conftest import frame, random_pairs
 from polars.exceptions import ComputeError
+
+import polars_curate as pc
+
+from conftest import frame, random_pairs
 
 X, T = random_pairs(8, 4, seed=0)
 GOOD = frame(img=X, txt=T)

@@ -2,11 +2,13 @@ import math
 
 import numpy as np
 import polars as pl
-import polars_curate as pc
 import pytest
+
+import polars_curate as pc
+from polars_curate import _internal
+
 import reference as ref
 from conftest import as_dtype, assert_rel, clip_like, frame, random_pairs, series
-from polars_curate import _internal
 
 P_VALUES = [2.0, "inf", 1.0, 3.0, 10.0]
 

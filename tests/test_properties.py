@@ -4,12 +4,14 @@ import math
 
 import numpy as np
 import polars as pl
-import polars_curate as pc
-import reference as ref
-from conftest import as_dtype, assert_rel, series
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+
+import polars_curate as pc
 from polars_curate import _internal
+
+import reference as ref
+from conftest import as_dtype, assert_rel, series
 
 SETTINGS = settings(max_examples=40, deadline=None)
 

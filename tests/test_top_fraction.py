@@ -1,7 +1,8 @@
 import numpy as np
 import polars as pl
-import polars_curate as pc
 import pytest
+
+import polars_curate as pc
 
 
 def expected_mask(score: np.ndarray, fraction: float) -> np.ndarray:
