@@ -13,7 +13,12 @@ from polars_curate import _internal
 import reference as ref
 from conftest import as_dtype, assert_rel, series
 
-SETTINGS = settings(max_examples=40, deadline=None)
+# Derandomized: the same examples on every run, so CI is reproducible.
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None)
+
+# A cosine (or a sum of |cosines|) is a difference of O(1) sums known to ~1e-7 in float32
+# whatever its own size, so errors are measured against max(|value|, 0.01).
+FLOOR = 1e-2
 
 
 @st.composite
@@ -53,7 +58,7 @@ def test_clip_score(case):
     ok = usable(*case)
     assert out.is_not_null().to_numpy().tolist() == ok.tolist()
     want = ref.clip_score(as_dtype(x, dtype)[ok], as_dtype(t, dtype)[ok])
-    assert_rel(out.to_numpy()[ok], want)
+    assert_rel(out.to_numpy()[ok], want, np.maximum(np.abs(want), FLOOR))
 
 
 @SETTINGS
@@ -87,4 +92,5 @@ def test_normsim(case, m, p):
     xs = as_dtype(x, dtype)
     ok = ~nulls & (np.linalg.norm(xs, axis=1) > 0)
     assert out.is_not_null().to_numpy().tolist() == ok.tolist()
-    assert_rel(out.to_numpy()[ok], ref.normsim(xs[ok], target, p), tol=1e-4)
+    want = ref.normsim(xs[ok], target, p)
+    assert_rel(out.to_numpy()[ok], want, np.maximum(want, FLOOR), tol=1e-4)
