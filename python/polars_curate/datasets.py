@@ -6,10 +6,10 @@ The embedding space mimics what CLIP embeddings really have:
   modality share a large common component);
 * concepts: clusters on the sphere; an image is its concept's center plus noise;
 * three kinds of captions:
-  - ``good``: describes its image (cosine about 0.3 with it, about 0.1 with other images),
-  - ``mismatched``: describes another concept (cosine about 0.05),
-  - ``generic``: "a photo of"-style captions lying along ``g``: they match *every* image about as
-    well as a good caption matches its own, so CLIPScore rates them high while
+  - ``good``: describes its image (cosine about 0.33 with it, about 0.12 with other images),
+  - ``mismatched``: describes another concept (cosine about 0.08),
+  - ``generic``: "a photo of"-style captions lying along ``g``: they match *every* image about
+    as well as (0.36) a good caption matches its own, so CLIPScore rates them high while
     negCLIPLoss, which compares a pair against the other pairs of its batch, does not;
 * a target set: image embeddings of a few "downstream" concepts.
 """
@@ -70,7 +70,7 @@ def synthetic_embeddings(
         return rng.normal(size=(rows, d)) / np.sqrt(d)
 
     concept = rng.integers(0, concepts, n)
-    img = _unit(0.45 * g + 0.6 * centers[concept] + 0.65 * noise(n))
+    img = _unit(0.5 * g + 0.6 * centers[concept] + 0.7 * noise(n))
 
     counts = np.floor(np.asarray(fractions) * n).astype(int)
     counts[0] += n - counts.sum()
@@ -78,9 +78,10 @@ def synthetic_embeddings(
     other = (concept + rng.integers(1, concepts, n)) % concepts
     txt = np.empty_like(img)
     good, bad, generic = (kind == k for k in range(3))
-    txt[good] = 0.35 * g + 0.45 * img[good] + 0.3 * centers[concept[good]] + 0.8 * noise(good.sum())
-    txt[bad] = 0.35 * g + 0.6 * centers[other[bad]] + 0.8 * noise(bad.sum())
-    txt[generic] = 0.9 * g + 0.75 * noise(generic.sum())
+    ng, nb, nx = good.sum(), bad.sum(), generic.sum()
+    txt[good] = 0.2 * g + 0.25 * img[good] + 0.15 * centers[concept[good]] + 1.2 * noise(ng)
+    txt[bad] = 0.2 * g + 0.15 * centers[other[bad]] + 1.2 * noise(nb)
+    txt[generic] = 0.8 * g + 0.7 * noise(nx)
     txt = _unit(txt)
 
     words = np.array([f"concept{c}" for c in range(concepts)])
@@ -92,7 +93,7 @@ def synthetic_embeddings(
     uid = [f"{a:016x}{b:016x}" for a, b in rng.integers(0, 2**63, size=(n, 2), dtype=np.uint64)]
 
     tc = rng.integers(0, target_concepts, target_size)
-    target = _unit(0.45 * g + 0.6 * centers[tc] + 0.65 * noise(target_size)).astype(np.float32)
+    target = _unit(0.5 * g + 0.6 * centers[tc] + 0.7 * noise(target_size)).astype(np.float32)
 
     names = np.array(["good", "mismatched", "generic"])
     pool = pl.DataFrame(
