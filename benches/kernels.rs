@@ -102,3 +102,18 @@ fn fast_exp_one_core(bencher: Bencher) {
     let mut y = vec![0f32; x.len()];
     bencher.counter(ItemsCount::new(x.len())).bench_local(|| exp_slice(&x, &mut y));
 }
+
+/// Whole negCLIPLoss on float32 input, one partition: compare with `negclip_batch` to see the
+/// cost of everything around the batch (norms, CLIPScore, permutation, gathers).
+#[divan::bench(args = [4096])]
+fn negclip_f32_k1(bencher: Bencher, n: usize) {
+    let d = 768;
+    let x = unit_rows(n, d, 9);
+    let t = unit_rows(n, d, 10);
+    let (xm, tm) = (
+        Matrix::new(Values::F32(&x), n, d, None).unwrap(),
+        Matrix::new(Values::F32(&t), n, d, None).unwrap(),
+    );
+    let p = NegClipParams { batch_size: n, num_batches: 1, ..NegClipParams::default() };
+    bencher.counter(ItemsCount::new(2 * n * n * d)).bench(|| pool().install(|| neg_clip_loss(&xm, &tm, &p)));
+}

@@ -7,7 +7,6 @@
 //! prepares it once. Targets live until the process ends.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -26,14 +25,17 @@ fn registry() -> &'static Mutex<HashMap<u64, Arc<Target>>> {
 pub static PREPARED: AtomicUsize = AtomicUsize::new(0);
 
 /// The key under which `(bytes, rows, dim, p, normalize)` is registered (`bytes`: the target's
-/// little-endian `f32` values).
+/// little-endian `f32` values): XXH3-64 of the parameters and the bytes.
 pub fn key(bytes: &[u8], rows: usize, dim: usize, p: f64, normalize: bool) -> u64 {
-    let mut h = DefaultHasher::new();
-    (rows, dim, p.to_bits(), normalize).hash(&mut h);
-    h.write(bytes);
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&(rows as u64).to_le_bytes());
+    h.update(&(dim as u64).to_le_bytes());
+    h.update(&p.to_bits().to_le_bytes());
+    h.update(&[u8::from(normalize)]);
+    h.update(bytes);
     // 63 bits: the key travels through the expression's pickled kwargs as a Python int, which
     // serde-pickle reads back as an i64.
-    h.finish() >> 1
+    h.digest() >> 1
 }
 
 /// Prepares and registers a target given as little-endian `f32` bytes (idempotent); returns its

@@ -40,28 +40,15 @@ pub(crate) fn score_pair(x: &[f32], t: &[f32], normalize: bool) -> Option<f32> {
 
 simd_fn! {
     fn score_rows(image: &Matrix, text: &Matrix, start: usize, normalize: bool, xs: &mut [f32], ts: &mut [f32], out: &mut [Option<f32>]) {
-        let broadcast_x = image.rows() == 1;
-        let broadcast_t = text.rows() == 1;
-        if broadcast_x {
-            image.load_row(0, xs);
-        }
-        if broadcast_t {
-            text.load_row(0, ts);
-        }
+        // A one-row side is broadcast against every row of the other.
+        let (bx, bt) = (image.rows() == 1, text.rows() == 1);
         for (k, o) in out.iter_mut().enumerate() {
-            let i = start + k;
-            let usable = image.is_valid(if broadcast_x { 0 } else { i }) && text.is_valid(if broadcast_t { 0 } else { i });
-            if !usable {
-                *o = None;
-                continue;
-            }
-            if !broadcast_x {
-                image.load_row(i, xs);
-            }
-            if !broadcast_t {
-                text.load_row(i, ts);
-            }
-            *o = score_pair(xs, ts, normalize);
+            let (i, j) = (if bx { 0 } else { start + k }, if bt { 0 } else { start + k });
+            *o = if image.is_valid(i) && text.is_valid(j) {
+                score_pair(image.row(i, xs), text.row(j, ts), normalize)
+            } else {
+                None
+            };
         }
     }
 }

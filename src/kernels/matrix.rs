@@ -114,6 +114,18 @@ impl<'a> Matrix<'a> {
         }
     }
 
+    /// Row `i` as `f32`: borrowed when the matrix is `f32`, else converted into `scratch`.
+    #[inline]
+    pub fn row<'s>(&'s self, i: usize, scratch: &'s mut [f32]) -> &'s [f32] {
+        match self.values {
+            Values::F32(v) => &v[i * self.dim..(i + 1) * self.dim],
+            _ => {
+                self.load_row(i, scratch);
+                scratch
+            }
+        }
+    }
+
     /// The factor that makes row `i` usable, or `None` when the row is null, holds a NaN or an
     /// infinity, or (with `normalize`) has zero norm. With `normalize` the factor is
     /// `1 / ||row||` computed in `f32` from the `f32`-converted row; without it, `1`.
@@ -121,8 +133,8 @@ impl<'a> Matrix<'a> {
         if !self.is_valid(i) {
             return None;
         }
-        self.load_row(i, scratch);
-        let ss = dot(scratch, scratch);
+        let r = self.row(i, scratch);
+        let ss = dot(r, r);
         if !ss.is_finite() {
             return None;
         }

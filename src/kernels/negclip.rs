@@ -201,9 +201,7 @@ pub fn neg_clip_loss(image: &Matrix, text: &Matrix, p: &NegClipParams) -> Vec<Op
                 if sx[i].is_none() || st[i].is_none() {
                     return None;
                 }
-                image.load_row(i, xs);
-                text.load_row(i, ts);
-                score_pair(xs, ts, p.normalize)
+                score_pair(image.row(i, xs), text.row(i, ts), p.normalize)
             },
         )
         .collect();
