@@ -12,7 +12,7 @@ expressions, so curating a DataComp-style pool is one lazy query over Parquet::
        .filter(pc.top_fraction("ncl", 0.3)))
 """
 
-from polars_curate import datasets
+from polars_curate import datasets, io
 from polars_curate._expr import (
     clip_score,
     clipcov,
@@ -23,15 +23,20 @@ from polars_curate._expr import (
     zero_shot_labels,
 )
 from polars_curate._internal import __version__
+from polars_curate.io import read_datacomp, read_uids, write_uids
 
 __all__ = [
     "__version__",
     "clip_score",
     "clipcov",
     "datasets",
+    "io",
     "neg_clip_loss",
     "normsim",
     "normsim2_dynamic",
+    "read_datacomp",
+    "read_uids",
     "top_fraction",
+    "write_uids",
     "zero_shot_labels",
 ]

@@ -1,0 +1,218 @@
+"""DataComp on-disk formats: uid subset files and pool shards.
+
+* A **subset** (DataComp's own, DFN's, HYPE's) is a ``.npy`` array of dtype ``("u8", "u8")``: the
+  uid's first 16 hex digits and last 16 as two unsigned 64-bit integers, sorted
+  lexicographically, without duplicates (DataComp's resharder binary-searches it).
+* A **pool** is shards ``<name>.parquet`` + ``<name>.npz`` whose rows line up; the npz holds float16
+  embeddings under keys such as ``l14_img``, ``l14_txt``, ``b32_img``, ``b32_txt``.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import polars as pl
+
+__all__ = ["UID_DTYPE", "read_datacomp", "read_uids", "write_uids"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: DataComp's subset dtype: two little-endian unsigned 64-bit fields.
+UID_DTYPE = np.dtype("u8,u8")
+
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_NIBBLE = np.full(256, 255, dtype=np.uint8)
+_NIBBLE[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
+_NIBBLE[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
+_NIBBLE[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
+
+
+def _to_hex(words: np.ndarray) -> np.ndarray:
+    """(n,) uint64 -> (n, 16) ASCII hex digits, most significant first."""
+    shifts = np.arange(60, -4, -4, dtype=np.uint64)
+    return _HEX[((words[:, None] >> shifts) & np.uint64(15)).astype(np.intp)]
+
+
+def uids_from_keys(hi: np.ndarray, lo: np.ndarray) -> pl.Series:
+    """The 32-hex-digit uids of ``(hi, lo)`` key pairs, as a String Series named ``uid``."""
+    hi = np.ascontiguousarray(hi, dtype=np.uint64)
+    lo = np.ascontiguousarray(lo, dtype=np.uint64)
+    chars = np.ascontiguousarray(np.concatenate([_to_hex(hi), _to_hex(lo)], axis=1))
+    return pl.Series("uid", chars.view("S32").ravel()).cast(pl.String)
+
+
+def keys_from_uids(uids: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``(hi, lo)`` uint64 keys of 32-hex-digit uids; ``ValueError`` naming the first bad uid."""
+    if uids.dtype != pl.String:
+        raise ValueError(f"uids must be strings of 32 hex digits, got dtype {uids.dtype}")
+    bad = uids.is_null() | ~uids.str.contains(r"^[0-9a-fA-F]{32}$")
+    if bad.any():
+        first = int(bad.arg_max())
+        raise ValueError(f"invalid uid at row {first}: {uids[first]!r} (expected 32 hex digits)")
+    if uids.len() == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+    raw = np.frombuffer("".join(uids.to_list()).encode("ascii"), dtype=np.uint8)
+    nib = _NIBBLE[raw].reshape(-1, 32).astype(np.uint64)
+    shifts = np.arange(60, -4, -4, dtype=np.uint64)
+    hi = (nib[:, :16] << shifts).sum(axis=1, dtype=np.uint64)
+    lo = (nib[:, 16:] << shifts).sum(axis=1, dtype=np.uint64)
+    return hi, lo
+
+
+def read_uids(path: PathLike) -> pl.DataFrame:
+    """Read a DataComp subset file into a frame with a ``uid`` column (32 lowercase hex digits).
+
+    Also accepts an ``(n, 2)`` uint64 array. The columns ``uid_hi``/``uid_lo`` (UInt64) are the
+    binary key, cheaper to join on than strings.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, polars as pl
+    >>> from polars_curate.io import read_uids, write_uids
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "subset.npy"
+    >>> write_uids(pl.Series("uid", ["ff" * 16, "00" * 15 + "0a", "ff" * 16]), p)
+    2
+    >>> read_uids(p)["uid"].to_list()
+    ['0000000000000000000000000000000a', 'ffffffffffffffffffffffffffffffff']
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"uid file not found: {path}")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable .npy file ({e})") from None
+    if arr.dtype.names is not None and len(arr.dtype.names) == 2:
+        hi, lo = (arr[name].astype(np.uint64) for name in arr.dtype.names)
+    elif arr.ndim == 2 and arr.shape[1] == 2 and arr.dtype.kind == "u":
+        hi, lo = arr[:, 0].astype(np.uint64), arr[:, 1].astype(np.uint64)
+    else:
+        raise ValueError(
+            f"{path}: expected a DataComp uid array of dtype ('u8', 'u8'), got {arr.dtype} "
+            f"with shape {arr.shape}"
+        )
+    return pl.DataFrame([uids_from_keys(hi, lo), pl.Series("uid_hi", hi), pl.Series("uid_lo", lo)])
+
+
+def write_uids(uids: pl.DataFrame | pl.Series | Iterable[str], path: PathLike) -> int:
+    """Write uids as a DataComp subset file; returns the number of (distinct) uids written.
+
+    Exactly DataComp's format: dtype ``("u8", "u8")``, sorted lexicographically, no duplicates.
+    The file is written to a temporary name in the same directory, flushed to disk and renamed,
+    so no reader ever sees a partial file under ``path``. Invalid uids (wrong length, non-hex,
+    null) raise ``ValueError`` naming the first one; nothing is written then.
+    """
+    if isinstance(uids, pl.DataFrame):
+        if "uid" not in uids.columns:
+            raise ValueError(f"frame has no 'uid' column (columns: {uids.columns})")
+        s = uids["uid"]
+    elif isinstance(uids, pl.Series):
+        s = uids
+    else:
+        s = pl.Series("uid", list(uids), dtype=pl.String)
+    hi, lo = keys_from_uids(s)
+    arr = np.empty(len(hi), dtype=UID_DTYPE)
+    arr["f0"], arr["f1"] = hi, lo
+    arr = np.unique(arr)  # sorts lexicographically by (f0, f1) and drops duplicates
+    atomic_write(Path(path), lambda f: np.save(f, arr, allow_pickle=False))
+    return len(arr)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to
+    ``path`` (atomic on POSIX). On any error the temporary file is removed and ``path`` is left
+    as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _shard_pairs(path: PathLike) -> list[tuple[Path, Path]]:
+    p = Path(path)
+    if p.is_dir():
+        parquets = sorted(p.glob("*.parquet"))
+        npzs = sorted(p.glob("*.npz"))
+    elif p.suffix in (".parquet", ".npz") and p.exists():
+        parquets, npzs = [p.with_suffix(".parquet")], [p.with_suffix(".npz")]
+    else:
+        matches = sorted(Path(m) for m in _glob.glob(str(path)))
+        if not matches and p.with_suffix(".parquet").exists():
+            matches = [p.with_suffix(".parquet")]
+        parquets = [m for m in matches if m.suffix == ".parquet"]
+        npzs = [m for m in matches if m.suffix == ".npz"]
+    stems = {m.with_suffix("") for m in parquets} | {m.with_suffix("") for m in npzs}
+    if not stems:
+        raise FileNotFoundError(f"no DataComp shards (.parquet + .npz) found at {path}")
+    pairs = []
+    for stem in sorted(stems):
+        pq, npz = stem.with_suffix(".parquet"), stem.with_suffix(".npz")
+        for f in (pq, npz):
+            if not f.exists():
+                raise FileNotFoundError(
+                    f"{f} is missing: every shard needs both {pq.name} and {npz.name}"
+                )
+        pairs.append((pq, npz))
+    return pairs
+
+
+def read_datacomp(
+    path: PathLike, *, keys: Sequence[str] | None = None, shard_column: str | None = "shard"
+) -> pl.DataFrame:
+    """Read DataComp shards (``<name>.parquet`` + ``<name>.npz``) into one frame.
+
+    Parameters
+    ----------
+    path
+        One shard (either file of the pair, or its stem), a directory of shards, or a glob.
+    keys
+        The npz arrays to attach as ``Array(Float16, d)`` columns (default: all of them), e.g.
+        ``["l14_img", "l14_txt"]``.
+    shard_column
+        Name of a String column holding each row's shard name (for ``.over("shard")``), or
+        ``None`` for none.
+
+    Rows keep the shard's order; shards are read in name order. A shard whose Parquet and npz
+    row counts differ, a missing twin file or an unknown key raises an error naming the file.
+    """
+    frames = []
+    for pq, npz in _shard_pairs(path):
+        try:
+            df = pl.read_parquet(pq)
+        except Exception as e:
+            raise ValueError(f"{pq}: cannot read Parquet ({e})") from None
+        try:
+            arrays = np.load(npz, allow_pickle=False)
+        except Exception as e:
+            raise ValueError(f"{npz}: cannot read npz ({e})") from None
+        with arrays:
+            wanted = list(arrays.files) if keys is None else list(keys)
+            missing = [k for k in wanted if k not in arrays.files]
+            if missing:
+                raise KeyError(f"{npz}: no array {missing[0]!r} (it has {sorted(arrays.files)})")
+            cols = []
+            for k in wanted:
+                a = arrays[k]
+                if a.ndim != 2 or a.shape[0] != df.height:
+                    raise ValueError(
+                        f"{npz}: array {k!r} has shape {a.shape}, "
+                        f"but {pq.name} has {df.height} rows"
+                    )
+                cols.append(pl.Series(k, a.astype(np.float16, copy=False)))
+        if shard_column is not None:
+            df = df.with_columns(pl.lit(pq.stem).alias(shard_column))
+        frames.append(df.with_columns(cols))
+    return pl.concat(frames, how="vertical", rechunk=False)
