@@ -18,7 +18,7 @@ all: test
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "maturin>=1.16,<2" "polars==2.1.0" "numpy>=1.24" \
+	$(PY) -m pip install --quiet "maturin>=1.16,<2" "polars==2.1.0" "numpy>=1.24" "tqdm>=4.60" \
 		"pytest>=8" "hypothesis>=6.100" "ruff>=0.6"
 	touch $@
 
@@ -42,6 +42,7 @@ test-python: build
 
 demo: build
 	$(PY) examples/quickstart.py
+	$(PY) examples/pipeline_demo.py demo-out
 
 bench: build
 	$(PY) benches/bench.py

@@ -16,10 +16,13 @@ The embedding space mimics what CLIP embeddings really have:
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 
-__all__ = ["synthetic_embeddings"]
+__all__ = ["synthetic_embeddings", "synthetic_pool"]
 
 _GENERIC = ["a photo of", "image", "picture of the day", "photo", "an image of something"]
 
@@ -107,3 +110,73 @@ def synthetic_embeddings(
         }
     ).with_columns(pl.col("img", "txt").cast(pl.Array(pl.Float16, d)))
     return pool, target
+
+
+def synthetic_pool(
+    out_dir: str | os.PathLike[str],
+    n: int = 40_000,
+    d: int = 256,
+    seed: int = 0,
+    *,
+    shards: int = 4,
+    dfn_fraction: float = 0.4,
+) -> dict[str, Path]:
+    """Write a small pool in DataComp's exact on-disk layout, with planted structure.
+
+    Files written under ``out_dir``:
+
+    * ``pool/<00000000..>.parquet`` + ``.npz``: Parquet columns ``uid``, ``url``, ``text``,
+      ``original_width``, ``original_height``, ``clip_b32_similarity_score``,
+      ``clip_l14_similarity_score`` (float32), ``sha256``, plus ``kind`` and ``concept`` (the
+      planted truth, for evaluation); npz keys ``l14_img``/``l14_txt`` (``n x d``) and
+      ``b32_img``/``b32_txt`` (``n x d/2``, a random projection of the same pairs), float16;
+    * ``target.npy``: float32 image embeddings of the downstream-like concepts (``d`` wide);
+    * ``dfn.npy``: a DFN-like uid subset (``dfn_fraction`` of the pool, mostly good pairs), in
+      DataComp's sorted ``("u8", "u8")`` format.
+
+    Returns the paths as ``{"pool": ..., "target": ..., "dfn": ...}``.
+    """
+    from polars_curate.io import atomic_write, write_uids
+
+    out = Path(out_dir)
+    pool_dir = out / "pool"
+    pool_dir.mkdir(parents=True, exist_ok=True)
+    frame, target = synthetic_embeddings(n, d, seed)
+    rng = np.random.default_rng(seed + 1)
+    db = max(2, d // 2)
+    proj = rng.normal(size=(d, db)) / np.sqrt(d)
+
+    def emb(col: str) -> np.ndarray:
+        return frame[col].cast(pl.Array(pl.Float32, d)).to_numpy().astype(np.float64)
+
+    l14_img, l14_txt = emb("img"), emb("txt")
+    b32_img = _unit(l14_img @ proj + 0.3 * rng.normal(size=(n, db)) / np.sqrt(db))
+    b32_txt = _unit(l14_txt @ proj + 0.3 * rng.normal(size=(n, db)) / np.sqrt(db))
+    cos = lambda a, b: (_unit(a) * _unit(b)).sum(axis=1).astype(np.float32)  # noqa: E731
+    meta = frame.select("uid", "text", "kind", "concept").with_columns(
+        url=pl.format("https://example.invalid/{}.jpg", pl.col("uid")),
+        original_width=pl.Series(rng.integers(64, 2048, n), dtype=pl.Int64),
+        original_height=pl.Series(rng.integers(64, 2048, n), dtype=pl.Int64),
+        clip_b32_similarity_score=pl.Series(cos(b32_img, b32_txt)),
+        clip_l14_similarity_score=pl.Series(cos(l14_img, l14_txt)),
+        sha256=pl.Series([f"{v:064x}" for v in rng.integers(0, 2**62, n)]),
+    )
+    bounds = np.linspace(0, n, shards + 1).astype(int)
+    for s in range(shards):
+        lo, hi = bounds[s], bounds[s + 1]
+        name = f"{s:08d}"
+        part = meta[lo:hi]
+        atomic_write(pool_dir / f"{name}.parquet", part.write_parquet)
+        arrays = {
+            "l14_img": l14_img[lo:hi].astype(np.float16),
+            "l14_txt": l14_txt[lo:hi].astype(np.float16),
+            "b32_img": b32_img[lo:hi].astype(np.float16),
+            "b32_txt": b32_txt[lo:hi].astype(np.float16),
+        }
+        atomic_write(pool_dir / f"{name}.npz", lambda f, a=arrays: np.savez(f, **a))
+    atomic_write(out / "target.npy", lambda f: np.save(f, target))
+    # DFN-like: a noisy quality filter that mostly keeps good pairs.
+    quality = (frame["kind"] == "good").to_numpy() + 1.5 * rng.random(n)
+    keep = np.argsort(-quality, kind="stable")[: int(dfn_fraction * n)]
+    write_uids(frame["uid"].gather(keep), out / "dfn.npy")
+    return {"pool": pool_dir, "target": out / "target.npy", "dfn": out / "dfn.npy"}

@@ -1,0 +1,225 @@
+"""The command line on a pool in DataComp's exact layout: exit codes, messages, resume after a
+real kill -9, identical reruns, and the selection rules against a hand-computed expectation."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import polars as pl
+import pytest
+
+from polars_curate import io
+from polars_curate.cli import main
+from polars_curate.datasets import synthetic_pool
+
+CLI = [sys.executable, "-m", "polars_curate.cli"]
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    return synthetic_pool(tmp_path_factory.mktemp("pool"), n=3000, d=32, seed=1, shards=3)
+
+
+def score(pool, out, *extra):
+    return main(
+        [
+            "score",
+            str(pool["pool"]),
+            "--out",
+            str(out),
+            "--target",
+            str(pool["target"]),
+            "--scores",
+            "ncl,clip,normsim-inf",
+            "--batch-size",
+            "256",
+            "--no-progress",
+            *extra,
+        ]
+    )
+
+
+def test_score_writes_one_file_per_shard_and_reruns_are_identical(pool, tmp_path):
+    assert score(pool, tmp_path / "a") == 0
+    files = sorted((tmp_path / "a").glob("*.parquet"))
+    assert [f.stem for f in files] == ["00000000", "00000001", "00000002"]
+    first = pl.read_parquet(files[0])
+    assert first.columns == ["uid", "ncl", "clip", "normsim_inf"]
+    shard = pl.read_parquet(pool["pool"] / "00000000.parquet")
+    assert first["uid"].to_list() == shard["uid"].to_list()
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    assert score(pool, tmp_path / "a") == 0  # resume: nothing to do
+    assert [f.stat().st_mtime_ns for f in files] == mtimes
+    assert score(pool, tmp_path / "b") == 0
+    for f in files:
+        assert pl.read_parquet(f).equals(pl.read_parquet(tmp_path / "b" / f.name))
+    assert score(pool, tmp_path / "a", "--seed", "7") == 1  # other parameters: refuse to mix
+
+
+def test_kill_9_then_rerun_gives_the_uninterrupted_output(tmp_path):
+    big = synthetic_pool(tmp_path / "pool", n=24_000, d=64, seed=2, shards=12)
+    args = [
+        "score",
+        str(big["pool"]),
+        "--scores",
+        "ncl,clip",
+        "--batch-size",
+        "2000",
+        "--num-batches",
+        "4",
+        "--no-progress",
+    ]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*CLI, *args, "--out", str(out)])
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("0*.parquet"))) < 3:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = list(out.glob("0*.parquet"))
+    assert 0 < len(done) < 12, "the kill should land mid-run"
+    for f in done:  # whatever exists under a final name is complete
+        assert pl.read_parquet(f).height == 2000
+    assert subprocess.run([*CLI, *args, "--out", str(out)]).returncode == 0
+    assert subprocess.run([*CLI, *args, "--out", str(tmp_path / "clean")]).returncode == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "clean").iterdir())
+    for name in names:
+        if name.endswith(".parquet"):
+            assert pl.read_parquet(out / name).equals(pl.read_parquet(tmp_path / "clean" / name))
+
+
+def test_select_matches_a_hand_computed_expectation(tmp_path, capsys):
+    d = tmp_path / "scores"
+    d.mkdir()
+    uids = [f"{i:032x}" for i in range(10)]
+    ncl = [0.9, 0.1, 0.8, 0.7, 0.2, 0.6, 0.5, 0.3, 0.4, np.nan]
+    ns = [0.1, 0.9, 0.2, 0.9, 0.3, 0.8, 0.4, 0.5, 0.7, 0.6]
+    pl.DataFrame({"uid": uids[:5], "ncl": ncl[:5], "normsim_inf": ns[:5]}).write_parquet(
+        d / "0.parquet"
+    )
+    pl.DataFrame({"uid": uids[5:], "ncl": ncl[5:], "normsim_inf": ns[5:]}).write_parquet(
+        d / "1.parquet"
+    )
+    out = tmp_path / "subset.npy"
+    # Pool of 10: ncl top 50% -> rows 0, 2, 3, 5, 6 (NaN never kept);
+    # then normsim-inf top 30% of the pool (3 rows) of those -> rows 3 (0.9), 5 (0.8), 6 (0.4).
+    assert (
+        main(
+            ["select", str(d), "--out", str(out), "--keep", "ncl:0.5", "--keep", "normsim-inf:0.3"]
+        )
+        == 0
+    )
+    assert io.read_uids(out)["uid"].to_list() == [uids[3], uids[5], uids[6]]
+    printed = capsys.readouterr().out
+    assert "start: 10 rows (pool)" in printed and "ncl top 50% of start: 5 rows kept" in printed
+    # With a base subset of rows 0-7: start 8; ncl 50% -> 4: rows 0, 2, 3, 5; normsim 25% -> 2:
+    # rows 3 (0.9) and 5 (0.8).
+    io.write_uids(pl.Series("uid", uids[:8]), tmp_path / "base.npy")
+    assert (
+        main(
+            [
+                "select",
+                str(d),
+                "--out",
+                str(out),
+                "--base",
+                str(tmp_path / "base.npy"),
+                "--keep",
+                "ncl:0.5",
+                "--keep",
+                "normsim-inf:0.25",
+            ]
+        )
+        == 0
+    )
+    assert io.read_uids(out)["uid"].to_list() == [uids[3], uids[5]]
+
+
+def test_report_shows_scores_overlap_and_captions(pool, tmp_path):
+    assert score(pool, tmp_path / "s") == 0
+    assert (
+        main(
+            ["select", str(tmp_path / "s"), "--out", str(tmp_path / "sub.npy"), "--keep", "ncl:0.3"]
+        )
+        == 0
+    )
+    out = tmp_path / "r.html"
+    assert (
+        main(
+            [
+                "report",
+                str(tmp_path / "s"),
+                "--out",
+                str(out),
+                "--base",
+                str(pool["dfn"]),
+                "--subset",
+                str(tmp_path / "sub.npy"),
+                "--pool",
+                str(pool["pool"]),
+            ]
+        )
+        == 0
+    )
+    page = out.read_text()
+    assert page.count("<svg") == 4  # three histograms and the scatter
+    assert (
+        "Jaccard" in page and "Captions by ncl" in page and "a photo of" in page.lower()
+    ) or "picture" in page
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["score", "/nonexistent/pool", "--out", "{tmp}/o"], "no DataComp shards"),
+        (["score", "{tmp}", "--out", "{tmp}/o"], "no DataComp shards"),
+        (["score", "{pool}", "--out", "{tmp}/o", "--scores", "normsim-inf"], "needs --target"),
+        (["score", "{pool}", "--out", "{tmp}/o", "--scores", "bogus"], "unknown score"),
+        (["select", "{tmp}", "--out", "{tmp}/s.npy", "--keep", "ncl:0.3"], "no score files"),
+        (
+            ["select", "{scores}", "--out", "{tmp}/s.npy", "--keep", "ncl"],
+            "expected SCORE:FRACTION",
+        ),
+        (["select", "{scores}", "--out", "{tmp}/s.npy", "--keep", "ncl:2"], "in [0, 1]"),
+        (["select", "{scores}", "--out", "{tmp}/s.npy", "--keep", "zzz:0.1"], "no such score"),
+        (["report", "{corrupt}", "--out", "{tmp}/r.html"], "error"),
+    ],
+)
+def test_bad_input_one_line_nonzero_exit_nothing_written(tmp_path, pool, argv, needle):
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    pl.DataFrame({"uid": ["0" * 32], "ncl": [0.5]}).write_parquet(scores / "0.parquet")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "0.parquet").write_bytes(b"PAR1 not really")
+    sub = {
+        "tmp": str(tmp_path),
+        "pool": str(pool["pool"]),
+        "scores": str(scores),
+        "corrupt": str(corrupt),
+    }
+    r = subprocess.run([*CLI, *[a.format(**sub) for a in argv]], capture_output=True, text=True)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert not (tmp_path / "s.npy").exists() and not (tmp_path / "r.html").exists()
+    assert not list((tmp_path / "o").glob("*.parquet"))
+
+
+def test_help_on_every_command():
+    for cmd in ([], ["score"], ["select"], ["report"]):
+        r = subprocess.run([*CLI, *cmd, "--help"], capture_output=True, text=True)
+        assert r.returncode == 0 and "usage: polars-curate" in r.stdout
+
+
+def test_outputs_have_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        io.write_uids(pl.Series("uid", ["0" * 32]), tmp_path / "s.npy")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "s.npy").st_mode & 0o777 == 0o644
