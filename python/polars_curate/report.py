@@ -139,7 +139,11 @@ def write_report(
         text = read_datacomp(pool, keys=[], shard_column=None).select("uid", "text")
         joined = df.join(text, on="uid", how="left")
         for c in scores:
-            ranked = joined.filter(pl.col(c).is_not_null()).sort(c).with_columns(pl.col(c).round(4))
+            ranked = (
+                joined.filter(pl.col(c).is_not_null())
+                .sort(c)
+                .with_columns(pl.col(c).cast(pl.Float64).round(4))
+            )
             parts.append(f"<h2>Captions by {html.escape(c)}</h2><h3>lowest</h3>")
             parts.append(_table(ranked.head(examples).select(c, "text")))
             parts.append("<h3>highest</h3>")
