@@ -59,6 +59,29 @@ def test_score_writes_one_file_per_shard_and_reruns_are_identical(pool, tmp_path
     assert score(pool, tmp_path / "a", "--seed", "7") == 1  # other parameters: refuse to mix
 
 
+def test_teacher_and_normsim_embeddings_may_differ(pool, tmp_path):
+    target_b32 = tmp_path / "t_b32.npy"
+    np.save(target_b32, np.random.default_rng(0).normal(size=(20, 16)).astype(np.float32))
+    argv = [
+        "score",
+        str(pool["pool"]),
+        "--out",
+        str(tmp_path / "o"),
+        "--target",
+        str(target_b32),
+        "--scores",
+        "ncl,normsim-inf",
+        "--normsim-model",
+        "b32",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    assert pl.read_parquet(tmp_path / "o" / "00000000.parquet")["normsim_inf"].null_count() == 0
+    # The L/14 target (32 wide) against B/32 embeddings (16 wide): a clear error.
+    argv[3], argv[5] = str(tmp_path / "o2"), str(pool["target"])
+    assert main(argv) == 1
+
+
 def test_kill_9_then_rerun_gives_the_uninterrupted_output(tmp_path):
     big = synthetic_pool(tmp_path / "pool", n=24_000, d=64, seed=2, shards=12)
     args = [

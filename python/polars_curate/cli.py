@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         help=f"comma-separated, from {', '.join(SCORES)} (default: ncl,clip)",
     )
     s.add_argument("--model", default="l14", help="embedding prefix in the npz: l14 or b32")
+    s.add_argument(
+        "--normsim-model", help="embedding prefix for NormSim (default: --model), e.g. b32"
+    )
     s.add_argument("--batch-size", type=int, default=32768, help="negCLIPLoss batch (32768)")
     s.add_argument("--num-batches", type=int, default=10, help="negCLIPLoss partitions K (10)")
     s.add_argument("--seed", type=int, default=0, help="negCLIPLoss seed (0)")
@@ -77,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 target=args.target,
                 scores=[x.strip() for x in args.scores.split(",") if x.strip()],
                 model=args.model,
+                normsim_model=args.normsim_model,
                 batch_size=args.batch_size,
                 num_batches=args.num_batches,
                 seed=args.seed,

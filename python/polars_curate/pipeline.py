@@ -34,7 +34,13 @@ PARAMS_FILE = "_params.json"
 
 
 def _expressions(
-    scores: Sequence[str], model: str, target, batch_size: int, num_batches: int, seed: int
+    scores: Sequence[str],
+    model: str,
+    normsim_model: str,
+    target,
+    batch_size: int,
+    num_batches: int,
+    seed: int,
 ) -> dict[str, pl.Expr]:
     img, txt = f"{model}_img", f"{model}_txt"
     out = {}
@@ -50,7 +56,7 @@ def _expressions(
         elif s == "clip":
             e = pc.clip_score(img, txt)
         else:
-            e = pc.normsim(img, target, p="inf" if s == "normsim-inf" else 2.0)
+            e = pc.normsim(f"{normsim_model}_img", target, p="inf" if s == "normsim-inf" else 2.0)
         out[SCORES[s]] = e
     return out
 
@@ -62,6 +68,7 @@ def score_pool(
     target: str | os.PathLike[str] | None = None,
     scores: Sequence[str] = ("ncl", "clip"),
     model: str = "l14",
+    normsim_model: str | None = None,
     batch_size: int = 32768,
     num_batches: int = 10,
     seed: int = 0,
@@ -69,7 +76,10 @@ def score_pool(
 ) -> list[Path]:
     """Score every shard of ``pool`` into ``out/<shard>.parquet`` (``uid`` + one column per score).
 
-    negCLIPLoss batches within each shard, like the reference implementation. Memory stays
+    ``model`` names the npz embeddings of the CLIP teacher (``l14`` -> ``l14_img``/``l14_txt``);
+    ``normsim_model`` those NormSim uses (default: the same; the SPEC allows e.g. L/14 for
+    negCLIPLoss and B/32 for NormSim). negCLIPLoss batches within each shard, like the reference
+    implementation. Memory stays
     about one shard. Shards already scored (with the same parameters, recorded in
     ``out/_params.json``) are skipped; rerunning with other parameters is an error rather than
     a silent mix.
@@ -77,9 +87,11 @@ def score_pool(
     pairs = _shard_pairs(pool)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    normsim_model = normsim_model or model
     params = {
         "scores": list(scores),
         "model": model,
+        "normsim_model": normsim_model,
         "target": None if target is None else str(Path(target).resolve()),
         "batch_size": batch_size,
         "num_batches": num_batches,
@@ -96,8 +108,8 @@ def score_pool(
         atomic_write(pfile, lambda f: f.write(json.dumps(params, indent=1).encode()))
     for stale in out.glob(".*.tmp"):  # left by a killed run; never under a final name
         stale.unlink(missing_ok=True)
-    exprs = _expressions(scores, model, target, batch_size, num_batches, seed)
-    keys = [f"{model}_img", f"{model}_txt"]
+    exprs = _expressions(scores, model, normsim_model, target, batch_size, num_batches, seed)
+    keys = list(dict.fromkeys([f"{model}_img", f"{model}_txt", f"{normsim_model}_img"]))
     bar = _progress(len(pairs), enabled=progress)
     written = []
     for pq, _npz in pairs:
