@@ -69,6 +69,14 @@ def _positive_float(x: Any, arg: str) -> float:
     return v
 
 
+def _seed(seed: Any) -> int:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"`seed` must be an integer, got {seed!r}")
+    if not 0 <= seed < 2**63:  # it travels to Rust as a pickled i64
+        raise ValueError(f"`seed` must be in [0, 2**63), got {seed}")
+    return int(seed)
+
+
 def _keep(keep: Any) -> tuple[int, int]:
     """``(num, den)``: a count as ``(keep, 0)``, a fraction as an exact ratio."""
     if isinstance(keep, (bool, np.bool_)):
@@ -222,10 +230,6 @@ def neg_clip_loss(
     │ -0.019 │
     └────────┘
     """
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"`seed` must be an integer, got {seed!r}")
-    if not 0 <= seed < 2**63:
-        raise ValueError(f"`seed` must be in [0, 2**63), got {seed}")
     tau = _positive_float(temperature, "temperature")
     if math.isinf(tau):
         raise ValueError(f"`temperature` must be finite, got {temperature}")
@@ -233,7 +237,7 @@ def neg_clip_loss(
         "batch_size": _positive_int(batch_size, "batch_size"),
         "num_batches": _positive_int(num_batches, "num_batches"),
         "temperature": tau,
-        "seed": int(seed),
+        "seed": _seed(seed),
         "normalize": _bool(normalize, "normalize"),
     }
     return _call(
@@ -496,16 +500,12 @@ def normsim2_dynamic(
     frac = _positive_float(sample_fraction, "sample_fraction")
     if frac > 1:
         raise ValueError(f"`sample_fraction` must be in (0, 1], got {sample_fraction}")
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"`seed` must be an integer, got {seed!r}")
-    if not 0 <= seed < 2**63:
-        raise ValueError(f"`seed` must be in [0, 2**63), got {seed}")
     kwargs = {
         "keep_num": num,
         "keep_den": den,
         "steps": _positive_int(steps, "steps"),
         "sample_fraction": frac,
-        "seed": int(seed),
+        "seed": _seed(seed),
         "normalize": _bool(normalize, "normalize"),
     }
     return _call("normsim2_dynamic", [_expr(embedding, "embedding")], kwargs, elementwise=False)

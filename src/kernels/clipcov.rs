@@ -236,13 +236,8 @@ mod tests {
     #[test]
     fn exact_greedy_matches_brute_force() {
         let (n, d) = (24, 5);
-        let mut st = 3u64;
-        let mut r = || {
-            st = st.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((st >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        };
-        let mut x: Vec<f32> = (0..n * d).map(|_| r()).collect();
-        let mut t: Vec<f32> = (0..n * d).map(|_| r()).collect();
+        let mut x = crate::kernels::testutil::uniform(n * d, 3);
+        let mut t = crate::kernels::testutil::uniform(n * d, 4);
         for m in [&mut x, &mut t] {
             for row in m.chunks_mut(d) {
                 let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();

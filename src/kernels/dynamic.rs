@@ -132,13 +132,7 @@ mod tests {
     use crate::kernels::Values;
 
     fn data(n: usize, d: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n * d)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect()
+        crate::kernels::testutil::uniform(n * d, seed)
     }
 
     #[test]

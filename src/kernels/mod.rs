@@ -15,6 +15,9 @@ pub mod partition;
 pub mod pool;
 pub mod tile;
 
+#[cfg(test)]
+mod testutil;
+
 pub use matrix::{Matrix, ShapeError, Values};
 
 /// How many rows to keep: a count, or a fraction `num / den` of the usable rows (rounded down).

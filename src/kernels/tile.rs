@@ -91,15 +91,7 @@ pub fn gram(a: &[f32], rows: usize, d: usize, c: &mut [f32]) {
 mod tests {
     use super::*;
 
-    fn lcg(state: &mut u64) -> f32 {
-        *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((*state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-    }
-
-    fn random(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n).map(|_| lcg(&mut s)).collect()
-    }
+    use crate::kernels::testutil::uniform as random;
 
     #[test]
     fn matches_naive_at_block_edges() {
