@@ -7,6 +7,7 @@ use divan::counter::ItemsCount;
 use divan::Bencher;
 use polars_curate::kernels::negclip::{batch_lse_sum, neg_clip_loss, NegClipParams};
 use polars_curate::kernels::normsim::{normsim, Power, Target};
+use polars_curate::kernels::packed::{Packed, NR};
 use polars_curate::kernels::tile::{gemm_abt, TILE_COLS, TILE_ROWS};
 use polars_curate::kernels::{pool::pool, Matrix, Values};
 
@@ -29,7 +30,7 @@ fn unit_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
     v
 }
 
-/// One tile on one core: the building block's rate.
+/// One tile on one core, both operands packed by the call (the unshared-operand path).
 #[divan::bench(args = [512, 768])]
 fn tile_gemm_one_core(bencher: Bencher, d: usize) {
     let a = unit_rows(TILE_ROWS, d, 1);
@@ -45,10 +46,10 @@ fn tile_gemm_one_core(bencher: Bencher, d: usize) {
 fn negclip_batch(bencher: Bencher, b: usize) {
     let d = 768;
     let x = unit_rows(b, d, 3);
-    let t = unit_rows(b, d, 4);
+    let t = Packed::new(&unit_rows(b, d, 4), b, d, NR);
     bencher.counter(ItemsCount::new(2 * b * b * d)).bench(|| {
         let load_x = |r0: usize, n: usize, dst: &mut [f32]| dst.copy_from_slice(&x[r0 * d..(r0 + n) * d]);
-        pool().install(|| batch_lse_sum(&load_x, &t, b, d, 100.0))
+        pool().install(|| batch_lse_sum(&load_x, &t, 100.0))
     });
 }
 

@@ -11,6 +11,7 @@ pub mod fastmath;
 pub mod matrix;
 pub mod negclip;
 pub mod normsim;
+pub mod packed;
 pub mod partition;
 pub mod pool;
 pub mod tile;

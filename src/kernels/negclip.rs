@@ -19,8 +19,8 @@
 //! sums are `f32` (at most 256 terms, each <= 1), everything longer is `f64`. The merge order is
 //! fixed, so the result does not depend on the thread count.
 //!
-//! Memory beyond the inputs: `T` of one batch in `f32` (`b * d * 4` bytes), one tile and one
-//! row block of `X` (converted from float16 as it is needed) per thread, and two floats per
+//! Memory beyond the inputs: `T` of one batch packed in `f32` (`b * d * 4` bytes), one tile and
+//! one row block of `X` (converted from float16 as it is needed) per thread, and two floats per
 //! (row block, column) for the column partials: about 135 MiB at `b = 32768`, `d = 768`.
 
 use rayon::prelude::*;
@@ -28,8 +28,9 @@ use rayon::prelude::*;
 use super::clip_score::score_pair;
 use super::fastmath::{exp, fmax, max_inline, simd_fn, Lse};
 use super::matrix::Matrix;
+use super::packed::{gemm_packed, Packed, MR, NR};
 use super::partition::{batch_bounds, permutation};
-use super::tile::{gemm_abt, TILE_COLS, TILE_ROWS};
+use super::tile::{TILE_COLS, TILE_ROWS};
 
 /// Parameters of [`neg_clip_loss`] (validated by the caller: all positive, `temperature`
 /// finite).
@@ -132,16 +133,15 @@ simd_fn! {
 }
 
 /// Row and column log-sum-exps of `Z = X T^T * inv_tau` over one batch of `b` rows, as
-/// `lse_row + lse_col` per batch position. `t` holds the batch's normalised texts (`b x d`,
-/// `f32`); `load_x(r0, rows, dst)` writes the normalised images of batch rows `r0..r0 + rows`
-/// into `dst` (`rows x d`), so images are converted one row block at a time.
+/// `lse_row + lse_col` per batch position. `t` holds the batch's normalised texts, packed once
+/// for all row blocks; `load_x(r0, rows, dst)` writes the normalised images of batch rows
+/// `r0..r0 + rows` into `dst` (`rows x d`), so images are converted one row block at a time.
 pub fn batch_lse_sum(
     load_x: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
-    t: &[f32],
-    b: usize,
-    d: usize,
+    t: &Packed,
     inv_tau: f32,
 ) -> Vec<f64> {
+    let (b, d) = (t.rows(), t.dim());
     let blocks: Vec<(Vec<f64>, Vec<f32>, Vec<f32>)> = (0..b.div_ceil(TILE_ROWS))
         .into_par_iter()
         .map(|blk| {
@@ -149,13 +149,14 @@ pub fn batch_lse_sum(
             let rows = TILE_ROWS.min(b - r0);
             let mut xb = vec![0f32; rows * d];
             load_x(r0, rows, &mut xb);
+            let xb = Packed::new(&xb, rows, d, MR);
             let mut tile = vec![0f32; rows * TILE_COLS];
             let mut row_lse = vec![Lse::EMPTY; rows];
             let mut col_max = vec![0f32; b];
             let mut col_sum = vec![0f32; b];
             for c0 in (0..b).step_by(TILE_COLS) {
                 let cols = TILE_COLS.min(b - c0);
-                gemm_abt(&xb, rows, &t[c0 * d..], cols, d, inv_tau, &mut tile);
+                gemm_packed(&xb, t, c0, cols, inv_tau, &mut tile);
                 reduce_tile(
                     &tile[..rows * cols],
                     rows,
@@ -215,16 +216,15 @@ pub fn neg_clip_loss(image: &Matrix, text: &Matrix, p: &NegClipParams) -> Vec<Op
         let score = |&(s, e): &(usize, usize)| {
             let rows: Vec<usize> = perm[s..e].iter().map(|&q| valid[q]).collect();
             let b = rows.len();
-            // Texts: one f32 copy of the batch (every row block reads all of them).
-            let mut tb = vec![0f32; b * d];
-            tb.par_chunks_mut(TILE_ROWS * d)
-                .zip(rows.par_chunks(TILE_ROWS))
-                .for_each(|(tc, rc)| text.gather_scaled(rc, |i| st[i], tc));
+            // Texts: converted and packed once for the batch (every row block reads all of them).
+            let tb = Packed::from_rows(b, d, NR, |r0, n, dst| {
+                text.gather_scaled(&rows[r0..r0 + n], |i| st[i], dst);
+            });
             // Images: converted a row block at a time by the task that uses them.
             let load_x = |r0: usize, n: usize, dst: &mut [f32]| {
                 image.gather_scaled(&rows[r0..r0 + n], |i| sx[i], dst);
             };
-            batch_lse_sum(&load_x, &tb, b, d, inv_tau)
+            batch_lse_sum(&load_x, &tb, inv_tau)
         };
         let per_batch: Vec<Vec<f64>> = if p.batch_size <= SMALL_BATCH {
             bounds.par_iter().map(score).collect()

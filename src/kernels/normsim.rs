@@ -22,7 +22,8 @@ use rayon::prelude::*;
 
 use super::fastmath::{exp, fmax, ln, max_inline, simd_fn, Lse};
 use super::matrix::Matrix;
-use super::tile::{gemm_abt, gram, TILE_COLS, TILE_ROWS};
+use super::packed::{gemm_packed, Packed, MR, NR};
+use super::tile::{gram, TILE_COLS, TILE_ROWS};
 
 /// The `p` of NormSim_p.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -70,14 +71,15 @@ impl fmt::Display for TargetError {
 
 impl std::error::Error for TargetError {}
 
-/// A target set ready for scoring: rows normalised to `f32`, and `G` when `p = 2` uses it.
+/// A target set ready for scoring: its normalised rows, or `G` when `p = 2` uses it, packed once
+/// as the `B` operand of every tile.
 #[derive(Debug)]
 pub struct Target {
-    rows: Vec<f32>,
+    packed: Packed,
     m: usize,
     d: usize,
     power: Power,
-    gram: Option<Vec<f32>>,
+    uses_gram: bool,
 }
 
 /// Target rows per partial Gram product (an `f32` GEMM: each entry sums 1024 terms).
@@ -104,7 +106,7 @@ impl Target {
         rows.par_chunks_mut(GRAM_BLOCK * d)
             .zip(idx.par_chunks(GRAM_BLOCK))
             .for_each(|(dst, ic)| t.gather_scaled(ic, |i| scales[i], dst));
-        let gram = (power == Power::Two && m > d).then(|| {
+        let gram: Option<Vec<f32>> = (power == Power::Two && m > d).then(|| {
             let mut g = vec![0f64; d * d];
             for wave in rows.chunks(GRAM_BLOCK * GRAM_WAVE * d) {
                 let partials: Vec<Vec<f32>> = wave
@@ -123,7 +125,12 @@ impl Target {
             }
             g.into_iter().map(|v| v as f32).collect()
         });
-        Ok(Self { rows, m, d, power, gram })
+        let uses_gram = gram.is_some();
+        let packed = match &gram {
+            Some(g) => Packed::new(g, d, d, NR),
+            None => Packed::new(&rows, m, d, NR),
+        };
+        Ok(Self { packed, m, d, power, uses_gram })
     }
 
     pub fn rows(&self) -> usize {
@@ -223,34 +230,32 @@ enum Acc {
 pub fn normsim(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<f32>> {
     let (n, d) = (x.rows(), x.dim());
     debug_assert_eq!(d, target.d);
-    let (b, b_rows) = match &target.gram {
-        Some(g) => (g.as_slice(), d),
-        None => (target.rows.as_slice(), target.m),
-    };
+    let b_rows = target.packed.rows();
     let mut out = vec![None; n];
     out.par_chunks_mut(TILE_ROWS).enumerate().for_each(|(blk, dst)| {
         let r0 = blk * TILE_ROWS;
         let rows = dst.len();
-        // Always a full TILE_ROWS-row tile (zero rows as padding): a fixed GEMM shape keeps every
-        // row's bits independent of how many rows Polars handed over (see `tile::gemm_abt`).
-        let mut xs = vec![0f32; TILE_ROWS * d];
+        // Each entry of a tile is one FMA chain over k (see `packed`), so a row's result never
+        // depends on the rows it was batched with: no padding needed.
+        let mut xs = vec![0f32; rows * d];
         let mut scratch = vec![0f32; d];
         let idx: Vec<usize> = (r0..r0 + rows).collect();
         let scales: Vec<Option<f32>> = idx.iter().map(|&i| x.row_scale(i, normalize, &mut scratch)).collect();
         x.gather_scaled(&idx, |i| scales[i - r0], &mut xs);
-        let mut acc = match (target.power, target.gram.is_some()) {
-            (Power::Inf, _) => Acc::Max(vec![0.0; rows]),
-            (Power::Two, _) => Acc::Sum(vec![0.0; rows]),
-            (Power::Finite(_), _) => Acc::Log(vec![Lse::EMPTY; rows]),
+        let xp = Packed::new(&xs, rows, d, MR);
+        let mut acc = match target.power {
+            Power::Inf => Acc::Max(vec![0.0; rows]),
+            Power::Two => Acc::Sum(vec![0.0; rows]),
+            Power::Finite(_) => Acc::Log(vec![Lse::EMPTY; rows]),
         };
-        let mut tile = vec![0f32; TILE_ROWS * TILE_COLS];
+        let mut tile = vec![0f32; rows * TILE_COLS];
         for c0 in (0..b_rows).step_by(TILE_COLS) {
             let cols = TILE_COLS.min(b_rows - c0);
-            gemm_abt(&xs, TILE_ROWS, &b[c0 * d..], cols, d, 1.0, &mut tile[..TILE_ROWS * cols]);
             let z = &mut tile[..rows * cols];
+            gemm_packed(&xp, &target.packed, c0, cols, 1.0, z);
             match (&mut acc, target.power) {
                 (Acc::Max(a), _) => max_abs_tile(z, cols, a),
-                (Acc::Sum(a), _) if target.gram.is_some() => dot_tile(z, cols, &xs, d, c0, a),
+                (Acc::Sum(a), _) if target.uses_gram => dot_tile(z, cols, &xs, d, c0, a),
                 (Acc::Sum(a), _) => sum_sq_tile(z, cols, a),
                 (Acc::Log(a), Power::Finite(p)) => pow_tile(z, cols, p, a),
                 (Acc::Log(_), _) => unreachable!("log accumulator only for finite p"),
@@ -286,23 +291,26 @@ simd_fn! {
 
 /// Index of the target row most similar to each row (cosine, not absolute; ties: the lower
 /// index). `None` where the row is unusable. This is a zero-shot classifier when the target rows
-/// are text embeddings of class prompts.
+/// are text embeddings of class prompts. `target` must not use a Gram matrix (prepare it with
+/// `Power::Inf`).
 pub fn nearest(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<u32>> {
+    debug_assert!(!target.uses_gram);
     let (n, d) = (x.rows(), x.dim());
     let mut out = vec![None; n];
     out.par_chunks_mut(TILE_ROWS).enumerate().for_each(|(blk, dst)| {
         let r0 = blk * TILE_ROWS;
         let rows = dst.len();
-        let mut xs = vec![0f32; TILE_ROWS * d]; // fixed shape, as in `normsim`
+        let mut xs = vec![0f32; rows * d];
         let mut scratch = vec![0f32; d];
         let idx: Vec<usize> = (r0..r0 + rows).collect();
         let scales: Vec<Option<f32>> = idx.iter().map(|&i| x.row_scale(i, normalize, &mut scratch)).collect();
         x.gather_scaled(&idx, |i| scales[i - r0], &mut xs);
+        let xp = Packed::new(&xs, rows, d, MR);
         let mut best = vec![(f32::NEG_INFINITY, 0u32); rows];
-        let mut tile = vec![0f32; TILE_ROWS * TILE_COLS];
+        let mut tile = vec![0f32; rows * TILE_COLS];
         for c0 in (0..target.m).step_by(TILE_COLS) {
             let cols = TILE_COLS.min(target.m - c0);
-            gemm_abt(&xs, TILE_ROWS, &target.rows[c0 * d..], cols, d, 1.0, &mut tile[..TILE_ROWS * cols]);
+            gemm_packed(&xp, &target.packed, c0, cols, 1.0, &mut tile[..rows * cols]);
             argmax_tile(&tile[..rows * cols], cols, c0, &mut best);
         }
         for (k, o) in dst.iter_mut().enumerate() {

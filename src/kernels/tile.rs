@@ -1,32 +1,21 @@
-//! The matrix-product building block: one cache-sized tile `C = scale * A B^T`.
-//!
-//! Both operands are row-major with rows of length `d` (embeddings), so `A B^T` is a matrix of
-//! dot products. The product itself is `matrixmultiply`'s packed, register-blocked AVX2/FMA
-//! micro-kernel (ndarray's GEMM backend, picked at run time). We call it one tile at a time,
-//! single-threaded, on every core at once, and put our own fused reduction ("epilogue") on each
-//! tile while it is still in cache. Parallelism is over tiles, never inside one, so a tile's
-//! bits never depend on the thread count.
-//!
-//! Why `matrixmultiply` and not the `gemm` crate: measured here, 256 x 256 x 768 tiles on both
-//! cores run at 170-190 GFLOP/s with `matrixmultiply` (NumPy/OpenBLAS: about 180 on one large
-//! product) and at 125-140 with `gemm` 0.19, sequential tiles or its own threading alike
-//! (`benches/kernels.rs`, `tile_gemm_*`).
+//! The matrix-product building blocks on plain row-major slices, for callers that use an
+//! operand once: each call packs both operands (see [`super::packed`]). Hot loops that reuse an
+//! operand pack it themselves, once.
 
-/// Rows of `A` per tile. 256 rows x 768 floats = 768 KiB of `A`, packed once per tile row.
+use super::packed::{gemm_packed, Packed, MR, NR};
+
+/// Rows of `A` per tile (a row block of negCLIPLoss / NormSim).
 pub const TILE_ROWS: usize = 256;
 /// Rows of `B` (columns of `C`) per tile. The tile `C` is 256 x 256 floats = 256 KiB: it stays
-/// in the 1 MiB L2 while the epilogue reads it back.
+/// in the 1 MiB L2 while the epilogue reads it back. A multiple of `packed::NR`.
 pub const TILE_COLS: usize = 256;
+
+const _: () = assert!(TILE_COLS.is_multiple_of(NR));
 
 /// `c[i * cols + j] = scale * sum_k a[i * d + k] * b[j * d + k]` for `i < rows`, `j < cols`.
 ///
-/// For a fixed shape `(rows, cols, d)` the bits of `c[i][j]` depend only on row `i` of `a` and
-/// row `j` of `b`, not on where the rows sit (checked by `entries_do_not_depend_on_row_
-/// position`). Different shapes can round differently (`gemm` takes other paths for thin
-/// matrices), so callers that need results independent of how rows are batched always call it
-/// with `rows = TILE_ROWS`, padding with zero rows. (`matrixmultiply`'s blocking is a compile-time
-/// constant, so in fact shapes do not matter today; the padding keeps that an implementation
-/// detail rather than a promise we depend on.)
+/// Every entry is one FMA chain over `k` in order (`packed::gemm_packed`), so its bits depend
+/// only on row `i` of `a` and row `j` of `b`, never on the shape or on where the rows sit.
 ///
 /// # Panics
 /// If a slice is shorter than its shape (a bug in the caller, never user data).
@@ -35,27 +24,7 @@ pub fn gemm_abt(a: &[f32], rows: usize, b: &[f32], cols: usize, d: usize, scale:
     if rows == 0 || cols == 0 {
         return;
     }
-    // SAFETY: the strides address exactly the `rows x d` block of `a`, `d x cols` of `b^T` (row
-    // `j` of `b` is column `j`) and `rows x cols` of `c`, whose sizes were asserted above; with
-    // beta = 0, `c` is only written.
-    unsafe {
-        matrixmultiply::sgemm(
-            rows,
-            d,
-            cols,
-            scale,
-            a.as_ptr(),
-            d as isize,
-            1,
-            b.as_ptr(),
-            1,
-            d as isize,
-            0.0,
-            c.as_mut_ptr(),
-            cols as isize,
-            1,
-        );
-    }
+    gemm_packed(&Packed::new(a, rows, d, MR), &Packed::new(b, cols, d, NR), 0, cols, scale, c);
 }
 
 /// `c = a^T a` for `a` of `rows x d` (row-major): one block's share of the Gram matrix
@@ -65,26 +34,17 @@ pub fn gram(a: &[f32], rows: usize, d: usize, c: &mut [f32]) {
     if d == 0 {
         return;
     }
-    // SAFETY: `a^T` is read with strides (1, d) over the asserted `rows x d` block; `c` is d x d
-    // and, with beta = 0, only written.
-    unsafe {
-        matrixmultiply::sgemm(
-            d,
-            rows,
-            d,
-            1.0,
-            a.as_ptr(),
-            1,
-            d as isize,
-            a.as_ptr(),
-            d as isize,
-            1,
-            0.0,
-            c.as_mut_ptr(),
-            d as isize,
-            1,
-        );
+    let mut at = vec![0f32; d * rows];
+    for (t, row) in a.chunks_exact(d).take(rows).enumerate() {
+        for (k, &v) in row.iter().enumerate() {
+            at[k * rows + t] = v;
+        }
     }
+    if rows == 0 {
+        c[..d * d].fill(0.0);
+        return;
+    }
+    gemm_abt(&at, d, &at, d, rows, 1.0, c);
 }
 
 #[cfg(test)]
@@ -123,7 +83,7 @@ mod tests {
     }
 
     #[test]
-    fn entries_do_not_depend_on_row_position() {
+    fn entries_do_not_depend_on_row_position_or_shape() {
         for &(cols, d) in &[(TILE_COLS, 768), (44, 768), (1, 512), (7, 33)] {
             let a = random(TILE_ROWS * d, 3);
             let b = random(cols * d, 4);
