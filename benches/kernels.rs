@@ -7,7 +7,7 @@ use divan::counter::ItemsCount;
 use divan::Bencher;
 use polars_curate::kernels::negclip::{batch_lse_sum, neg_clip_loss, NegClipParams};
 use polars_curate::kernels::normsim::{normsim, Power, Target};
-use polars_curate::kernels::packed::{Packed, NR};
+use polars_curate::kernels::packed::{gemm_packed, Packed, MR, NR};
 use polars_curate::kernels::tile::{gemm_abt, TILE_COLS, TILE_ROWS};
 use polars_curate::kernels::{pool::pool, Matrix, Values};
 
@@ -117,4 +117,28 @@ fn negclip_f32_k1(bencher: Bencher, n: usize) {
     );
     let p = NegClipParams { batch_size: n, num_batches: 1, ..NegClipParams::default() };
     bencher.counter(ItemsCount::new(2 * n * n * d)).bench(|| pool().install(|| neg_clip_loss(&xm, &tm, &p)));
+}
+
+/// The GEMM of one negCLIPLoss batch without its epilogue (every tile computed, nothing
+/// reduced), all cores: the ceiling that `negclip_batch` can reach.
+#[divan::bench(args = [1024, 4096])]
+fn gemm_batch_only(bencher: Bencher, b: usize) {
+    use rayon::prelude::*;
+    let d = 768;
+    let x = unit_rows(b, d, 3);
+    let t = Packed::new(&unit_rows(b, d, 4), b, d, NR);
+    bencher.counter(ItemsCount::new(2 * b * b * d)).bench(|| {
+        pool().install(|| {
+            x.par_chunks(TILE_ROWS * d).for_each(|xb| {
+                let rows = xb.len() / d;
+                let xp = Packed::new(xb, rows, d, MR);
+                let mut tile = vec![0f32; rows * TILE_COLS];
+                for c0 in (0..b).step_by(TILE_COLS) {
+                    let cols = TILE_COLS.min(b - c0);
+                    gemm_packed(&xp, &t, c0, cols, 100.0, &mut tile);
+                }
+                std::hint::black_box(&tile);
+            })
+        })
+    });
 }

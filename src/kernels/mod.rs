@@ -4,6 +4,7 @@
 //! benchmarked without Polars. The expression layer (`crate::expressions`) only validates,
 //! converts and calls into this module.
 
+pub mod aligned;
 pub mod clip_score;
 pub mod clipcov;
 pub mod dynamic;

@@ -25,6 +25,7 @@
 
 use rayon::prelude::*;
 
+use super::aligned::AlignedVec;
 use super::clip_score::score_pair;
 use super::fastmath::{exp, fmax, max_inline, simd_fn, Lse};
 use super::matrix::Matrix;
@@ -74,23 +75,26 @@ simd_fn! {
         col_max.fill(f32::NEG_INFINITY);
         col_sum.fill(0.0);
         let full = cols / 16 * 16;
-        // Pass 1: row and column maxima together.
+        // Pass 1: row maxima, then column maxima 16 columns at a time down the rows (the
+        // accumulator stays in registers; updating `col_max` in place row by row compiles to
+        // masked stores, which are microcoded on AMD cores). Maxima are exact: the order of the
+        // passes changes no bit.
         let mut row_max = [f32::NEG_INFINITY; TILE_ROWS];
         for (r, rm) in z.chunks_exact(cols).take(rows).zip(row_max.iter_mut()) {
-            let mut lanes = [f32::NEG_INFINITY; 16];
-            for (rc, cm) in r[..full].chunks_exact(16).zip(col_max[..full].chunks_exact_mut(16)) {
-                let rc: &[f32; 16] = rc.try_into().expect("chunk of 16");
-                let cm: &mut [f32; 16] = cm.try_into().expect("chunk of 16");
+            *rm = max_inline(r);
+        }
+        for (j0, cm) in (0..full).step_by(16).zip(col_max[..full].chunks_exact_mut(16)) {
+            let mut c = [f32::NEG_INFINITY; 16];
+            for r in z.chunks_exact(cols).take(rows) {
+                let rc: &[f32; 16] = r[j0..j0 + 16].try_into().expect("chunk of 16");
                 for l in 0..16 {
-                    cm[l] = fmax(cm[l], rc[l]);
-                    lanes[l] = fmax(lanes[l], rc[l]);
+                    c[l] = fmax(c[l], rc[l]);
                 }
             }
-            for j in full..cols {
-                col_max[j] = fmax(col_max[j], r[j]);
-                lanes[j - full] = fmax(lanes[j - full], r[j]);
-            }
-            *rm = max_inline(&lanes);
+            cm.copy_from_slice(&c);
+        }
+        for j in full..cols {
+            col_max[j] = z.chunks_exact(cols).take(rows).fold(f32::NEG_INFINITY, |m, r| fmax(m, r[j]));
         }
         let tile_max = max_inline(col_max);
         // Pass 2: one exponential per entry for both sums.
@@ -150,7 +154,7 @@ pub fn batch_lse_sum(
             let mut xb = vec![0f32; rows * d];
             load_x(r0, rows, &mut xb);
             let xb = Packed::new(&xb, rows, d, MR);
-            let mut tile = vec![0f32; rows * TILE_COLS];
+            let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
             let mut row_lse = vec![Lse::EMPTY; rows];
             let mut col_max = vec![0f32; b];
             let mut col_sum = vec![0f32; b];

@@ -20,6 +20,7 @@ use std::fmt;
 
 use rayon::prelude::*;
 
+use super::aligned::AlignedVec;
 use super::fastmath::{exp, fmax, ln, max_inline, simd_fn, Lse};
 use super::matrix::Matrix;
 use super::packed::{gemm_packed, Packed, MR, NR};
@@ -248,7 +249,7 @@ pub fn normsim(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<f32>>
             Power::Two => Acc::Sum(vec![0.0; rows]),
             Power::Finite(_) => Acc::Log(vec![Lse::EMPTY; rows]),
         };
-        let mut tile = vec![0f32; rows * TILE_COLS];
+        let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
         for c0 in (0..b_rows).step_by(TILE_COLS) {
             let cols = TILE_COLS.min(b_rows - c0);
             let z = &mut tile[..rows * cols];
@@ -307,7 +308,7 @@ pub fn nearest(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<u32>>
         x.gather_scaled(&idx, |i| scales[i - r0], &mut xs);
         let xp = Packed::new(&xs, rows, d, MR);
         let mut best = vec![(f32::NEG_INFINITY, 0u32); rows];
-        let mut tile = vec![0f32; rows * TILE_COLS];
+        let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
         for c0 in (0..target.m).step_by(TILE_COLS) {
             let cols = TILE_COLS.min(target.m - c0);
             gemm_packed(&xp, &target.packed, c0, cols, 1.0, &mut tile[..rows * cols]);

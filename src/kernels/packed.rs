@@ -13,32 +13,35 @@
 //! Determinism: every entry is `sum over k-blocks (in order) of a sequential FMA chain`, the
 //! same whatever the tile's shape or the row's position in it.
 
+use super::aligned::AlignedVec;
+
 /// Rows of `A` per micro-panel (broadcast side).
 pub const MR: usize = 6;
 /// Rows of `B` per micro-panel (vector side: two AVX2 vectors).
 pub const NR: usize = 16;
 /// `k` per block. Embeddings have `d <= 1024`, so this is one block: every entry of `C` is written
-/// once, never read back and added to. Measured on 256-wide tiles of a 4096 x 4096 x 768
-/// product on both cores: 175-180 GFLOP/s at `KC >= 768` against 160-165 at 384 and 159 at 192
-/// (the `B` micro-panel leaves L1 for L2, which the hardware prefetcher streams well).
+/// once. Measured on negCLIPLoss batches of 4096 (GEMM plus epilogue, both cores, the block
+/// sizes interleaved in one process, median of 25): 174 / 171 / 165 / 165 GFLOP/s at d = 512
+/// and 191 / 178 / 184 / 177 at d = 768 for `KC` = 1024 / 512 / 384 / 256: the `B`
+/// micro-panel leaving L1 for L2 (which the prefetcher streams well) costs less than
+/// reloading the partial sums of every `C` block once per extra k-block.
 pub const KC: usize = 1024;
 
 /// A matrix (`n x d`, row-major) packed into micro-panels of `width` rows:
-/// `data[kb][panel][k][r]` for k-block `kb`, so one (k-block, panel) is `kc * width` contiguous
-/// floats. Rows beyond `n` are zero.
+/// `data[panel][k][r]`, so any k-block of a panel is `kc * width` contiguous floats. Rows beyond
+/// `n` are zero.
 #[derive(Debug, Clone)]
 pub struct Packed {
-    data: Vec<f32>,
+    data: AlignedVec,
     n: usize,
     d: usize,
     width: usize,
-    panels: usize,
 }
 
 impl Packed {
     /// Packs `src` (`n x d`) into panels of `width` rows.
     pub fn new(src: &[f32], n: usize, d: usize, width: usize) -> Self {
-        let mut p = Self { data: Vec::new(), n: 0, d, width, panels: 0 };
+        let mut p = Self { data: AlignedVec::default(), n: 0, d, width };
         p.repack(src, n);
         p
     }
@@ -59,7 +62,7 @@ impl Packed {
         width: usize,
         rows: impl Fn(usize, usize, &mut [f32]) + Sync,
     ) -> Self {
-        let mut p = Self { data: Vec::new(), n: 0, d, width, panels: 0 };
+        let mut p = Self { data: AlignedVec::default(), n: 0, d, width };
         p.fill(n, rows);
         p
     }
@@ -69,35 +72,17 @@ impl Packed {
         let (d, w) = (self.d, self.width);
         let panels = n.div_ceil(w);
         self.n = n;
-        self.panels = panels;
-        self.data.clear();
-        self.data.resize(panels * w * d, 0.0);
-        // Panel p of k-block kb sits at kb_start + p * kc * w; with one k-block (d <= KC) the
-        // panels are consecutive, so they can be filled in parallel chunks.
-        let fill_panel = |p: usize, k0: usize, kc: usize, panel: &mut [f32], buf: &mut Vec<f32>| {
+        self.data.resize_zeroed(panels * w * d);
+        self.data.par_chunks_mut(d * w).enumerate().for_each_init(Vec::new, |buf, (p, panel)| {
             let count = w.min(n - p * w);
             buf.resize(count * d, 0.0);
             rows(p * w, count, buf);
-            for r in 0..count {
-                for (k, &v) in buf[r * d + k0..r * d + k0 + kc].iter().enumerate() {
+            for (r, row) in buf.chunks_exact(d).enumerate() {
+                for (k, &v) in row.iter().enumerate() {
                     panel[k * w + r] = v;
                 }
             }
-        };
-        if d <= KC {
-            self.data.par_chunks_mut(d * w).enumerate().for_each_init(Vec::new, |buf, (p, panel)| {
-                fill_panel(p, 0, d, panel, buf);
-            });
-        } else {
-            let mut buf = Vec::new();
-            for k0 in (0..d).step_by(KC) {
-                let kc = KC.min(d - k0);
-                let block = &mut self.data[k0 * panels * w..(k0 + kc) * panels * w];
-                for (p, panel) in block.chunks_exact_mut(kc * w).enumerate() {
-                    fill_panel(p, k0, kc, panel, &mut buf);
-                }
-            }
-        }
+        });
     }
 
     pub fn rows(&self) -> usize {
@@ -113,19 +98,18 @@ impl Packed {
         self.data.len() * 4
     }
 
-    /// The `kc * width` floats of panel `p` in the k-block starting at `k0`.
+    /// The `kc * width` floats of panel `p` for `k` in `k0..k0 + kc`.
     #[inline]
     fn panel(&self, k0: usize, kc: usize, p: usize) -> &[f32] {
-        let start = k0 * self.panels * self.width + p * kc * self.width;
+        let start = (p * self.d + k0) * self.width;
         &self.data[start..start + kc * self.width]
     }
 }
 
-/// The `MR x NR` register block as plain arrays (the portable kernel; the compiler vectorises
-/// the 16-wide rows).
+/// `acc += A_panel B_panel^T` over `kc` steps, as plain arrays (the portable kernel; the compiler
+/// vectorises the 16-wide rows).
 #[inline(always)]
-fn kernel_portable(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
-    let mut acc = [[0f32; NR]; MR];
+fn kernel_portable(kc: usize, a: &[f32], b: &[f32], acc: &mut [[f32; NR]; MR]) {
     for k in 0..kc {
         let bk: &[f32; NR] = b[k * NR..(k + 1) * NR].try_into().expect("NR floats");
         for (i, row) in acc.iter_mut().enumerate() {
@@ -135,18 +119,19 @@ fn kernel_portable(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
             }
         }
     }
-    acc
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_avx2(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+unsafe fn kernel_avx2(kc: usize, a: &[f32], b: &[f32], acc: &mut [[f32; NR]; MR]) {
     use std::arch::x86_64::*;
     assert!(a.len() >= kc * MR && b.len() >= kc * NR);
     let (a, b) = (a.as_ptr(), b.as_ptr());
-    let z = _mm256_setzero_ps();
-    let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
-    let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
+    // SAFETY: each row of `acc` holds 16 floats.
+    let load =
+        |r: usize| unsafe { (_mm256_loadu_ps(acc[r].as_ptr()), _mm256_loadu_ps(acc[r].as_ptr().add(8))) };
+    let ((mut c00, mut c01), (mut c10, mut c11), (mut c20, mut c21)) = (load(0), load(1), load(2));
+    let ((mut c30, mut c31), (mut c40, mut c41), (mut c50, mut c51)) = (load(3), load(4), load(5));
     for k in 0..kc {
         // SAFETY: k < kc and the panels hold kc * NR and kc * MR floats (asserted above).
         unsafe {
@@ -173,9 +158,8 @@ unsafe fn kernel_avx2(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
             c51 = _mm256_fmadd_ps(x, b1, c51);
         }
     }
-    let mut out = [[0f32; NR]; MR];
     for (row, (lo, hi)) in
-        out.iter_mut().zip([(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)])
+        acc.iter_mut().zip([(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)])
     {
         // SAFETY: each row holds 16 floats.
         unsafe {
@@ -183,17 +167,17 @@ unsafe fn kernel_avx2(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
             _mm256_storeu_ps(row.as_mut_ptr().add(8), hi);
         }
     }
-    out
 }
 
+/// `acc += A_panel B_panel^T`: continues each entry's FMA chain over `kc` more steps.
 #[inline]
-fn kernel(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+fn kernel(kc: usize, a: &[f32], b: &[f32], acc: &mut [[f32; NR]; MR]) {
     #[cfg(target_arch = "x86_64")]
     if super::fastmath::has_avx2() {
         // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { kernel_avx2(kc, a, b) };
+        return unsafe { kernel_avx2(kc, a, b, acc) };
     }
-    kernel_portable(kc, a, b)
+    kernel_portable(kc, a, b, acc)
 }
 
 /// `c[i * cols + j] = scale * sum_k A[i][k] * B[col0 + j][k]` for the `rows = a.rows()` rows of
@@ -206,24 +190,29 @@ pub fn gemm_packed(a: &Packed, b: &Packed, col0: usize, cols: usize, scale: f32,
     assert!(a.width == MR && b.width == NR && a.d == b.d && col0.is_multiple_of(NR));
     assert!(col0 + cols <= b.n && c.len() >= a.n * cols);
     let (rows, d) = (a.n, a.d);
+    let last_k0 = (d.max(1) - 1) / KC * KC;
     for k0 in (0..d).step_by(KC) {
         let kc = KC.min(d - k0);
-        // B micro-panel outer (stays in L1), A micro-panels inner (the row block stays in L2).
+        // B micro-panel outer (stays in L1), A micro-panels inner (the row block's k-block stays
+        // in L2). Between k-blocks `c` holds the raw partial sums, so that every entry is one
+        // FMA chain over all of `k`; the scale is applied once, after the last block.
         for q in 0..cols.div_ceil(NR) {
             let nr = NR.min(cols - q * NR);
             let bp = b.panel(k0, kc, col0 / NR + q);
             for p in 0..rows.div_ceil(MR) {
-                let acc = kernel(kc, a.panel(k0, kc, p), bp);
-                for (i, row) in acc.iter().enumerate().take(MR.min(rows - p * MR)) {
+                let mr = MR.min(rows - p * MR);
+                let mut acc = [[0f32; NR]; MR];
+                if k0 > 0 {
+                    for (i, row) in acc.iter_mut().enumerate().take(mr) {
+                        row[..nr].copy_from_slice(&c[(p * MR + i) * cols + q * NR..][..nr]);
+                    }
+                }
+                kernel(kc, a.panel(k0, kc, p), bp, &mut acc);
+                let s = if k0 == last_k0 { scale } else { 1.0 };
+                for (i, row) in acc.iter().enumerate().take(mr) {
                     let dst = &mut c[(p * MR + i) * cols + q * NR..][..nr];
-                    if k0 == 0 {
-                        for (o, &v) in dst.iter_mut().zip(row) {
-                            *o = scale * v;
-                        }
-                    } else {
-                        for (o, &v) in dst.iter_mut().zip(row) {
-                            *o += scale * v;
-                        }
+                    for (o, &v) in dst.iter_mut().zip(row) {
+                        *o = s * v;
                     }
                 }
             }
@@ -288,8 +277,10 @@ mod tests {
     fn portable_and_avx2_kernels_agree() {
         let a = uniform(MR * 300, 5);
         let b = uniform(NR * 300, 6);
-        let got = kernel(300, &a, &b);
-        let portable = kernel_portable(300, &a, &b);
+        let mut got = [[0.5f32; NR]; MR];
+        kernel(300, &a, &b, &mut got);
+        let mut portable = [[0.5f32; NR]; MR];
+        kernel_portable(300, &a, &b, &mut portable);
         for i in 0..MR {
             for j in 0..NR {
                 // Both are sequential FMA chains over k: identical bits.
