@@ -48,9 +48,17 @@ pub fn register(bytes: &[u8], rows: usize, dim: usize, p: f64, normalize: bool) 
     if registry().lock().map_err(|e| e.to_string())?.contains_key(&k) {
         return Ok(k);
     }
-    let values: Vec<f32> =
-        bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    let m = Matrix::new(Values::F32(&values), rows, dim, None).map_err(|e| format!("target: {e}"))?;
+    // Read the bytes in place when they are aligned floats in this machine's order (a Python
+    // `bytes` object's data always is aligned on little-endian machines); copy otherwise.
+    let copied: Vec<f32>;
+    let values: &[f32] = match bytemuck::try_cast_slice::<u8, f32>(bytes) {
+        Ok(v) if cfg!(target_endian = "little") => v,
+        _ => {
+            copied = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            &copied
+        }
+    };
+    let m = Matrix::new(Values::F32(values), rows, dim, None).map_err(|e| format!("target: {e}"))?;
     let target = pool()
         .install(|| Target::prepare(&m, Power::from_p(p), normalize))
         .map_err(|e| format!("target: {e}"))?;

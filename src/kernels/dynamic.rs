@@ -24,10 +24,11 @@
 use rayon::prelude::*;
 
 use super::fastmath::dot_inline;
+use super::gram::gram_of;
 use super::matrix::Matrix;
 use super::packed::{gemm_packed, Packed, MR, NR};
 use super::partition::sample;
-use super::tile::{gram, TILE_COLS, TILE_ROWS};
+use super::tile::{TILE_COLS, TILE_ROWS};
 use super::Keep;
 
 /// Parameters of [`normsim2_dynamic`] (validated by the caller).
@@ -39,31 +40,6 @@ pub struct DynamicParams {
     pub sample_fraction: f64,
     pub seed: u64,
     pub normalize: bool,
-}
-
-/// Rows per partial Gram product; partials are summed in `f64` in a fixed order.
-const GRAM_BLOCK: usize = 1024;
-
-/// `G = sum_{i in rows} x_i x_i^T` of the scaled rows, as `f32` (`d x d`).
-fn gram_of(x: &Matrix, rows: &[usize], scales: &[Option<f32>]) -> Vec<f32> {
-    let d = x.dim();
-    let partials: Vec<Vec<f32>> = rows
-        .par_chunks(GRAM_BLOCK)
-        .map(|rc| {
-            let mut buf = vec![0f32; rc.len() * d];
-            x.gather_scaled(rc, |i| scales[i], &mut buf);
-            let mut p = vec![0f32; d * d];
-            gram(&buf, rc.len(), d, &mut p);
-            p
-        })
-        .collect();
-    let mut g = vec![0f64; d * d];
-    for p in partials {
-        for (a, b) in g.iter_mut().zip(p) {
-            *a += f64::from(b);
-        }
-    }
-    g.into_iter().map(|v| v as f32).collect()
 }
 
 /// `x_i^T G x_i` for each of `rows` (tiled `X G` then a row dot product).
@@ -113,7 +89,7 @@ pub fn normsim2_dynamic(x: &Matrix, p: &DynamicParams) -> Result<Vec<Option<u32>
             s.sort_unstable();
             s
         };
-        let g = gram_of(x, &picked, &scales);
+        let g = gram_of(x, &picked, |i| scales[i]);
         let score = quadratic_form(x, &alive, &scales, &g);
         // Highest score first; among equal scores the earlier row first (so the later row is
         // dropped first). `total_cmp` orders NaN (impossible for usable rows) deterministically.

@@ -9,6 +9,7 @@ pub mod clip_score;
 pub mod clipcov;
 pub mod dynamic;
 pub mod fastmath;
+pub mod gram;
 pub mod matrix;
 pub mod negclip;
 pub mod normsim;

@@ -22,9 +22,10 @@ use rayon::prelude::*;
 
 use super::aligned::AlignedVec;
 use super::fastmath::{exp, fmax, ln, max_inline, simd_fn, Lse};
+use super::gram::gram_of;
 use super::matrix::Matrix;
 use super::packed::{gemm_packed, Packed, MR, NR};
-use super::tile::{gram, TILE_COLS, TILE_ROWS};
+use super::tile::{TILE_COLS, TILE_ROWS};
 
 /// The `p` of NormSim_p.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -83,16 +84,10 @@ pub struct Target {
     uses_gram: bool,
 }
 
-/// Target rows per partial Gram product (an `f32` GEMM: each entry sums 1024 terms).
-const GRAM_BLOCK: usize = 1024;
-/// Partial products computed in parallel before being added, in order, to the `f64` total.
-/// A fixed number (not the thread count) so that `G` has the same bits on every machine size.
-const GRAM_WAVE: usize = 8;
-
 impl Target {
-    /// Converts (and with `normalize`, L2-normalises) the target rows; for `p = 2` with `m > d`
-    /// computes `G = sum_t t t^T` as `f32` products over blocks of 1024 rows (in parallel),
-    /// summed in `f64` in block order, then rounded to `f32`.
+    /// Converts (and with `normalize`, L2-normalises) the target rows and packs them; for
+    /// `p = 2` with `m > d` packs their Gram matrix `G = sum_t t t^T` instead (see
+    /// [`super::gram`]). Never holds an unpacked copy of the whole target.
     pub fn prepare(t: &Matrix, power: Power, normalize: bool) -> Result<Self, TargetError> {
         let (m, d) = (t.rows(), t.dim());
         if m == 0 {
@@ -103,33 +98,11 @@ impl Target {
             return Err(TargetError::BadRow(bad));
         }
         let idx: Vec<usize> = (0..m).collect();
-        let mut rows = vec![0f32; m * d];
-        rows.par_chunks_mut(GRAM_BLOCK * d)
-            .zip(idx.par_chunks(GRAM_BLOCK))
-            .for_each(|(dst, ic)| t.gather_scaled(ic, |i| scales[i], dst));
-        let gram: Option<Vec<f32>> = (power == Power::Two && m > d).then(|| {
-            let mut g = vec![0f64; d * d];
-            for wave in rows.chunks(GRAM_BLOCK * GRAM_WAVE * d) {
-                let partials: Vec<Vec<f32>> = wave
-                    .par_chunks(GRAM_BLOCK * d)
-                    .map(|block| {
-                        let mut p = vec![0f32; d * d];
-                        gram(block, block.len() / d, d, &mut p);
-                        p
-                    })
-                    .collect();
-                for p in partials {
-                    for (a, b) in g.iter_mut().zip(p) {
-                        *a += f64::from(b);
-                    }
-                }
-            }
-            g.into_iter().map(|v| v as f32).collect()
-        });
-        let uses_gram = gram.is_some();
-        let packed = match &gram {
-            Some(g) => Packed::new(g, d, d, NR),
-            None => Packed::new(&rows, m, d, NR),
+        let uses_gram = power == Power::Two && m > d;
+        let packed = if uses_gram {
+            Packed::new(&gram_of(t, &idx, |i| scales[i]), d, d, NR)
+        } else {
+            Packed::from_rows(m, d, NR, |r0, n, dst| t.gather_scaled(&idx[r0..r0 + n], |i| scales[i], dst))
         };
         Ok(Self { packed, m, d, power, uses_gram })
     }

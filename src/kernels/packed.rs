@@ -67,6 +67,25 @@ impl Packed {
         p
     }
 
+    /// Packs columns `col0..col0 + n` of `src` (`k` rows of `ld` floats, row-major) as the `n`
+    /// rows (each of length `k`) of a transposed operand: `A^T` of a row block without
+    /// transposing it first. Sequential (meant for callers that are already parallel).
+    pub fn from_columns(src: &[f32], k: usize, ld: usize, col0: usize, n: usize, width: usize) -> Self {
+        assert!(col0 + n <= ld && src.len() >= k * ld);
+        let mut p = Self { data: AlignedVec::default(), n, d: k, width };
+        p.data.resize_zeroed(n.div_ceil(width) * width * k);
+        if k > 0 {
+            for (q, panel) in p.data.chunks_exact_mut(k * width).enumerate() {
+                let c = col0 + q * width;
+                let count = width.min(col0 + n - c);
+                for (row, dst) in src.chunks_exact(ld).zip(panel.chunks_exact_mut(width)) {
+                    dst[..count].copy_from_slice(&row[c..c + count]);
+                }
+            }
+        }
+        p
+    }
+
     fn fill(&mut self, n: usize, rows: impl Fn(usize, usize, &mut [f32]) + Sync) {
         use rayon::prelude::*;
         let (d, w) = (self.d, self.width);
@@ -187,8 +206,23 @@ fn kernel(kc: usize, a: &[f32], b: &[f32], acc: &mut [[f32; NR]; MR]) {
 /// If `col0` is not a multiple of `NR`, the range exceeds `b`, `c` is too small or the widths
 /// differ (caller bugs, never user data).
 pub fn gemm_packed(a: &Packed, b: &Packed, col0: usize, cols: usize, scale: f32, c: &mut [f32]) {
+    gemm_packed_ld(a, b, col0, cols, scale, c, cols);
+}
+
+/// [`gemm_packed`] into rows of `c` that are `ldc >= cols` floats apart: entry `(i, j)` goes to
+/// `c[i * ldc + j]`, the rest of each row is left as it is.
+pub fn gemm_packed_ld(
+    a: &Packed,
+    b: &Packed,
+    col0: usize,
+    cols: usize,
+    scale: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
     assert!(a.width == MR && b.width == NR && a.d == b.d && col0.is_multiple_of(NR));
-    assert!(col0 + cols <= b.n && c.len() >= a.n * cols);
+    assert!(col0 + cols <= b.n && ldc >= cols);
+    assert!(a.n == 0 || c.len() >= (a.n - 1) * ldc + cols);
     let (rows, d) = (a.n, a.d);
     let last_k0 = (d.max(1) - 1) / KC * KC;
     for k0 in (0..d).step_by(KC) {
@@ -204,13 +238,13 @@ pub fn gemm_packed(a: &Packed, b: &Packed, col0: usize, cols: usize, scale: f32,
                 let mut acc = [[0f32; NR]; MR];
                 if k0 > 0 {
                     for (i, row) in acc.iter_mut().enumerate().take(mr) {
-                        row[..nr].copy_from_slice(&c[(p * MR + i) * cols + q * NR..][..nr]);
+                        row[..nr].copy_from_slice(&c[(p * MR + i) * ldc + q * NR..][..nr]);
                     }
                 }
                 kernel(kc, a.panel(k0, kc, p), bp, &mut acc);
                 let s = if k0 == last_k0 { scale } else { 1.0 };
                 for (i, row) in acc.iter().enumerate().take(mr) {
-                    let dst = &mut c[(p * MR + i) * cols + q * NR..][..nr];
+                    let dst = &mut c[(p * MR + i) * ldc + q * NR..][..nr];
                     for (o, &v) in dst.iter_mut().zip(row) {
                         *o = s * v;
                     }

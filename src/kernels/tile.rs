@@ -27,26 +27,6 @@ pub fn gemm_abt(a: &[f32], rows: usize, b: &[f32], cols: usize, d: usize, scale:
     gemm_packed(&Packed::new(a, rows, d, MR), &Packed::new(b, cols, d, NR), 0, cols, scale, c);
 }
 
-/// `c = a^T a` for `a` of `rows x d` (row-major): one block's share of the Gram matrix
-/// `sum_t t t^T` (`d x d`, row-major).
-pub fn gram(a: &[f32], rows: usize, d: usize, c: &mut [f32]) {
-    assert!(a.len() >= rows * d && c.len() >= d * d);
-    if d == 0 {
-        return;
-    }
-    let mut at = vec![0f32; d * rows];
-    for (t, row) in a.chunks_exact(d).take(rows).enumerate() {
-        for (k, &v) in row.iter().enumerate() {
-            at[k * rows + t] = v;
-        }
-    }
-    if rows == 0 {
-        c[..d * d].fill(0.0);
-        return;
-    }
-    gemm_abt(&at, d, &at, d, rows, 1.0, c);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,23 +84,6 @@ mod tests {
                             "cols={cols} d={d} shift={shift} [{i},{j}]"
                         );
                     }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn gram_matches_naive() {
-        for &(m, d) in &[(37usize, 9usize), (1, 1), (300, 17), (0, 3)] {
-            let a = random(m * d, 5);
-            let mut c = vec![f32::NAN; d * d];
-            gram(&a, m, d, &mut c);
-            for p in 0..d {
-                for q in 0..d {
-                    let term = |t: usize| f64::from(a[t * d + p]) * f64::from(a[t * d + q]);
-                    let want: f64 = (0..m).map(term).sum();
-                    let size: f64 = (0..m).map(|t| term(t).abs()).sum();
-                    assert!((f64::from(c[p * d + q]) - want).abs() <= 1e-6 * size, "({m},{d}) [{p},{q}]");
                 }
             }
         }

@@ -1,0 +1,138 @@
+//! Gram matrices `G = sum_t t t^T` (`d x d`) of a set of scaled rows: the target of NormSim_2
+//! (SPEC "NormSim_p", `p = 2`) and each round's sample in NormSim_2-D.
+//!
+//! Rows are taken in blocks of [`GRAM_BLOCK`]. A block's product `T_b^T T_b` is an `f32` GEMM
+//! (every entry one FMA chain over the block's rows, see [`super::packed`]); the blocks' products
+//! are added, in block order, into an `f64` total, then rounded to `f32`. So `G` has the same
+//! bits whatever the thread count.
+//!
+//! Only the upper triangle is computed (as a symmetric rank-k update would, and as NumPy's
+//! `t.T @ t` does through BLAS `syrk`); the lower one is its mirror, so `G` is exactly symmetric.
+//! `T_b^T` is packed straight from the row-major block ([`Packed::from_columns`]): no transposed
+//! copy.
+
+use rayon::prelude::*;
+
+use super::aligned::AlignedVec;
+use super::matrix::Matrix;
+use super::packed::{gemm_packed_ld, Packed, MR, NR};
+
+/// Rows per block product (an `f32` FMA chain of this length per entry).
+pub const GRAM_BLOCK: usize = 1024;
+/// Block products computed in parallel before being added, in order, to the `f64` total. A
+/// fixed number (not the thread count) so that the bits never depend on the machine; it also
+/// bounds the memory held by partial products (`GRAM_WAVE * d * d` floats).
+const GRAM_WAVE: usize = 8;
+/// Rows of `G` per packed `A` block: a multiple of `MR` (no padded micro-panels) and of `NR`
+/// (each block's columns start on a `B` micro-panel), small enough that the computed part hugs
+/// the diagonal (56% of the full product at `d = 768`) and its `A` block stays in L2.
+const GRAM_ROWS: usize = 96;
+
+const _: () = assert!(GRAM_ROWS.is_multiple_of(MR) && GRAM_ROWS.is_multiple_of(NR));
+
+/// The upper triangle of `a^T a` for `a` of `rows x d` (row-major): `c[i * d + j]` for `j >= i`
+/// (the lower triangle is left as it is, or partly overwritten near the diagonal).
+pub fn gram_upper(a: &[f32], rows: usize, d: usize, c: &mut [f32]) {
+    assert!(a.len() >= rows * d && c.len() >= d * d);
+    if d == 0 {
+        return;
+    }
+    if rows == 0 {
+        c[..d * d].fill(0.0);
+        return;
+    }
+    let b = Packed::from_columns(a, rows, d, 0, d, NR);
+    for i0 in (0..d).step_by(GRAM_ROWS) {
+        let mb = GRAM_ROWS.min(d - i0);
+        let ap = Packed::from_columns(a, rows, d, i0, mb, MR);
+        // Columns from i0 (a multiple of NR) on: the block's diagonal square and what lies right.
+        gemm_packed_ld(&ap, &b, i0, d - i0, 1.0, &mut c[i0 * d + i0..], d);
+    }
+}
+
+/// `G = sum_{i in rows} (s_i x_i)(s_i x_i)^T` with `s_i = scale_of(i)` (rows without a scale
+/// count as zero), as `f32` (`d x d`, row-major, exactly symmetric). Runs on the current rayon
+/// pool.
+pub fn gram_of(x: &Matrix, rows: &[usize], scale_of: impl Fn(usize) -> Option<f32> + Sync) -> Vec<f32> {
+    let d = x.dim();
+    let mut g = vec![0f64; d * d];
+    for wave in rows.chunks(GRAM_BLOCK * GRAM_WAVE) {
+        let partials: Vec<AlignedVec> = wave
+            .par_chunks(GRAM_BLOCK)
+            .map(|rc| {
+                let mut buf = vec![0f32; rc.len() * d];
+                x.gather_scaled(rc, &scale_of, &mut buf);
+                let mut c = AlignedVec::zeroed(d * d);
+                gram_upper(&buf, rc.len(), d, &mut c);
+                c
+            })
+            .collect();
+        g.par_chunks_mut(d).enumerate().for_each(|(i, row)| {
+            for p in &partials {
+                for (t, &v) in row[i..].iter_mut().zip(&p[i * d + i..(i + 1) * d]) {
+                    *t += f64::from(v);
+                }
+            }
+        });
+    }
+    let mut out = vec![0f32; d * d];
+    for i in 0..d {
+        for j in i..d {
+            let v = g[i * d + j] as f32;
+            out[i * d + j] = v;
+            out[j * d + i] = v;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testutil::uniform;
+    use crate::kernels::Values;
+
+    #[test]
+    fn upper_triangle_matches_naive() {
+        for &(m, d) in &[(37usize, 9usize), (1, 1), (300, 17), (0, 3), (50, 97), (130, 200)] {
+            let a = uniform(m * d, 5);
+            let mut c = vec![f32::NAN; d * d];
+            gram_upper(&a, m, d, &mut c);
+            for p in 0..d {
+                for q in p..d {
+                    let term = |t: usize| f64::from(a[t * d + p]) * f64::from(a[t * d + q]);
+                    let want: f64 = (0..m).map(term).sum();
+                    let size: f64 = (0..m).map(|t| term(t).abs()).sum();
+                    assert!((f64::from(c[p * d + q]) - want).abs() <= 1e-6 * size, "({m},{d}) [{p},{q}]");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gram_of_is_symmetric_scaled_and_thread_independent() {
+        let (m, d) = (2 * GRAM_BLOCK + 77, 40);
+        let v = uniform(m * d, 6);
+        let x = Matrix::new(Values::F32(&v), m, d, None).unwrap();
+        let rows: Vec<usize> = (0..m).rev().step_by(2).collect();
+        let scale = |i: usize| (!i.is_multiple_of(5)).then_some(0.5 + (i % 3) as f32);
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| gram_of(&x, &rows, scale))
+        };
+        let g = run(1);
+        assert_eq!(g, run(3));
+        for p in 0..d {
+            for q in 0..d {
+                assert_eq!(g[p * d + q].to_bits(), g[q * d + p].to_bits());
+                let term = |&i: &usize| {
+                    let s = f64::from(scale(i).unwrap_or(0.0));
+                    s * s * f64::from(v[i * d + p]) * f64::from(v[i * d + q])
+                };
+                let want: f64 = rows.iter().map(term).sum();
+                let size: f64 = rows.iter().map(|i| term(i).abs()).sum();
+                assert!((f64::from(g[p * d + q]) - want).abs() <= 1e-6 * size.max(1e-30), "[{p},{q}]");
+            }
+        }
+    }
+}
