@@ -217,6 +217,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small shapes only (about 30 s)")
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per case (best is kept)")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        choices=["neg_clip_loss", "normsim", "normsim2", "clip_score", "memory"],
+        help="run only these groups of cases",
+    )
     ap.add_argument("--peak-child", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.peak_child:
@@ -225,27 +231,29 @@ def main() -> None:
     r = a.repeat
     if a.quick:
         cases = [
-            lambda: case_negclip(4096, 512, r),
-            lambda: case_normsim(8192, 4096, 768, "inf", r),
-            lambda: case_normsim2(32768, 8192, 768, r),
-            lambda: case_clip(100_000, 768, r),
+            ("neg_clip_loss", lambda: case_negclip(4096, 512, r)),
+            ("normsim", lambda: case_normsim(8192, 4096, 768, "inf", r)),
+            ("normsim2", lambda: case_normsim2(32768, 8192, 768, r)),
+            ("clip_score", lambda: case_clip(100_000, 768, r)),
         ]
     else:
         cases = [
-            lambda: case_negclip(4096, 512, r),
-            lambda: case_negclip(16384, 512, r),
-            lambda: case_negclip(32768, 512, 2),
-            lambda: case_negclip(4096, 768, r),
-            lambda: case_negclip(16384, 768, r),
-            lambda: case_negclip(32768, 768, 2),
-            lambda: case_normsim(16384, 8192, 768, "inf", r),
-            lambda: case_normsim(16384, 8192, 768, 3, r),
-            lambda: case_normsim(16384, 8192, 768, 2.5, r),
-            lambda: case_normsim(16384, 8192, 512, "inf", r),
-            lambda: case_normsim2(131072, 50000, 768, r),
-            lambda: case_clip(400_000, 768, 2 * r),
-            lambda: case_clip(400_000, 512, 2 * r),
+            ("neg_clip_loss", lambda: case_negclip(4096, 512, r)),
+            ("neg_clip_loss", lambda: case_negclip(16384, 512, r)),
+            ("neg_clip_loss", lambda: case_negclip(32768, 512, 2)),
+            ("neg_clip_loss", lambda: case_negclip(4096, 768, r)),
+            ("neg_clip_loss", lambda: case_negclip(16384, 768, r)),
+            ("neg_clip_loss", lambda: case_negclip(32768, 768, 2)),
+            ("normsim", lambda: case_normsim(16384, 8192, 768, "inf", r)),
+            ("normsim", lambda: case_normsim(16384, 8192, 768, 3, r)),
+            ("normsim", lambda: case_normsim(16384, 8192, 768, 2.5, r)),
+            ("normsim", lambda: case_normsim(16384, 8192, 512, "inf", r)),
+            ("normsim2", lambda: case_normsim2(131072, 50000, 768, r)),
+            ("clip_score", lambda: case_clip(400_000, 768, 2 * r)),
+            ("clip_score", lambda: case_clip(400_000, 512, 2 * r)),
         ]
+    if a.only:
+        cases = [(k, f) for k, f in cases if k in a.only]
     threads = pc._internal.thread_count()
     print(
         f"polars-curate {pc.__version__} | {cpu_name()} | {os.cpu_count()} cores, "
@@ -257,7 +265,7 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    for make in cases:
+    for _, make in cases:
         c = make()
         if c["flops"]:
             ours_rate = c["flops"] / c["ours"] / 1e9
@@ -274,6 +282,8 @@ def main() -> None:
         "\nratio: our rate / NumPy matmul rate on the same shapes (clip_score: NumPy einsum "
         "time / ours)."
     )
+    if a.only and "memory" not in a.only:
+        return
     n = 8192 if a.quick else 32768
     print(f"\nextra peak memory of neg_clip_loss at n = B = {n}, d = 768, float16 input:")
     print(f"  polars-curate {peak('ours', n, 768):8.0f} MiB")

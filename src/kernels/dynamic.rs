@@ -24,11 +24,11 @@
 use rayon::prelude::*;
 
 use super::fastmath::dot_inline;
-use super::gram::gram_of;
+use super::gram::{gram_of, pack_quadratic, quadratic_tile, QUAD_COLS};
 use super::matrix::Matrix;
-use super::packed::{gemm_packed, Packed, MR, NR};
+use super::packed::{Packed, MR};
 use super::partition::sample;
-use super::tile::{TILE_COLS, TILE_ROWS};
+use super::tile::TILE_ROWS;
 use super::Keep;
 
 /// Parameters of [`normsim2_dynamic`] (validated by the caller).
@@ -42,20 +42,21 @@ pub struct DynamicParams {
     pub normalize: bool,
 }
 
-/// `x_i^T G x_i` for each of `rows` (tiled `X G` then a row dot product).
+/// `x_i^T G x_i` for each of `rows` (tiles of `X H^T`, see [`super::gram`], then a row dot
+/// product).
 pub fn quadratic_form(x: &Matrix, rows: &[usize], scales: &[Option<f32>], g: &[f32]) -> Vec<f64> {
     let d = x.dim();
-    let gp = Packed::new(g, d, d, NR);
+    let h = pack_quadratic(g, d);
     let mut out = vec![0f64; rows.len()];
     out.par_chunks_mut(TILE_ROWS).zip(rows.par_chunks(TILE_ROWS)).for_each(|(dst, rc)| {
         let mut xs = vec![0f32; rc.len() * d];
         x.gather_scaled(rc, |i| scales[i], &mut xs);
         let xp = Packed::new(&xs, rc.len(), d, MR);
-        let mut tile = vec![0f32; rc.len() * TILE_COLS];
-        for c0 in (0..d).step_by(TILE_COLS) {
-            let cols = TILE_COLS.min(d - c0);
+        let mut tile = vec![0f32; rc.len() * QUAD_COLS];
+        for c0 in (0..d).step_by(QUAD_COLS) {
+            let cols = QUAD_COLS.min(d - c0);
             let z = &mut tile[..rc.len() * cols];
-            gemm_packed(&xp, &gp, c0, cols, 1.0, z);
+            quadratic_tile(&xp, &h, c0, cols, z);
             for (i, (r, o)) in z.chunks_exact(cols).zip(dst.iter_mut()).enumerate() {
                 *o += f64::from(dot_inline(r, &xs[i * d + c0..i * d + c0 + cols]));
             }

@@ -7,7 +7,7 @@
 //!
 //! * `p = inf`: tiles of `X T^T` reduced by a running max of `|s|`.
 //! * `p = 2`: `sqrt(x^T G x)` with `G = sum_t t t^T` (`d x d`, accumulated once in `f64` when the
-//!   target is prepared): per row `O(d^2)` whatever `m`. When the target has no more rows than
+//!   target is prepared; both use its symmetry, see [`super::gram`]): per row `O(d^2)` whatever `m`. When the target has no more rows than
 //!   dimensions (`m <= d`) the direct `sqrt(sum_t s_t^2)` costs less and is used instead.
 //! * other `p`: `exp(LSE_t(p ln|s_t|) / p)`, a running log-sum-exp, so no power overflows or
 //!   underflows for large `p`.
@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use super::aligned::AlignedVec;
 use super::fastmath::{exp, fmax, ln, max_inline, simd_fn, Lse};
-use super::gram::gram_of;
+use super::gram::{gram_of, pack_quadratic, quadratic_tile, QUAD_COLS};
 use super::matrix::Matrix;
 use super::packed::{gemm_packed, Packed, MR, NR};
 use super::tile::{TILE_COLS, TILE_ROWS};
@@ -86,8 +86,8 @@ pub struct Target {
 
 impl Target {
     /// Converts (and with `normalize`, L2-normalises) the target rows and packs them; for
-    /// `p = 2` with `m > d` packs their Gram matrix `G = sum_t t t^T` instead (see
-    /// [`super::gram`]). Never holds an unpacked copy of the whole target.
+    /// `p = 2` with `m > d` packs (the triangular form of) their Gram matrix `G = sum_t t t^T`
+    /// instead (see [`super::gram`]). Never holds an unpacked copy of the whole target.
     pub fn prepare(t: &Matrix, power: Power, normalize: bool) -> Result<Self, TargetError> {
         let (m, d) = (t.rows(), t.dim());
         if m == 0 {
@@ -100,7 +100,7 @@ impl Target {
         let idx: Vec<usize> = (0..m).collect();
         let uses_gram = power == Power::Two && m > d;
         let packed = if uses_gram {
-            Packed::new(&gram_of(t, &idx, |i| scales[i]), d, d, NR)
+            pack_quadratic(&gram_of(t, &idx, |i| scales[i]), d)
         } else {
             Packed::from_rows(m, d, NR, |r0, n, dst| t.gather_scaled(&idx[r0..r0 + n], |i| scales[i], dst))
         };
@@ -223,10 +223,15 @@ pub fn normsim(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<f32>>
             Power::Finite(_) => Acc::Log(vec![Lse::EMPTY; rows]),
         };
         let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
-        for c0 in (0..b_rows).step_by(TILE_COLS) {
-            let cols = TILE_COLS.min(b_rows - c0);
+        let step = if target.uses_gram { QUAD_COLS } else { TILE_COLS };
+        for c0 in (0..b_rows).step_by(step) {
+            let cols = step.min(b_rows - c0);
             let z = &mut tile[..rows * cols];
-            gemm_packed(&xp, &target.packed, c0, cols, 1.0, z);
+            if target.uses_gram {
+                quadratic_tile(&xp, &target.packed, c0, cols, z);
+            } else {
+                gemm_packed(&xp, &target.packed, c0, cols, 1.0, z);
+            }
             match (&mut acc, target.power) {
                 (Acc::Max(a), _) => max_abs_tile(z, cols, a),
                 (Acc::Sum(a), _) if target.uses_gram => dot_tile(z, cols, &xs, d, c0, a),

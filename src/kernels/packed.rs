@@ -220,11 +220,34 @@ pub fn gemm_packed_ld(
     c: &mut [f32],
     ldc: usize,
 ) {
+    gemm_packed_k(a, b, col0, cols, a.d, scale, c, ldc);
+}
+
+/// [`gemm_packed_ld`] over `k < kmax` only: for a `B` whose rows are zero from `kmax` on (a
+/// triangular factor), this skips the zero part and gives the same bits as the full product
+/// (adding `x * 0` to a chain leaves it unchanged).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_packed_k(
+    a: &Packed,
+    b: &Packed,
+    col0: usize,
+    cols: usize,
+    kmax: usize,
+    scale: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
     assert!(a.width == MR && b.width == NR && a.d == b.d && col0.is_multiple_of(NR));
-    assert!(col0 + cols <= b.n && ldc >= cols);
+    assert!(col0 + cols <= b.n && ldc >= cols && kmax <= a.d);
     assert!(a.n == 0 || c.len() >= (a.n - 1) * ldc + cols);
-    let (rows, d) = (a.n, a.d);
-    let last_k0 = (d.max(1) - 1) / KC * KC;
+    let (rows, d) = (a.n, kmax);
+    if d == 0 {
+        for i in 0..rows {
+            c[i * ldc..i * ldc + cols].fill(0.0);
+        }
+        return;
+    }
+    let last_k0 = (d - 1) / KC * KC;
     for k0 in (0..d).step_by(KC) {
         let kc = KC.min(d - k0);
         // B micro-panel outer (stays in L1), A micro-panels inner (the row block's k-block stays
