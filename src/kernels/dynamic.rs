@@ -23,6 +23,7 @@
 
 use rayon::prelude::*;
 
+use super::aligned::AlignedVec;
 use super::fastmath::dot_inline;
 use super::gram::{gram_of, pack_quadratic, quadratic_tile, QUAD_COLS};
 use super::matrix::Matrix;
@@ -52,7 +53,7 @@ pub fn quadratic_form(x: &Matrix, rows: &[usize], scales: &[Option<f32>], g: &[f
         let mut xs = vec![0f32; rc.len() * d];
         x.gather_scaled(rc, |i| scales[i], &mut xs);
         let xp = Packed::new(&xs, rc.len(), d, MR);
-        let mut tile = vec![0f32; rc.len() * QUAD_COLS];
+        let mut tile = AlignedVec::zeroed(rc.len() * QUAD_COLS);
         for c0 in (0..d).step_by(QUAD_COLS) {
             let cols = QUAD_COLS.min(d - c0);
             let z = &mut tile[..rc.len() * cols];

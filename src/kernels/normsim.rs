@@ -14,7 +14,7 @@
 //!
 //! The `n x m` matrix is never built. The target is prepared once ([`Target::prepare`]) and
 //! reused for every batch of rows Polars hands over; each row's result depends only on that row
-//! (see `tile::gemm_abt`), so morsel boundaries never change a bit.
+//! (see [`super::packed`]), so morsel boundaries never change a bit.
 
 use std::fmt;
 
