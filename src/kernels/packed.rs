@@ -99,6 +99,9 @@ impl Packed {
         let panels = n.div_ceil(w);
         self.n = n;
         self.data.resize_zeroed(panels * w * d);
+        if d == 0 {
+            return;
+        }
         self.data.par_chunks_mut(d * w).enumerate().for_each_init(Vec::new, |buf, (p, panel)| {
             let count = w.min(n - p * w);
             buf.resize(count * d, 0.0);
@@ -299,6 +302,7 @@ mod tests {
             (13, 33, 600),
             (256, 256, 768),
             (7, 20, 1100),
+            (3, 5, 0),
         ] {
             let a = uniform(m * d, 1);
             let b = uniform(n * d, 2);
