@@ -84,7 +84,7 @@ const LANES: usize = 16;
 
 /// Sums 16 lanes pairwise in a fixed order.
 #[inline(always)]
-fn hsum(mut acc: [f32; LANES]) -> f32 {
+pub fn hsum(mut acc: [f32; LANES]) -> f32 {
     let mut w = LANES / 2;
     while w > 0 {
         for l in 0..w {

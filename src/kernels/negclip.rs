@@ -27,7 +27,7 @@ use rayon::prelude::*;
 
 use super::aligned::AlignedVec;
 use super::clip_score::score_pair;
-use super::fastmath::{exp, fmax, max_inline, simd_fn, Lse};
+use super::fastmath::{exp, fmax, hsum, max_inline, simd_fn, Lse};
 use super::matrix::Matrix;
 use super::packed::{gemm_packed, Packed, MR, NR};
 use super::partition::{batch_bounds, permutation};
@@ -116,14 +116,7 @@ simd_fn! {
                 acc[j - full] += e;
                 col_sum[j] = M::mul_add(e, f, col_sum[j]);
             }
-            let mut w = 8;
-            while w > 0 {
-                for l in 0..w {
-                    acc[l] += acc[l + w];
-                }
-                w /= 2;
-            }
-            lse.merge(m, f64::from(acc[0]));
+            lse.merge(m, f64::from(hsum(acc)));
         }
         for j in 0..cols {
             if tile_max - col_max[j] > COLUMN_FALLBACK {

@@ -21,7 +21,7 @@ use std::fmt;
 use rayon::prelude::*;
 
 use super::aligned::AlignedVec;
-use super::fastmath::{exp, fmax, ln, max_inline, simd_fn, Lse};
+use super::fastmath::{fmax, ln, max_inline, simd_fn, sum_exp_inline, Lse};
 use super::gram::{gram_of, pack_quadratic, quadratic_tile, QUAD_COLS};
 use super::matrix::Matrix;
 use super::packed::{gemm_packed, Packed, MR, NR};
@@ -166,27 +166,7 @@ simd_fn! {
                 *v = p * ln::<M>(v.abs());
             }
             let m = max_inline(r);
-            let mut lanes = [0f32; 16];
-            let c = r.chunks_exact(16);
-            let rem = c.remainder();
-            for x in c {
-                for l in 0..16 {
-                    lanes[l] += exp::<M>(x[l] - m);
-                }
-            }
-            for (l, x) in rem.iter().enumerate() {
-                lanes[l] += exp::<M>(*x - m);
-            }
-            let s: f32 = {
-                let mut w = 8;
-                while w > 0 {
-                    for l in 0..w {
-                        lanes[l] += lanes[l + w];
-                    }
-                    w /= 2;
-                }
-                lanes[0]
-            };
+            let s = sum_exp_inline::<M>(r, m);
             a.merge(m, f64::from(s));
         }
     }
