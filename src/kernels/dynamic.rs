@@ -23,9 +23,7 @@
 
 use rayon::prelude::*;
 
-use super::aligned::AlignedVec;
-use super::fastmath::dot_inline;
-use super::gram::{gram_of, pack_quadratic, quadratic_tile, QUAD_COLS};
+use super::gram::{gram_of, pack_quadratic, quadratic_rows};
 use super::matrix::Matrix;
 use super::packed::{Packed, MR};
 use super::partition::sample;
@@ -52,16 +50,7 @@ pub fn quadratic_form(x: &Matrix, rows: &[usize], scales: &[Option<f32>], g: &[f
     out.par_chunks_mut(TILE_ROWS).zip(rows.par_chunks(TILE_ROWS)).for_each(|(dst, rc)| {
         let mut xs = vec![0f32; rc.len() * d];
         x.gather_scaled(rc, |i| scales[i], &mut xs);
-        let xp = Packed::new(&xs, rc.len(), d, MR);
-        let mut tile = AlignedVec::zeroed(rc.len() * QUAD_COLS);
-        for c0 in (0..d).step_by(QUAD_COLS) {
-            let cols = QUAD_COLS.min(d - c0);
-            let z = &mut tile[..rc.len() * cols];
-            quadratic_tile(&xp, &h, c0, cols, z);
-            for (i, (r, o)) in z.chunks_exact(cols).zip(dst.iter_mut()).enumerate() {
-                *o += f64::from(dot_inline(r, &xs[i * d + c0..i * d + c0 + cols]));
-            }
-        }
+        quadratic_rows(&Packed::new(&xs, rc.len(), d, MR), &xs, &h, dst);
     });
     out
 }

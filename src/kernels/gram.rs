@@ -19,6 +19,7 @@
 use rayon::prelude::*;
 
 use super::aligned::AlignedVec;
+use super::fastmath::{dot_inline, simd_fn};
 use super::matrix::Matrix;
 use super::packed::{gemm_packed_k, gemm_packed_ld, Packed, MR, NR};
 
@@ -36,7 +37,7 @@ const GRAM_ROWS: usize = 96;
 const _: () = assert!(GRAM_ROWS.is_multiple_of(MR) && GRAM_ROWS.is_multiple_of(NR));
 
 /// Columns of `X H^T` per tile of the quadratic form (a multiple of `NR`).
-pub const QUAD_COLS: usize = 96;
+const QUAD_COLS: usize = 96;
 
 const _: () = assert!(QUAD_COLS.is_multiple_of(NR));
 
@@ -115,9 +116,31 @@ pub fn pack_quadratic(g: &[f32], d: usize) -> Packed {
 
 /// Columns `c0..c0 + cols` of `X H^T` (`c0` a multiple of `QUAD_COLS`, `rows x cols` into `z`)
 /// for the packed row block `xp` and `h` from [`pack_quadratic`]: only `k < c0 + cols`, where
-/// `H` is not zero, is computed. Then `x^T G x = sum_j x_j z_j` over all tiles.
-pub fn quadratic_tile(xp: &Packed, h: &Packed, c0: usize, cols: usize, z: &mut [f32]) {
+/// `H` is not zero, is computed.
+fn quadratic_tile(xp: &Packed, h: &Packed, c0: usize, cols: usize, z: &mut [f32]) {
     gemm_packed_k(xp, h, c0, cols, c0 + cols, 1.0, z, cols);
+}
+
+simd_fn! {
+    /// `acc[i] += sum_j z_ij * x[i][c0 + j]` for the rows of `x` (`d` floats each).
+    fn dot_tile(z: &[f32], cols: usize, x: &[f32], d: usize, c0: usize, acc: &mut [f64]) {
+        for (i, (r, a)) in z.chunks_exact(cols).zip(acc.iter_mut()).enumerate() {
+            *a += f64::from(dot_inline(r, &x[i * d + c0..i * d + c0 + cols]));
+        }
+    }
+}
+
+/// `acc[i] += x_i^T G x_i` for the rows of one block: `xs` holds them (`rows x d`), `xp` the
+/// same rows packed, `h` comes from [`pack_quadratic`]. `sum_j x_j (H x)_j` tile by tile.
+pub fn quadratic_rows(xp: &Packed, xs: &[f32], h: &Packed, acc: &mut [f64]) {
+    let (rows, d) = (xp.rows(), xp.dim());
+    let mut tile = AlignedVec::zeroed(rows * QUAD_COLS);
+    for c0 in (0..d).step_by(QUAD_COLS) {
+        let cols = QUAD_COLS.min(d - c0);
+        let z = &mut tile[..rows * cols];
+        quadratic_tile(xp, h, c0, cols, z);
+        dot_tile(z, cols, xs, d, c0, acc);
+    }
 }
 
 #[cfg(test)]
@@ -198,17 +221,20 @@ mod tests {
                     }
                 }
             }
+            let mut rows_q = vec![0f64; n];
+            quadratic_rows(&xp, &x, &h, &mut rows_q);
             for i in 0..n {
                 let xi = &x[i * d..(i + 1) * d];
                 let want: f64 = (0..d)
                     .flat_map(|a| (0..d).map(move |b| (a, b)))
                     .map(|(a, b)| f64::from(xi[a]) * f64::from(g[a * d + b]) * f64::from(xi[b]))
                     .sum();
-                assert!(
-                    (q[i] - want).abs() <= 1e-4 * want.abs().max(1.0),
-                    "({n},{d}) row {i}: {} vs {want}",
-                    q[i]
-                );
+                for (what, got) in [("tiles", q[i]), ("quadratic_rows", rows_q[i])] {
+                    assert!(
+                        (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                        "({n},{d}) row {i} {what}: {got} vs {want}"
+                    );
+                }
             }
         }
     }

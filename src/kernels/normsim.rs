@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use super::aligned::AlignedVec;
 use super::fastmath::{fmax, ln, max_inline, simd_fn, sum_exp_inline, Lse};
-use super::gram::{gram_of, pack_quadratic, quadratic_tile, QUAD_COLS};
+use super::gram::{gram_of, pack_quadratic, quadratic_rows};
 use super::matrix::Matrix;
 use super::packed::{gemm_packed, Packed, MR, NR};
 use super::tile::{TILE_COLS, TILE_ROWS};
@@ -140,17 +140,6 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// `acc[i] += sum_j z_ij * w_ij`, `w` being the same columns of the rows in `x` (stride `d`,
-    /// offset `c0`); with `x = z` it is a sum of squares.
-    fn dot_tile(z: &[f32], cols: usize, x: &[f32], d: usize, c0: usize, acc: &mut [f64]) {
-        for (i, (r, a)) in z.chunks_exact(cols).zip(acc.iter_mut()).enumerate() {
-            let w = &x[i * d + c0..i * d + c0 + cols];
-            *a += f64::from(super::fastmath::dot_inline(r, w));
-        }
-    }
-}
-
-simd_fn! {
     fn sum_sq_tile(z: &[f32], cols: usize, acc: &mut [f64]) {
         for (r, a) in z.chunks_exact(cols).zip(acc.iter_mut()) {
             *a += f64::from(super::fastmath::dot_inline(r, r));
@@ -172,6 +161,21 @@ simd_fn! {
     }
 }
 
+/// Rows `r0..r0 + rows` of `x`: each row's scale (`None`: unusable), the scaled rows
+/// (`rows x d`, unusable ones zero) and the same packed as the `A` operand. Each entry of a tile
+/// is one FMA chain over `k` (see [`super::packed`]), so a row's result never depends on the
+/// rows it was batched with: no padding needed.
+fn row_block(x: &Matrix, r0: usize, rows: usize, normalize: bool) -> (Vec<Option<f32>>, Vec<f32>, Packed) {
+    let d = x.dim();
+    let mut scratch = vec![0f32; d];
+    let idx: Vec<usize> = (r0..r0 + rows).collect();
+    let scales: Vec<Option<f32>> = idx.iter().map(|&i| x.row_scale(i, normalize, &mut scratch)).collect();
+    let mut xs = vec![0f32; rows * d];
+    x.gather_scaled(&idx, |i| scales[i - r0], &mut xs);
+    let xp = Packed::new(&xs, rows, d, MR);
+    (scales, xs, xp)
+}
+
 /// Per-row accumulator of one row block.
 enum Acc {
     Max(Vec<f32>),
@@ -182,44 +186,37 @@ enum Acc {
 /// NormSim of every row of `x` against `target` (same width). Rows that are null, hold a NaN or
 /// infinity, or (when normalising) are zero get `None`. Runs on the current rayon pool.
 pub fn normsim(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<f32>> {
-    let (n, d) = (x.rows(), x.dim());
-    debug_assert_eq!(d, target.d);
+    let n = x.rows();
+    debug_assert_eq!(x.dim(), target.d);
     let b_rows = target.packed.rows();
     let mut out = vec![None; n];
     out.par_chunks_mut(TILE_ROWS).enumerate().for_each(|(blk, dst)| {
-        let r0 = blk * TILE_ROWS;
+        let (scales, xs, xp) = row_block(x, blk * TILE_ROWS, dst.len(), normalize);
         let rows = dst.len();
-        // Each entry of a tile is one FMA chain over k (see `packed`), so a row's result never
-        // depends on the rows it was batched with: no padding needed.
-        let mut xs = vec![0f32; rows * d];
-        let mut scratch = vec![0f32; d];
-        let idx: Vec<usize> = (r0..r0 + rows).collect();
-        let scales: Vec<Option<f32>> = idx.iter().map(|&i| x.row_scale(i, normalize, &mut scratch)).collect();
-        x.gather_scaled(&idx, |i| scales[i - r0], &mut xs);
-        let xp = Packed::new(&xs, rows, d, MR);
-        let mut acc = match target.power {
-            Power::Inf => Acc::Max(vec![0.0; rows]),
-            Power::Two => Acc::Sum(vec![0.0; rows]),
-            Power::Finite(_) => Acc::Log(vec![Lse::EMPTY; rows]),
-        };
-        let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
-        let step = if target.uses_gram { QUAD_COLS } else { TILE_COLS };
-        for c0 in (0..b_rows).step_by(step) {
-            let cols = step.min(b_rows - c0);
-            let z = &mut tile[..rows * cols];
-            if target.uses_gram {
-                quadratic_tile(&xp, &target.packed, c0, cols, z);
-            } else {
+        let acc = if target.uses_gram {
+            let mut a = vec![0.0; rows];
+            quadratic_rows(&xp, &xs, &target.packed, &mut a);
+            Acc::Sum(a)
+        } else {
+            let mut acc = match target.power {
+                Power::Inf => Acc::Max(vec![0.0; rows]),
+                Power::Two => Acc::Sum(vec![0.0; rows]),
+                Power::Finite(_) => Acc::Log(vec![Lse::EMPTY; rows]),
+            };
+            let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
+            for c0 in (0..b_rows).step_by(TILE_COLS) {
+                let cols = TILE_COLS.min(b_rows - c0);
+                let z = &mut tile[..rows * cols];
                 gemm_packed(&xp, &target.packed, c0, cols, 1.0, z);
+                match (&mut acc, target.power) {
+                    (Acc::Max(a), _) => max_abs_tile(z, cols, a),
+                    (Acc::Sum(a), _) => sum_sq_tile(z, cols, a),
+                    (Acc::Log(a), Power::Finite(p)) => pow_tile(z, cols, p, a),
+                    (Acc::Log(_), _) => unreachable!("log accumulator only for finite p"),
+                }
             }
-            match (&mut acc, target.power) {
-                (Acc::Max(a), _) => max_abs_tile(z, cols, a),
-                (Acc::Sum(a), _) if target.uses_gram => dot_tile(z, cols, &xs, d, c0, a),
-                (Acc::Sum(a), _) => sum_sq_tile(z, cols, a),
-                (Acc::Log(a), Power::Finite(p)) => pow_tile(z, cols, p, a),
-                (Acc::Log(_), _) => unreachable!("log accumulator only for finite p"),
-            }
-        }
+            acc
+        };
         let value = |i: usize| -> f32 {
             match (&acc, target.power) {
                 (Acc::Max(a), _) => a[i],
@@ -254,17 +251,11 @@ simd_fn! {
 /// `Power::Inf`).
 pub fn nearest(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<u32>> {
     debug_assert!(!target.uses_gram);
-    let (n, d) = (x.rows(), x.dim());
+    let n = x.rows();
     let mut out = vec![None; n];
     out.par_chunks_mut(TILE_ROWS).enumerate().for_each(|(blk, dst)| {
-        let r0 = blk * TILE_ROWS;
+        let (scales, _, xp) = row_block(x, blk * TILE_ROWS, dst.len(), normalize);
         let rows = dst.len();
-        let mut xs = vec![0f32; rows * d];
-        let mut scratch = vec![0f32; d];
-        let idx: Vec<usize> = (r0..r0 + rows).collect();
-        let scales: Vec<Option<f32>> = idx.iter().map(|&i| x.row_scale(i, normalize, &mut scratch)).collect();
-        x.gather_scaled(&idx, |i| scales[i - r0], &mut xs);
-        let xp = Packed::new(&xs, rows, d, MR);
         let mut best = vec![(f32::NEG_INFINITY, 0u32); rows];
         let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
         for c0 in (0..target.m).step_by(TILE_COLS) {
