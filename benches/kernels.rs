@@ -8,7 +8,7 @@ use divan::Bencher;
 use polars_curate::kernels::negclip::{batch_lse_sum, neg_clip_loss, NegClipParams};
 use polars_curate::kernels::normsim::{normsim, Power, Target};
 use polars_curate::kernels::packed::{gemm_packed, Packed, MR, NR};
-use polars_curate::kernels::tile::{gemm_abt, TILE_COLS, TILE_ROWS};
+use polars_curate::kernels::tile::{TILE_COLS, TILE_ROWS};
 use polars_curate::kernels::{pool::pool, Matrix, Values};
 
 fn main() {
@@ -36,9 +36,10 @@ fn tile_gemm_one_core(bencher: Bencher, d: usize) {
     let a = unit_rows(TILE_ROWS, d, 1);
     let b = unit_rows(TILE_COLS, d, 2);
     let mut c = vec![0f32; TILE_ROWS * TILE_COLS];
-    bencher
-        .counter(ItemsCount::new(2 * TILE_ROWS * TILE_COLS * d))
-        .bench_local(|| gemm_abt(&a, TILE_ROWS, &b, TILE_COLS, d, 100.0, &mut c));
+    bencher.counter(ItemsCount::new(2 * TILE_ROWS * TILE_COLS * d)).bench_local(|| {
+        let (ap, bp) = (Packed::new(&a, TILE_ROWS, d, MR), Packed::new(&b, TILE_COLS, d, NR));
+        gemm_packed(&ap, &bp, 0, TILE_COLS, 100.0, &mut c)
+    });
 }
 
 /// One negCLIPLoss batch (GEMM + row and column log-sum-exp), all cores.

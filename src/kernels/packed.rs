@@ -48,16 +48,8 @@ pub struct Packed {
 impl Packed {
     /// Packs `src` (`n x d`) into panels of `width` rows.
     pub fn new(src: &[f32], n: usize, d: usize, width: usize) -> Self {
-        let mut p = Self { data: AlignedVec::default(), n: 0, d, width };
-        p.repack(src, n);
-        p
-    }
-
-    /// Packs another `n x d` matrix into the same buffer (reused allocation).
-    pub fn repack(&mut self, src: &[f32], n: usize) {
-        assert!(src.len() >= n * self.d);
-        let d = self.d;
-        self.fill(n, |r0, count, dst| dst.copy_from_slice(&src[r0 * d..(r0 + count) * d]));
+        assert!(src.len() >= n * d);
+        Self::from_rows(n, d, width, |r0, count, dst| dst.copy_from_slice(&src[r0 * d..(r0 + count) * d]))
     }
 
     /// Packs `n` rows produced by `rows(r0, count, dst)`, which writes rows `r0..r0 + count`
@@ -69,9 +61,22 @@ impl Packed {
         width: usize,
         rows: impl Fn(usize, usize, &mut [f32]) + Sync,
     ) -> Self {
-        let mut p = Self { data: AlignedVec::default(), n: 0, d, width };
-        p.fill(n, rows);
-        p
+        use rayon::prelude::*;
+        let w = width;
+        let mut data = AlignedVec::zeroed(n.div_ceil(w) * w * d);
+        if d > 0 {
+            data.par_chunks_mut(d * w).enumerate().for_each_init(Vec::new, |buf, (p, panel)| {
+                let count = w.min(n - p * w);
+                buf.resize(count * d, 0.0);
+                rows(p * w, count, buf);
+                for (r, row) in buf.chunks_exact(d).enumerate() {
+                    for (k, &v) in row.iter().enumerate() {
+                        panel[k * w + r] = v;
+                    }
+                }
+            });
+        }
+        Self { data, n, d, width }
     }
 
     /// Packs columns `col0..col0 + n` of `src` (`k` rows of `ld` floats, row-major) as the `n`
@@ -79,10 +84,9 @@ impl Packed {
     /// transposing it first. Sequential (meant for callers that are already parallel).
     pub fn from_columns(src: &[f32], k: usize, ld: usize, col0: usize, n: usize, width: usize) -> Self {
         assert!(col0 + n <= ld && src.len() >= k * ld);
-        let mut p = Self { data: AlignedVec::default(), n, d: k, width };
-        p.data.resize_zeroed(n.div_ceil(width) * width * k);
+        let mut data = AlignedVec::zeroed(n.div_ceil(width) * width * k);
         if k > 0 {
-            for (q, panel) in p.data.chunks_exact_mut(k * width).enumerate() {
+            for (q, panel) in data.chunks_exact_mut(k * width).enumerate() {
                 let c = col0 + q * width;
                 let count = width.min(col0 + n - c);
                 for (row, dst) in src.chunks_exact(ld).zip(panel.chunks_exact_mut(width)) {
@@ -90,28 +94,7 @@ impl Packed {
                 }
             }
         }
-        p
-    }
-
-    fn fill(&mut self, n: usize, rows: impl Fn(usize, usize, &mut [f32]) + Sync) {
-        use rayon::prelude::*;
-        let (d, w) = (self.d, self.width);
-        let panels = n.div_ceil(w);
-        self.n = n;
-        self.data.resize_zeroed(panels * w * d);
-        if d == 0 {
-            return;
-        }
-        self.data.par_chunks_mut(d * w).enumerate().for_each_init(Vec::new, |buf, (p, panel)| {
-            let count = w.min(n - p * w);
-            buf.resize(count * d, 0.0);
-            rows(p * w, count, buf);
-            for (r, row) in buf.chunks_exact(d).enumerate() {
-                for (k, &v) in row.iter().enumerate() {
-                    panel[k * w + r] = v;
-                }
-            }
-        });
+        Self { data, n, d: k, width }
     }
 
     pub fn rows(&self) -> usize {
@@ -120,11 +103,6 @@ impl Packed {
 
     pub fn dim(&self) -> usize {
         self.d
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.data.len() * 4
     }
 
     /// The `kc * width` floats of panel `p` for `k` in `k0..k0 + kc`.
@@ -303,6 +281,11 @@ mod tests {
             (256, 256, 768),
             (7, 20, 1100),
             (3, 5, 0),
+            (0, 3, 4),
+            (15, 16, 17),
+            (17, 15, 16),
+            (127, 129, 128),
+            (257, 3, 512),
         ] {
             let a = uniform(m * d, 1);
             let b = uniform(n * d, 2);
@@ -337,6 +320,37 @@ mod tests {
         for i in 0..m - 7 {
             for j in 0..32 {
                 assert_eq!(part[i * 32 + j].to_bits(), full[(i + 7) * n + 16 + j].to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn entries_do_not_depend_on_row_position_or_shape() {
+        use crate::kernels::tile::TILE_ROWS;
+        let gemm = |a: &[f32], b: &Packed, c: &mut [f32]| {
+            gemm_packed(&Packed::new(a, TILE_ROWS, b.dim(), MR), b, 0, b.rows(), 100.0, c);
+        };
+        for &(cols, d) in &[(256, 768), (44, 768), (1, 512), (7, 33)] {
+            let a = uniform(TILE_ROWS * d, 3);
+            let b = Packed::new(&uniform(cols * d, 4), cols, d, NR);
+            let mut full = vec![f32::NAN; TILE_ROWS * cols];
+            gemm(&a, &b, &mut full);
+            for shift in [1usize, 17, 255] {
+                // The same rows, rotated by `shift` positions.
+                let mut rot = a[shift * d..].to_vec();
+                rot.extend_from_slice(&a[..shift * d]);
+                let mut c = vec![f32::NAN; TILE_ROWS * cols];
+                gemm(&rot, &b, &mut c);
+                for i in 0..TILE_ROWS {
+                    let src = (i + shift) % TILE_ROWS;
+                    for j in 0..cols {
+                        assert_eq!(
+                            c[i * cols + j].to_bits(),
+                            full[src * cols + j].to_bits(),
+                            "cols={cols} d={d} shift={shift} [{i},{j}]"
+                        );
+                    }
+                }
             }
         }
     }
