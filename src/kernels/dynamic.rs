@@ -23,15 +23,16 @@
 
 use rayon::prelude::*;
 
-use super::gram::{gram_of, pack_quadratic, quadratic_rows};
+use super::gram::{gram_bytes, gram_of, pack_quadratic, quadratic_rows};
 use super::matrix::Matrix;
 use super::packed::{Packed, MR};
 use super::partition::sample;
 use super::tile::TILE_ROWS;
-use super::Keep;
+use super::{interrupt, memory, Keep, KernelError};
 
-/// Parameters of [`normsim2_dynamic`] (validated by the caller).
+/// Parameters of [`normsim2_dynamic`] (see [`DynamicParams::validate`]).
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "python", derive(serde::Deserialize))]
 pub struct DynamicParams {
     /// Rows to keep: a count (at most the number of usable rows) or a fraction of them.
     pub keep: Keep,
@@ -41,9 +42,26 @@ pub struct DynamicParams {
     pub normalize: bool,
 }
 
+/// Most rounds accepted: the output (rounds survived, `UInt32`) must hold `steps`.
+pub const MAX_STEPS: usize = u32::MAX as usize - 1;
+
+impl DynamicParams {
+    /// `Err` naming the argument: `1 <= steps <= MAX_STEPS`, `sample_fraction` in `(0, 1]`,
+    /// `keep` valid.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_STEPS).contains(&self.steps) {
+            return Err(format!("`steps` must be in [1, {MAX_STEPS}], got {}", self.steps));
+        }
+        if !(self.sample_fraction > 0.0 && self.sample_fraction <= 1.0) {
+            return Err(format!("`sample_fraction` must be in (0, 1], got {}", self.sample_fraction));
+        }
+        self.keep.validate()
+    }
+}
+
 /// `x_i^T G x_i` for each of `rows` (tiles of `X H^T`, see [`super::gram`], then a row dot
 /// product).
-pub fn quadratic_form(x: &Matrix, rows: &[usize], scales: &[Option<f32>], g: &[f32]) -> Vec<f64> {
+pub fn quadratic_form(x: &Matrix, rows: &[usize], scales: &[Option<f64>], g: &[f32]) -> Vec<f64> {
     let d = x.dim();
     let h = pack_quadratic(g, d);
     let mut out = vec![0f64; rows.len()];
@@ -55,9 +73,13 @@ pub fn quadratic_form(x: &Matrix, rows: &[usize], scales: &[Option<f32>], g: &[f
     out
 }
 
-/// Rounds survived by every row (`None` for unusable rows), or `Err((keep, n))` when a `keep`
-/// count exceeds the `n` usable rows.
-pub fn normsim2_dynamic(x: &Matrix, p: &DynamicParams) -> Result<Vec<Option<u32>>, (usize, usize)> {
+/// Rounds survived by every row (`None` for unusable rows). An error when a `keep` count
+/// exceeds the usable rows, or when the `d x d` matrices of a very wide column do not fit in
+/// memory (checked before anything is allocated). `steps` must fit the `u32` output (the caller
+/// checks); rounds after the last drop cost nothing.
+pub fn normsim2_dynamic(x: &Matrix, p: &DynamicParams) -> Result<Vec<Option<u32>>, KernelError> {
+    let d = x.dim();
+    memory::check(gram_bytes(d), || format!("NormSim_2-D's d x d matrices for {d}-wide embeddings"))?;
     let n_all = x.rows();
     let scales = x.scales(p.normalize);
     let mut alive: Vec<usize> = (0..n_all).filter(|&i| scales[i].is_some()).collect();
@@ -67,7 +89,10 @@ pub fn normsim2_dynamic(x: &Matrix, p: &DynamicParams) -> Result<Vec<Option<u32>
     let chunk = (n - keep).div_ceil(steps);
     let mut out: Vec<Option<u32>> = scales.iter().map(|s| s.map(|_| steps as u32)).collect();
     for r in 1..=steps {
-        let target = keep.max(n.saturating_sub(r * chunk));
+        if alive.len() <= keep || interrupt::pending() {
+            break;
+        }
+        let target = keep.max(n.saturating_sub(r.saturating_mul(chunk)));
         if alive.len() <= target {
             continue;
         }
@@ -155,6 +180,33 @@ mod tests {
         assert_eq!(one.iter().filter(|v| **v == Some(20)).count(), 100);
         assert_eq!(one, run(3).unwrap());
         let too_many = DynamicParams { keep: Keep::Count(701), ..p };
-        assert_eq!(normsim2_dynamic(&m, &too_many), Err((701, 700)));
+        assert_eq!(normsim2_dynamic(&m, &too_many), Err(KernelError::Keep { keep: 701, rows: 700 }));
+    }
+
+    #[test]
+    fn absurd_width_is_refused_before_allocating() {
+        let d = 100_000;
+        let v = vec![1f32; 2 * d];
+        let m = Matrix::new(Values::F32(&v), 2, d, None).unwrap();
+        let p =
+            DynamicParams { keep: Keep::Count(1), steps: 1, sample_fraction: 1.0, seed: 0, normalize: true };
+        match normsim2_dynamic(&m, &p) {
+            Err(KernelError::Memory(e)) => assert!(e.to_string().contains("100000-wide"), "{e}"),
+            other => panic!("expected a memory error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn huge_steps_end_after_the_last_drop() {
+        let (n, d) = (50, 4);
+        let x = data(n, d, 3);
+        let m = Matrix::new(Values::F32(&x), n, d, None).unwrap();
+        let steps = u32::MAX as usize - 1;
+        let p =
+            DynamicParams { keep: Keep::Count(10), steps, sample_fraction: 1.0, seed: 0, normalize: true };
+        let out = normsim2_dynamic(&m, &p).unwrap();
+        assert_eq!(out.iter().filter(|v| **v == Some(steps as u32)).count(), 10);
+        // One row dropped per round (chunk = 1): rounds 0..40 recorded.
+        assert_eq!(out.iter().flatten().filter(|&&v| (v as usize) < steps).max(), Some(&39));
     }
 }
