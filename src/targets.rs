@@ -10,7 +10,8 @@
 //! use in each process and is cached by `(key, p, normalize)`, so a streaming query that calls
 //! `normsim` once per morsel prepares once. The cache holds at most
 //! `POLARS_CURATE_TARGET_CACHE_MB` MiB (default 2048) of prepared targets, least recently used
-//! out first, and drops any target no query has used for [`IDLE`]: Polars gives a plugin no
+//! out first, and drops any target no query has used for `POLARS_CURATE_TARGET_IDLE_S` seconds
+//! (default [`IDLE`]): Polars gives a plugin no
 //! signal when an expression is dropped, so "no longer used by any expression" is observed as
 //! "not used for a while". A dropped target is prepared again if a query uses it later.
 
@@ -28,8 +29,16 @@ use crate::kernels::{Matrix, Values};
 
 /// Largest target carried inline in an expression's kwargs (bigger ones travel as a path).
 pub const INLINE_MAX: usize = 64 << 20;
-/// A cached target unused for this long is released.
+/// A cached target unused for this long is released (default of `POLARS_CURATE_TARGET_IDLE_S`).
 pub const IDLE: Duration = Duration::from_secs(60);
+
+fn idle() -> Duration {
+    std::env::var("POLARS_CURATE_TARGET_IDLE_S")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(IDLE, Duration::from_secs_f64)
+}
 
 /// A target as an expression carries it (built by `polars_curate._expr`).
 #[derive(Deserialize, Clone)]
@@ -104,7 +113,8 @@ pub fn clear() {
 /// Drops idle entries, then least recently used ones while over budget; entries in use by a
 /// running call (their slot is shared) are kept.
 fn evict(c: &mut Cache, now: Instant) {
-    c.entries.retain(|_, e| Arc::strong_count(&e.slot) > 1 || now.duration_since(e.last_used) < IDLE);
+    let idle = idle();
+    c.entries.retain(|_, e| Arc::strong_count(&e.slot) > 1 || now.duration_since(e.last_used) < idle);
     let budget = budget();
     loop {
         let total: usize = c.entries.values().map(|e| e.bytes).sum();
@@ -133,8 +143,7 @@ pub fn get(spec: &TargetSpec, p: f64, normalize: bool, arg: &str) -> PolarsResul
     let slot: Slot = {
         let mut c = cache().lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        evict(&mut c, now);
-        if let Some(e) = c.entries.get_mut(&ck) {
+        let slot = if let Some(e) = c.entries.get_mut(&ck) {
             e.last_used = now;
             let slot = e.slot.clone();
             c.hits += 1;
@@ -148,7 +157,11 @@ pub fn get(spec: &TargetSpec, p: f64, normalize: bool, arg: &str) -> PolarsResul
             c.entries.insert(ck, Entry { slot: slot.clone(), bytes, last_used: now });
             c.misses += 1;
             slot
-        }
+        };
+        // After the insertion, so that the budget holds with the new entry (which is in use
+        // by this call, hence never the one evicted).
+        evict(&mut c, now);
+        slot
     };
     let result = slot.get_or_init(|| prepare(spec, p, normalize).map(Arc::new)).clone();
     match result {

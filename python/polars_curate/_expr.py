@@ -347,21 +347,23 @@ def _target_spec(target: TargetLike, arg: str, normalize: bool) -> dict[str, Any
     ``.npy`` holding them when larger than ``_internal.INLINE_TARGET_MAX``) and their content
     key. Rows are checked here, so a bad target fails when the expression is built."""
     arr, source = _load_target(target, arg)
-    wide = np.asarray(arr, dtype=np.float64)
-    finite = np.isfinite(wide).all(axis=1)
+    finite = np.isfinite(arr).all(axis=1)
     if not finite.all():
         raise ValueError(f"`{arg}` row {int(np.argmin(finite))} holds a NaN or infinity")
-    big = np.abs(wide).max(axis=1)
+    big = np.abs(arr).max(axis=1).astype(np.float64)
+    converted = False
     if normalize:
         if (big == 0).any():
             raise ValueError(f"`{arg}` row {int(np.argmax(big == 0))} is a zero vector")
         # Rows beyond what float32 holds (or so small that it would lose them) are scaled to
-        # unit length in float64 first: any finite vector is a direction.
+        # unit length in float64 first: any finite vector is a direction. (A copy: the
+        # caller's array is never modified.)
         extreme = (big > 1e30) | (big < 1e-30)
         if extreme.any():
-            wide[extreme] /= np.linalg.norm(wide[extreme] / big[extreme, None], axis=1)[:, None]
-            wide[extreme] /= big[extreme, None]
-            arr = wide
+            arr = arr.astype(np.float64)
+            rows = arr[extreme] / big[extreme, None]
+            arr[extreme] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+            converted = True
     elif (big > np.finfo(np.float32).max).any():
         row = int(np.argmax(big > np.finfo(np.float32).max))
         raise ValueError(
@@ -380,7 +382,7 @@ def _target_spec(target: TargetLike, arg: str, normalize: bool) -> dict[str, Any
     for r in range(0, m, step):
         hasher.update(f32[r : r + step].tobytes())
     spec["key"] = key = hasher.digest()
-    if source is not None and arr is not wide and _is_plain_f32_npy(source, m, d):
+    if source is not None and not converted and _is_plain_f32_npy(source, m, d):
         spec["path"] = str(source.resolve())
     else:
         spec["path"] = str(_cached_target_file(f32, key))

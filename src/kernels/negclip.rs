@@ -26,7 +26,6 @@
 use rayon::prelude::*;
 
 use super::aligned::AlignedVec;
-use super::clip_score::pair_score;
 use super::fastmath::{exp, fmax, hsum, max_inline, simd_fn, Lse};
 use super::interrupt;
 use super::matrix::Matrix;
@@ -157,9 +156,11 @@ simd_fn! {
     }
 }
 
-/// Row and column log-sum-exps of `Z = X T^T * inv_tau` over one batch of `b` rows, as
-/// `lse_row + lse_col` per batch position. `t` holds the batch's normalised texts, packed once
-/// for all row blocks; `load_x(r0, rows, dst)` writes the normalised images of batch rows
+/// Row and column log-sum-exps of `Z = X T^T * inv_tau` over one batch of `b` rows, relative
+/// to the diagonal: `(LSE_j z_ij - z_ii) + (LSE_j z_ji - z_ii)` per batch position. Both terms
+/// are `>= 0` (each sum holds its diagonal term) and exactly 0 for a one-row batch, because
+/// `z_ii` is the product's own diagonal entry. `t` holds the batch's normalised texts, packed
+/// once for all row blocks; `load_x(r0, rows, dst)` writes the normalised images of batch rows
 /// `r0..r0 + rows` into `dst` (`rows x d`), so images are converted one row block at a time.
 pub fn batch_lse_sum(
     load_x: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
@@ -169,6 +170,7 @@ pub fn batch_lse_sum(
     let (b, d) = (t.rows(), t.dim());
     let blocks = b.div_ceil(TILE_ROWS);
     let mut out = Vec::with_capacity(b);
+    let mut zdiag: Vec<f32> = Vec::with_capacity(b);
     let mut cols = vec![Lse::EMPTY; b];
     // Row blocks run in parallel in waves of WAVE_BLOCKS; after each wave its column partials
     // are merged, in block order, into the running column sums. The merge order is the block
@@ -179,7 +181,8 @@ pub fn batch_lse_sum(
         if interrupt::pending() {
             break;
         }
-        let wave: Vec<(Vec<f64>, Vec<f32>, Vec<f32>)> = (w0..blocks.min(w0 + WAVE_BLOCKS))
+        type Block = (Vec<f64>, Vec<f32>, Vec<f32>, Vec<f32>);
+        let wave: Vec<Block> = (w0..blocks.min(w0 + WAVE_BLOCKS))
             .into_par_iter()
             .map(|blk| {
                 let r0 = blk * TILE_ROWS;
@@ -189,6 +192,7 @@ pub fn batch_lse_sum(
                 let xb = Packed::new(&xb, rows, d, MR);
                 let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
                 let mut row_lse = vec![Lse::EMPTY; rows];
+                let mut diag = vec![0f32; rows];
                 let mut col_max = vec![f32::NEG_INFINITY; b];
                 let mut col_sum = vec![0f32; b];
                 for c0 in (0..b).step_by(TILE_COLS) {
@@ -197,6 +201,12 @@ pub fn batch_lse_sum(
                     }
                     let cols = TILE_COLS.min(b - c0);
                     gemm_packed(&xb, t, c0, cols, inv_tau, &mut tile);
+                    // This block's diagonal entries that fall in this column tile.
+                    for (i, z) in diag.iter_mut().enumerate() {
+                        if (c0..c0 + cols).contains(&(r0 + i)) {
+                            *z = tile[i * cols + r0 + i - c0];
+                        }
+                    }
                     reduce_tile(
                         &tile[..rows * cols],
                         rows,
@@ -206,20 +216,23 @@ pub fn batch_lse_sum(
                         &mut col_sum[c0..c0 + cols],
                     );
                 }
-                (row_lse.iter().map(Lse::value).collect(), col_max, col_sum)
+                let rel = row_lse.iter().zip(&diag).map(|(l, &z)| l.value() - f64::from(z)).collect();
+                (rel, diag, col_max, col_sum)
             })
             .collect();
-        for (rows, _, _) in &wave {
-            out.extend_from_slice(rows);
+        for (rel, diag, _, _) in &wave {
+            out.extend_from_slice(rel);
+            zdiag.extend_from_slice(diag);
         }
         cols.par_iter_mut().enumerate().for_each(|(j, col)| {
-            for (_, m, s) in &wave {
+            for (_, _, m, s) in &wave {
                 col.merge(m[j], f64::from(s[j]));
             }
         });
     }
     out.resize(b, f64::NAN); // only short when interrupted
-    out.par_iter_mut().zip(&cols).for_each(|(o, col)| *o += col.value());
+    zdiag.resize(b, 0.0);
+    out.par_iter_mut().zip(&cols).zip(&zdiag).for_each(|((o, col), &z)| *o += col.value() - f64::from(z));
     out
 }
 
@@ -233,20 +246,7 @@ pub fn neg_clip_loss(image: &Matrix, text: &Matrix, p: &NegClipParams) -> Vec<Op
     debug_assert_eq!(d, text.dim());
     let sx = image.scales(p.normalize);
     let st = text.scales(p.normalize);
-    // CLIPScore s_ii, exactly as `clip_score` computes it.
-    let diag: Vec<Option<f32>> = (0..n)
-        .into_par_iter()
-        .map_init(
-            || (vec![0f32; d], vec![0f32; d]),
-            |(xs, ts), i| {
-                if sx[i].is_none() || st[i].is_none() {
-                    return None;
-                }
-                pair_score(image, i, text, i, p.normalize, xs, ts)
-            },
-        )
-        .collect();
-    let valid: Vec<usize> = (0..n).filter(|&i| diag[i].is_some()).collect();
+    let valid: Vec<usize> = (0..n).filter(|&i| sx[i].is_some() && st[i].is_some()).collect();
     let nv = valid.len();
     let inv_tau = (1.0 / p.temperature) as f32;
     let mut acc = vec![0f64; nv];
@@ -280,14 +280,15 @@ pub fn neg_clip_loss(image: &Matrix, text: &Matrix, p: &NegClipParams) -> Vec<Op
             }
         }
     }
+    // ncl_i = s_ii - tau/2 mean_k [LSE_row + LSE_col] = -tau/2 mean_k [(LSE_row - z_ii) +
+    // (LSE_col - z_ii)] with z_ii = s_ii / tau the product's own diagonal entry: no
+    // cancellation between s_ii and the log-sum-exps, never positive, and exactly 0 where every
+    // batch of the row is the row alone. `min(0)` absorbs the last-bit rounding of a sum's
+    // diagonal term; `+ 0.0` turns -0.0 into 0.0.
     let half_tau = p.temperature / 2.0;
     let mut out = vec![None; n];
     for (q, &i) in valid.iter().enumerate() {
-        let s_ii = diag[i].map_or(0.0, f64::from);
-        // Never positive: each log-sum-exp includes j = i, so it is at least s_ii / tau. Our
-        // s_ii (from `clip_score`) and the product's z_ii round differently, which would leave
-        // +1e-7 where the value is exactly 0 (a one-row batch); `+ 0.0` turns -0.0 into 0.0.
-        let v = (s_ii - half_tau * acc[q] / p.num_batches as f64).min(0.0) + 0.0;
+        let v = (-half_tau * acc[q] / p.num_batches as f64).min(0.0) + 0.0;
         out[i] = Some(v as f32);
     }
     out
