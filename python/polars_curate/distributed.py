@@ -55,6 +55,21 @@ class RayRunner:
         self.cpus = cpus
         self.max_retries = max_retries
 
+    def options(self) -> dict[str, Any]:
+        """The Ray task options of a unit task: its CPUs, retries, and a runtime environment
+        that sizes Polars' thread pool to those CPUs (the plugin's is set in the task)."""
+        env = {
+            "POLARS_MAX_THREADS": str(self.cpus),
+            "OMP_NUM_THREADS": str(self.cpus),
+            "OPENBLAS_NUM_THREADS": str(self.cpus),
+        }
+        return {
+            "num_cpus": self.cpus,
+            "max_retries": self.max_retries,
+            "retry_exceptions": False,
+            "runtime_env": {"env_vars": env},
+        }
+
     def run(
         self,
         units: Sequence[Unit],
@@ -74,17 +89,7 @@ class RayRunner:
                 log_to_driver=False,
                 configure_logging=False,
             )
-        env = {
-            "POLARS_MAX_THREADS": str(self.cpus),
-            "OMP_NUM_THREADS": str(self.cpus),
-            "OPENBLAS_NUM_THREADS": str(self.cpus),
-        }
-        task = ray.remote(_score_unit_task).options(
-            num_cpus=self.cpus,
-            max_retries=self.max_retries,
-            retry_exceptions=False,
-            runtime_env={"env_vars": env},
-        )
+        task = ray.remote(_score_unit_task).options(**self.options())
         target_ref = ray.put(target) if target is not None else None
         configs_ref = ray.put(list(configs))
         refs = {task.remote(u, str(out), configs_ref, target_ref, self.cpus): u for u in units}

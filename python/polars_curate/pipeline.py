@@ -550,7 +550,7 @@ def score_pool(
                 run.scored_units += n > 0
                 run.scored_rows += n
         else:
-            for u, n in runner.run(units, out, configs, f32):
+            for u, n in runner.run(units, out.absolute(), configs, f32):
                 bar.done(u.name, u.rows, skipped=n == 0)
                 run.scored_units += n > 0
                 run.scored_rows += n

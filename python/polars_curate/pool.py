@@ -188,7 +188,8 @@ def list_pool(path: PathLike) -> list[Shard]:
         found = [f for f in found if f.exists()]
     else:
         found = sorted(Path(m) for m in _glob.glob(str(path)))
-    found = [f for f in found if not f.name.startswith((".", "_")) and f.is_file()]
+    # Absolute: units travel to other processes (Ray workers) with other working directories.
+    found = [f.absolute() for f in found if not f.name.startswith((".", "_")) and f.is_file()]
     parquets = sorted({f.with_suffix("") for f in found if f.suffix == ".parquet"})
     npzs = {f.with_suffix("") for f in found if f.suffix == ".npz"}
     if not parquets and not npzs:
