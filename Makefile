@@ -11,7 +11,7 @@ CARGO_KERNELS := cargo --locked
 RUST_SRC := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 PY_SRC   := $(shell find python -name '*.py' -o -name '*.pyi')
 
-.PHONY: all venv build test test-rust test-python demo bench bench-rust check lint fmt clean
+.PHONY: all venv build test test-rust test-python demo bench bench-rust bench-scale bench-ray check lint fmt clean
 
 all: test
 
@@ -46,6 +46,14 @@ demo: build
 
 bench: build
 	$(PY) benches/bench.py
+
+# The job at DataComp scale: generates ~25 GB under bench-results/scale (kept for reruns).
+bench-scale: build
+	$(PY) benches/bench_scale.py
+
+# The job on a local two-node Ray cluster against the local run.
+bench-ray: build
+	RAY_USAGE_STATS_ENABLED=0 $(PY) benches/bench_ray.py
 
 bench-rust:
 	$(CARGO_KERNELS) bench --no-default-features --bench kernels

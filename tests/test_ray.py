@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,6 @@ from polars_curate.cli import main
 from polars_curate.datasets import synthetic_pool
 
 CLI = [sys.executable, "-m", "polars_curate.cli"]
-RAY_BIN = Path(sys.executable).with_name("ray")
 
 
 def test_without_ray_the_flag_says_how_to_install_it(tmp_path):
@@ -38,84 +36,11 @@ def test_without_ray_the_flag_says_how_to_install_it(tmp_path):
 ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "polars-curate[ray]")')
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Cluster:
-    """A head and a worker node started with `ray start --block`, each in its own process
-    group, so that stopping them stops exactly what this test started."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = _free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-        self.tmp = tmp
-        self.head = self._start(
-            [
-                "--head",
-                f"--port={self.port}",
-                "--include-dashboard=false",
-                f"--temp-dir={tmp}",
-                "--node-manager-port=0",
-                "--object-manager-port=0",
-            ]
-        )
-        self._wait_nodes(1)
-        self.worker = self._start([f"--address={self.address}"])
-        self._wait_nodes(2)
-
-    def _start(self, args):
-        cmd = [str(RAY_BIN), "start", "--block", "--num-cpus=1", *args]
-        return subprocess.Popen(
-            cmd,
-            env=self.env,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def _wait_nodes(self, n: int, timeout: float = 90) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            r = subprocess.run(
-                [str(RAY_BIN), "status", f"--address={self.address}"],
-                env=self.env,
-                capture_output=True,
-                text=True,
-            )
-            if r.returncode == 0 and r.stdout.count("node_") >= n and "Pending" in r.stdout:
-                active = r.stdout.split("Pending")[0]
-                if active.count("node_") >= n:
-                    return
-            time.sleep(1)
-        raise RuntimeError(f"the Ray cluster did not reach {n} nodes")
-
-    @staticmethod
-    def _kill(proc) -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-    def kill_worker_node(self) -> None:
-        os.killpg(self.worker.pid, signal.SIGKILL)
-        self.worker.wait()
-
-    def stop(self) -> None:
-        self._kill(self.worker)
-        self._kill(self.head)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = Cluster(Path(tempfile_dir := tmp_path_factory.mktemp("ray")))
-    del tempfile_dir
+    from polars_curate.distributed import LocalCluster
+
+    c = LocalCluster(nodes=2, cpus=1, temp_dir=str(tmp_path_factory.mktemp("ray")))
     yield c
     c.stop()
 
@@ -244,7 +169,7 @@ def test_a_killed_driver_resumes_and_a_killed_node_is_survived(cluster, pool, lo
         text=True,
     )
     time.sleep(2)
-    cluster.kill_worker_node()
+    cluster.kill_node(1)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     assert files(out) == local

@@ -19,6 +19,11 @@ README's "On a cluster" section.
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +32,7 @@ import numpy as np
 
 from polars_curate.pool import Unit
 
-__all__ = ["RayRunner"]
+__all__ = ["LocalCluster", "RayRunner"]
 
 INSTALL = 'Ray is not installed: pip install "polars-curate[ray]"'
 
@@ -109,3 +114,79 @@ class RayRunner:
                 ray.cancel(r)
             if started_here:
                 ray.shutdown()
+
+
+class LocalCluster:
+    """A Ray cluster of ``nodes`` node processes on this machine (``ray start --block``, one
+    process group each, ``cpus`` CPUs each): to try ``--ray`` locally, and for the tests and
+    ``make bench-ray``. :meth:`stop` stops exactly the processes it started (never
+    ``ray stop``, which would stop every Ray process of the machine).
+
+    Examples
+    --------
+    >>> with LocalCluster(nodes=2, cpus=1) as c:  # doctest: +SKIP
+    ...     pc.score_pool("pool/", "scores/", ray=c.address)
+    """
+
+    def __init__(self, nodes: int = 2, cpus: int = 1, temp_dir: str | None = None) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        self.ray = str(Path(sys.executable).with_name("ray"))
+        head = ["--head", f"--port={self.port}", "--include-dashboard=false"]
+        if temp_dir is not None:
+            head.append(f"--temp-dir={temp_dir}")
+        self.procs = [self._start(head, cpus)]
+        self.wait_for(1)
+        for _ in range(nodes - 1):
+            self.procs.append(self._start([f"--address={self.address}"], cpus))
+        self.wait_for(nodes)
+
+    def _start(self, args: list[str], cpus: int) -> subprocess.Popen:
+        cmd = [self.ray, "start", "--block", f"--num-cpus={cpus}", *args]
+        return subprocess.Popen(
+            cmd,
+            env=self.env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def wait_for(self, nodes: int, timeout: float = 120) -> None:
+        """Wait until ``nodes`` nodes are alive."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            r = subprocess.run(
+                [self.ray, "status", f"--address={self.address}"],
+                env=self.env,
+                capture_output=True,
+                text=True,
+            )
+            active = r.stdout.split("Pending")[0] if r.returncode == 0 else ""
+            if active.count("node_") >= nodes:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"the local Ray cluster did not reach {nodes} nodes")
+
+    def kill_node(self, i: int) -> None:
+        """SIGKILL node ``i`` (0 is the head) and everything it started."""
+        os.killpg(self.procs[i].pid, signal.SIGKILL)
+        self.procs[i].wait()
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,295 @@
+"""The job at DataComp scale on this machine: memory and time of `score` and `select`.
+
+    make bench-scale                       # generates ~25 GB under bench-results/scale
+    .venv/bin/python benches/bench_scale.py --rows 500000 --select-rows 16000000   # smaller
+
+1. `score` on a generated pool of ``--rows`` rows x 768 float16 image and text embeddings,
+   as Parquet files with embedding columns, as DataComp's .parquet + .npz pairs, and with all
+   rows in one Parquet file; units of 100,000 rows (one shard or one row group each). Prints
+   each run's time and peak RSS (measured in a fresh process: VmHWM), checks the three outputs
+   are identical, and runs the first half of the pool to show memory does not grow with it.
+2. `select` with two fraction rules and a ``--base`` (20% of the pool plus 1% unknown uids) on
+   ``--select-rows`` synthetic score rows (units of 1M rows, written the way `score` writes
+   them): time and peak RSS, and the subset compared with a brute-force sort on a slice that
+   fits in memory.
+
+Nothing generated is committed; the data is left in ``--dir`` for reruns (``--clean`` removes
+it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+HERE = Path(__file__).resolve().parent
+D = 768
+UNIT = 100_000
+
+PEAK = r"""
+import json, sys, time
+t0 = time.perf_counter()
+exec(sys.argv[1])
+hwm = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+print(json.dumps({"seconds": time.perf_counter() - t0, "peak_mib": hwm / 1024}))
+"""
+
+
+def measured(code: str) -> dict:
+    """Run ``code`` in a fresh interpreter; its wall time and peak RSS."""
+    r = subprocess.run([sys.executable, "-c", PEAK, code], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(r.stderr[-3000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def _uids(rng, n):
+    from polars_curate.io import uids_from_keys
+
+    return uids_from_keys(
+        rng.integers(0, 2**63, n, dtype=np.uint64), rng.integers(0, 2**63, n, dtype=np.uint64)
+    )
+
+
+def make_pools(root: Path, rows: int) -> dict[str, Path]:
+    """The same rows in three layouts (unit-size shards; one file with unit-size row groups)."""
+    paths = {k: root / k for k in ("parquet", "npz", "one")}
+    if all((p / "done").exists() for p in paths.values()):
+        return paths
+    for p in paths.values():
+        shutil.rmtree(p, ignore_errors=True)
+        p.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    emb = pl.Array(pl.Float16, D)
+    one = None
+    try:
+        import pyarrow.parquet as pq
+
+        for s, start in enumerate(range(0, rows, UNIT)):
+            n = min(UNIT, rows - start)
+            img = rng.standard_normal((n, D), dtype=np.float32).astype(np.float16)
+            txt = (0.3 * img + rng.standard_normal((n, D), dtype=np.float32)).astype(np.float16)
+            meta = pl.DataFrame(
+                {"uid": _uids(rng, n), "text": [f"caption {start + i}" for i in range(n)]}
+            )
+            name = f"{s:08d}"
+            full = meta.with_columns(
+                pl.Series("l14_img", img, dtype=emb), pl.Series("l14_txt", txt, dtype=emb)
+            )
+            full.write_parquet(paths["parquet"] / f"{name}.parquet", statistics=False)
+            meta.write_parquet(paths["npz"] / f"{name}.parquet")
+            np.savez(paths["npz"] / f"{name}.npz", l14_img=img, l14_txt=txt)
+            table = full.to_arrow()
+            if one is None:
+                one = pq.ParquetWriter(paths["one"] / "pool.parquet", table.schema)
+            one.write_table(table, row_group_size=UNIT)
+            print(f"  generated {start + n:,} / {rows:,} rows", flush=True)
+    finally:
+        if one is not None:
+            one.close()
+    for p in paths.values():
+        (p / "done").write_text("")
+    return paths
+
+
+SCORE = """
+import polars_curate as pc
+pc.score_pool({pool!r}, {out!r}, scores=["ncl", "clip"], batch_size=4096, num_batches=1,
+              unit_rows={unit}, progress=False)
+"""
+
+
+def bench_score(root: Path, rows: int) -> list[dict]:
+    pools = make_pools(root / f"pool-{rows}", rows)
+    out = []
+    half = sorted(pools["parquet"].glob("*.parquet"))[: max(1, rows // UNIT // 2)]
+    halfdir = root / f"pool-{rows}" / "parquet-half"
+    if not halfdir.exists():
+        halfdir.mkdir()
+        for f in half:
+            os.symlink(f, halfdir / f.name)
+    cases = [
+        ("Parquet + arrays, half the pool", halfdir),
+        ("Parquet + arrays", pools["parquet"]),
+        ("DataComp .parquet + .npz", pools["npz"]),
+        ("one Parquet file", pools["one"]),
+    ]
+    outputs = {}
+    for label, pool in cases:
+        dest = root / "scores" / label.split()[0].lower().replace(".", "") / str(len(outputs))
+        shutil.rmtree(dest, ignore_errors=True)
+        m = measured(SCORE.format(pool=str(pool), out=str(dest), unit=UNIT))
+        n = pl.scan_parquet(sorted(dest.glob("*.parquet"))).select(pl.len()).collect().item()
+        m.update(case=label, rows=n, rows_per_s=n / m["seconds"])
+        out.append(m)
+        outputs[label] = dest
+        print(
+            f"  score {label}: {n:,} rows in {m['seconds']:.1f} s, "
+            f"peak RSS {m['peak_mib']:.0f} MiB",
+            flush=True,
+        )
+    frames = [
+        pl.read_parquet(sorted(outputs[k].glob("*.parquet")))
+        for k in ("Parquet + arrays", "DataComp .parquet + .npz", "one Parquet file")
+    ]
+    same = all(f.equals(frames[0]) for f in frames)
+    print(f"  identical output in the three layouts: {same}")
+    if not same:
+        raise SystemExit("outputs differ between layouts")
+    return out
+
+
+def make_scores(root: Path, rows: int, per_unit: int = 1_000_000) -> tuple[Path, Path]:
+    """A complete score directory of `rows` synthetic rows, as `score` writes one, and a base."""
+    from polars_curate import pipeline
+    from polars_curate.io import uid_key_exprs, write_keys
+
+    d = root / f"scores-{rows}"
+    base = root / f"base-{rows}.npy"
+    if (d / "done").exists() and base.exists():
+        return d, base
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    (d / pipeline.DIR_RECORD).write_text(json.dumps({"format": 1, "unit_rows": per_unit}))
+    (d / "_scores").mkdir()
+    for c in ("ncl", "normsim_inf"):
+        (d / "_scores" / f"{c}.json").write_text(
+            json.dumps({"score": c, "column": c, "params": {}, "digest": f"bench-{c}"})
+        )
+    units, base_hi, base_lo = [], [], []
+    for i, start in enumerate(range(0, rows, per_unit)):
+        n = min(per_unit, rows - start)
+        df = pl.DataFrame({"uid": _uids(rng, n)}).with_columns(uid_key_exprs("uid"))
+        # Scores shaped like negCLIPLoss (negative, ties at float32 resolution) and NormSim.
+        df = df.with_columns(
+            ncl=pl.Series(-np.abs(rng.normal(0.1, 0.05, n)).astype(np.float32)),
+            normsim_inf=pl.Series(rng.beta(2, 5, n).astype(np.float32)),
+        )
+        meta = {
+            "unit": f"{i:05d}",
+            "fingerprint": "bench",
+            "start": 0,
+            "rows": n,
+            "scores": {"ncl": "bench-ncl", "normsim_inf": "bench-normsim_inf"},
+        }
+        df.write_parquet(d / f"{i:05d}.parquet", metadata={"polars_curate": json.dumps(meta)})
+        units.append({"unit": f"{i:05d}", "fingerprint": "bench", "start": 0, "rows": n})
+        pick = rng.random(n) < 0.2
+        base_hi.append(df["uid_hi"].to_numpy()[pick])
+        base_lo.append(df["uid_lo"].to_numpy()[pick])
+        if i % 16 == 15:
+            print(f"  generated {start + n:,} / {rows:,} score rows", flush=True)
+    (d / "_runs").mkdir()
+    (d / "_runs" / "bench.json").write_text(
+        json.dumps({"scores": ["ncl", "normsim_inf"], "units": units})
+    )
+    extra = rows // 100  # uids the pool does not have
+    hi = np.concatenate([*base_hi, rng.integers(0, 2**63, extra, dtype=np.uint64)])
+    lo = np.concatenate([*base_lo, rng.integers(0, 2**63, extra, dtype=np.uint64)])
+    write_keys(hi, lo, base)
+    (d / "done").write_text("")
+    return d, base
+
+
+SELECT = """
+import polars_curate as pc
+pc.select({scores!r}, {out!r}, ["ncl:0.9", "normsim-inf:0.7"], base={base!r}, log=lambda s: None)
+"""
+
+
+def brute_force_slice(scores: Path, base: Path, units: int, out: Path) -> bool:
+    """`select` on the first `units` units equals a sort of everything in memory."""
+    import polars_curate as pc
+    from polars_curate import pipeline
+
+    sub = scores.parent / f"{scores.name}-slice"
+    shutil.rmtree(sub, ignore_errors=True)
+    sub.mkdir()
+    for f in [pipeline.DIR_RECORD, "_scores"]:
+        src = scores / f
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, sub / f)
+    run = json.loads((scores / "_runs" / "bench.json").read_text())
+    run["units"] = run["units"][:units]
+    (sub / "_runs").mkdir()
+    (sub / "_runs" / "bench.json").write_text(json.dumps(run))
+    for u in run["units"]:
+        os.symlink(scores / f"{u['unit']}.parquet", sub / f"{u['unit']}.parquet")
+    pc.select(sub, out, ["ncl:0.9", "normsim-inf:0.7"], base=base, log=lambda s: None)
+    got = pc.read_uids(out).select("uid_hi", "uid_lo")
+    df = pl.read_parquet(
+        sorted(sub.glob("*.parquet")), columns=["uid_hi", "uid_lo", "ncl", "normsim_inf"]
+    )
+    df = df.join(pc.read_uids(base).select("uid_hi", "uid_lo"), on=["uid_hi", "uid_lo"], how="semi")
+    start = df.height
+    for col, num, den in (("ncl", 9, 10), ("normsim_inf", 7, 10)):
+        df = df.sort([col, "uid_hi", "uid_lo"], descending=[True, False, False]).head(
+            start * num // den
+        )
+    want = df.select("uid_hi", "uid_lo").sort("uid_hi", "uid_lo")
+    return got.equals(want)
+
+
+def bench_select(root: Path, rows: int) -> dict:
+    scores, base = make_scores(root, rows)
+    out = root / "subset.npy"
+    m = measured(SELECT.format(scores=str(scores), out=str(out), base=str(base)))
+    log = json.loads(out.with_name("subset.select.json").read_text())
+    m.update(rows=rows, kept=log["kept"], start=log["start"])
+    print(
+        f"  select on {rows:,} rows (start {log['start']:,}): {m['seconds']:.1f} s, peak RSS "
+        f"{m['peak_mib']:.0f} MiB, kept {log['kept']:,}",
+        flush=True,
+    )
+    ok = brute_force_slice(scores, base, 4, root / "slice.npy")
+    print(f"  the same subset as a brute-force sort on 4M rows: {ok}")
+    if not ok:
+        raise SystemExit("select differs from the brute-force sort")
+    m["brute_force_equal"] = ok
+    return m
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dir", default=str(HERE.parent / "bench-results" / "scale"))
+    ap.add_argument("--rows", type=int, default=2_000_000, help="rows of the scored pool")
+    ap.add_argument("--select-rows", type=int, default=128_000_000, help="score rows for select")
+    ap.add_argument("--only", choices=["score", "select"], action="append")
+    ap.add_argument("--clean", action="store_true", help="remove the generated data afterwards")
+    args = ap.parse_args()
+    root = Path(args.dir)
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; polars {pl.__version__}")
+    results: dict = {"cpu": cpu_name()}
+    if not args.only or "score" in args.only:
+        print(f"score: {args.rows:,} rows x {D} float16 image + text, units of {UNIT:,} rows")
+        results["score"] = bench_score(root, args.rows)
+    if not args.only or "select" in args.only:
+        print(
+            f"select: {args.select_rows:,} score rows, base 20% of them + 1% unknown, "
+            "rules ncl:0.9 then normsim-inf:0.7"
+        )
+        results["select"] = bench_select(root, args.select_rows)
+    (root / "results.json").write_text(json.dumps(results, indent=1))
+    if args.clean:
+        shutil.rmtree(root)
+
+
+if __name__ == "__main__":
+    main()
