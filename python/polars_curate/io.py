@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import binascii
-import glob as _glob
 import os
 import socket
 import tempfile
@@ -197,43 +196,17 @@ def _umask() -> int:
     return mask
 
 
-def _shard_pairs(path: PathLike) -> list[tuple[Path, Path]]:
-    p = Path(path)
-    if p.is_dir():
-        parquets = sorted(p.glob("*.parquet"))
-        npzs = sorted(p.glob("*.npz"))
-    elif p.suffix in (".parquet", ".npz") and p.exists():
-        parquets, npzs = [p.with_suffix(".parquet")], [p.with_suffix(".npz")]
-    else:
-        matches = sorted(Path(m) for m in _glob.glob(str(path)))
-        if not matches and p.with_suffix(".parquet").exists():
-            matches = [p.with_suffix(".parquet")]
-        parquets = [m for m in matches if m.suffix == ".parquet"]
-        npzs = [m for m in matches if m.suffix == ".npz"]
-    stems = {m.with_suffix("") for m in parquets} | {m.with_suffix("") for m in npzs}
-    if not stems:
-        raise FileNotFoundError(f"no DataComp shards (.parquet + .npz) found at {path}")
-    pairs = []
-    for stem in sorted(stems):
-        pq, npz = stem.with_suffix(".parquet"), stem.with_suffix(".npz")
-        for f in (pq, npz):
-            if not f.exists():
-                raise FileNotFoundError(
-                    f"{f} is missing: every shard needs both {pq.name} and {npz.name}"
-                )
-        pairs.append((pq, npz))
-    return pairs
-
-
 def read_datacomp(
     path: PathLike, *, keys: Sequence[str] | None = None, shard_column: str | None = "shard"
 ) -> pl.DataFrame:
-    """Read DataComp shards (``<name>.parquet`` + ``<name>.npz``) into one frame.
+    """Read a whole pool (either layout: DataComp's ``<name>.parquet`` + ``<name>.npz`` pairs,
+    or Parquet files with embedding columns) into one frame; for pools that fit in memory.
+    Larger ones: :func:`polars_curate.scan_pool` (lazy) and :func:`polars_curate.score_pool`.
 
     Parameters
     ----------
     path
-        One shard (either file of the pair, or its stem), a directory of shards, or a glob.
+        One shard (either file of a pair), a directory of shards, or a glob.
     keys
         The npz arrays to attach as ``Array(Float16, d)`` columns (default: all of them), e.g.
         ``["l14_img", "l14_txt"]``.
@@ -241,34 +214,12 @@ def read_datacomp(
         Name of a String column holding each row's shard name (for ``.over("shard")``), or
         ``None`` for none.
 
-    Rows keep the shard's order; shards are read in name order. A shard whose Parquet and npz
-    row counts differ, a missing twin file or an unknown key raises an error naming the file.
+    Rows keep the shard's order; shards are read in name order. A missing twin file,
+    mismatched row counts or an unknown key raises an error naming the file.
     """
-    frames = []
-    for pq, npz in _shard_pairs(path):
-        try:
-            df = pl.read_parquet(pq)
-        except Exception as e:
-            raise ValueError(f"{pq}: cannot read Parquet ({e})") from None
-        try:
-            arrays = np.load(npz, allow_pickle=False)
-        except Exception as e:
-            raise ValueError(f"{npz}: cannot read npz ({e})") from None
-        with arrays:
-            wanted = list(arrays.files) if keys is None else list(keys)
-            missing = [k for k in wanted if k not in arrays.files]
-            if missing:
-                raise KeyError(f"{npz}: no array {missing[0]!r} (it has {sorted(arrays.files)})")
-            cols = []
-            for k in wanted:
-                a = arrays[k]
-                if a.ndim != 2 or a.shape[0] != df.height:
-                    raise ValueError(
-                        f"{npz}: array {k!r} has shape {a.shape}, "
-                        f"but {pq.name} has {df.height} rows"
-                    )
-                cols.append(pl.Series(k, a.astype(np.float16, copy=False)))
-        if shard_column is not None:
-            df = df.with_columns(pl.lit(pq.stem).alias(shard_column))
-        frames.append(df.with_columns(cols))
-    return pl.concat(frames, how="vertical", rechunk=False)
+    from polars_curate.pool import scan_pool
+
+    lf = scan_pool(path, embeddings=keys, shard_column=shard_column or "__shard__")
+    if shard_column is None:
+        lf = lf.drop("__shard__")
+    return lf.collect()

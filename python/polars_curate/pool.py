@@ -193,11 +193,15 @@ def list_pool(path: PathLike) -> list[Shard]:
     parquets = sorted({f.with_suffix("") for f in found if f.suffix == ".parquet"})
     npzs = {f.with_suffix("") for f in found if f.suffix == ".npz"}
     if not parquets and not npzs:
-        raise PoolError(f"no pool shards (.parquet, or .parquet + .npz pairs) found at {path}")
+        raise FileNotFoundError(
+            f"no pool shards (.parquet, or .parquet + .npz pairs) found at {path}"
+        )
     orphans = sorted(npzs - set(parquets))
     if orphans:
         o = orphans[0]
-        raise PoolError(f"{o.with_suffix('.parquet')} is missing: every .npz needs its .parquet")
+        raise FileNotFoundError(
+            f"{o.with_suffix('.parquet')} is missing: every .npz needs its .parquet"
+        )
     names: dict[str, Path] = {}
     for stem in parquets:
         if stem.name in names:
