@@ -1,6 +1,6 @@
 """polars-curate: embedding-only data-selection scores as Polars expressions.
 
-The scores of ``SPEC.md`` (CLIPScore, negCLIPLoss, NormSim) run inside Polars as plugin
+The scores of ``docs/methods.md`` (CLIPScore, negCLIPLoss, NormSim) run inside Polars as plugin
 expressions, so curating a DataComp-style pool is one lazy query over Parquet::
 
     import polars as pl

@@ -482,10 +482,11 @@ def normsim(
 def top_fraction(score: IntoExpr, fraction: float) -> pl.Expr:
     """Boolean mask of the ``floor(fraction * n)`` rows with the highest ``score``.
 
-    ``n`` counts all rows of the frame (or of the group, inside ``.over(...)``), so fractions are
-    fractions of the whole pool, as in the SPEC's recipes. Nulls and NaNs are never selected (if
-    fewer than ``floor(fraction * n)`` rows have a score, all of them are). Ties are broken by row
-    order: the earlier row wins, so exactly ``floor(fraction * n)`` rows are selected.
+    ``n`` counts all rows of the frame (or of the group, inside ``.over(...)``): after a filter,
+    the rows left, not the pool (docs/methods.md#top-fractions-and-ties). Nulls and NaNs are
+    never selected (if fewer than ``floor(fraction * n)`` rows have a score, all of them are).
+    Ties are broken by row order: the earlier row wins, so exactly ``floor(fraction * n)`` rows
+    are selected.
 
     ``fraction`` is read as the nearest fraction with denominator at most 10**9, so ``0.3`` means
     exactly 3/10 (``floor(0.3 * 10) == 3``, although ``0.3 * 10`` is ``3.0000000000000004``).

@@ -3,7 +3,7 @@
 ``score_pool`` writes one ``<shard>.parquet`` of ``uid`` + scores per pool shard. Each file is
 written to a temporary name and renamed, a rerun skips finished shards, and scores are
 deterministic, so a run killed at any moment and rerun gives exactly the output of an
-uninterrupted run. ``select`` applies the SPEC's sequential fraction rules.
+uninterrupted run. ``select`` applies the rules of docs/methods.md#how-the-methods-combine.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def score_pool(
     """Score every shard of ``pool`` into ``out/<shard>.parquet`` (``uid`` + one column per score).
 
     ``model`` names the npz embeddings of the CLIP teacher (``l14`` -> ``l14_img``/``l14_txt``);
-    ``normsim_model`` those NormSim uses (default: the same; the SPEC allows e.g. L/14 for
+    ``normsim_model`` those NormSim uses (default: the same; docs/methods.md allows e.g. L/14 for
     negCLIPLoss and B/32 for NormSim). negCLIPLoss batches within each shard, like the reference
     implementation. Memory stays
     about one shard. Shards already scored (with the same parameters, recorded in
@@ -169,7 +169,7 @@ def select(
     base: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> int:
-    """Sequential fraction rules (SPEC "How the methods combine"); writes a DataComp subset.
+    """Sequential fraction rules (docs/methods.md#how-the-methods-combine); writes a subset.
 
     The start set is the whole pool (or, with ``base``, the pool rows whose uid is in that
     subset). Each rule ``SCORE:F`` keeps, of the rows still in, the ``floor(F * start)`` with
