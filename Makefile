@@ -5,8 +5,12 @@ SHELL := /bin/bash
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PYTHON  ?= python3
+# The optional dependencies (pyproject.toml) that the virtualenv gets: tests, report, Ray.
+EXTRAS  ?= test,report,ray
 # Outside the clone so CI and later clones reuse the (8-minute) first build of the polars crates.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/polars-curate/target
+# Build with the committed Cargo.lock (maturin's PEP 517 backend reads its cargo flags here).
+export MATURIN_PEP517_ARGS ?= --locked
 CARGO_KERNELS := cargo --locked
 RUST_SRC := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 PY_SRC   := $(shell find python -name '*.py' -o -name '*.pyi')
@@ -15,19 +19,18 @@ PY_SRC   := $(shell find python -name '*.py' -o -name '*.pyi')
 
 all: test
 
-$(VENV)/.deps: pyproject.toml
+$(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "maturin>=1.16,<2" "polars==2.1.0" "numpy>=1.24" "tqdm>=4.60" \
-		"pytest>=8" "hypothesis>=6.100" "ruff>=0.6"
 	touch $@
 
 venv: $(VENV)/.deps
 
-# Release build of the plugin, installed into the virtualenv (editable: python/ is used in place).
+# `pip install -e` of the package itself, as a user would install it: every version comes from
+# pyproject.toml (maturin from [build-system], the rest from dependencies and EXTRAS), never from
+# a second list here. Release build (tool.maturin.profile); editable: python/ is used in place.
 $(VENV)/.built: $(VENV)/.deps $(RUST_SRC) $(PY_SRC) pyproject.toml
-	VIRTUAL_ENV=$(abspath $(VENV)) PATH="$(abspath $(VENV))/bin:$$PATH" \
-		maturin develop --release --locked --quiet
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
 build: $(VENV)/.built

@@ -3,7 +3,7 @@
 1. writes a synthetic pool in DataComp's layout (shards of .parquet + .npz, float16 embeddings),
    a downstream-like target set and a DFN-like uid subset;
 2. ``polars-curate score``  -> one score file per shard (negCLIPLoss, CLIPScore, NormSim_inf);
-3. ``polars-curate select`` -> subsets by the SPEC's recipes;
+3. ``polars-curate select`` -> subsets by the recipes of docs/methods.md;
 4. ``polars-curate report`` -> an HTML report;
 5. prints how well each subset recovers the planted good pairs.
 """

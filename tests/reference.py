@@ -1,4 +1,4 @@
-"""Independent NumPy reference implementations, written from SPEC.md's formulas.
+"""Independent NumPy reference implementations, written from docs/methods.md's formulas.
 
 Everything is computed in float64 from the (float16/32/64) values the plugin sees. Nothing here
 calls polars_curate, except that tests may pass the *batches* the plugin used (obtained from
@@ -100,7 +100,7 @@ def quotas(sizes: list[int], keep: int) -> list[int]:
 
 
 def clipcov_objective(s: np.ndarray, members: np.ndarray, chosen: list[int], lam: float, w: float):
-    """F(S) of the SPEC for one class, from the cosine matrix s (rows: images, cols: texts)."""
+    """F(S) (docs/methods.md#clipcov) of one class, from cosines s (rows: images, cols: texts)."""
     a = s + s.T
     chosen = np.asarray(chosen, dtype=int)
     cover = a[np.ix_(chosen, members)].sum()

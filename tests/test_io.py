@@ -130,7 +130,7 @@ def test_read_datacomp_errors_name_the_file(tmp_path):
 
 
 def test_scores_join_with_a_subset(tmp_path):
-    """The SPEC's DFN recipe shape: a pool, a published subset, a lazy query."""
+    """The DFN recipe (docs/methods.md#how-the-methods-combine): pool, subset, lazy query."""
     uids, _ = write_shard(tmp_path, "s", 50, d=16)
     io.write_uids(pl.Series("uid", uids[::2]), tmp_path / "dfn.npy")
     pool = io.read_datacomp(tmp_path)

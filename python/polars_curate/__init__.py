@@ -1,8 +1,8 @@
 """polars-curate: embedding-only data-selection scores as Polars expressions.
 
-The scores (CLIPScore, negCLIPLoss, NormSim, NormSim_2-D, ClipCov) run inside Polars as plugin
-expressions, and the job around them (score a pool unit by unit, select, report) works on
-DataComp-style pools of any size::
+The scores of ``docs/methods.md`` (CLIPScore, negCLIPLoss, NormSim, NormSim_2-D, ClipCov) run
+inside Polars as plugin expressions, and the job around them (score a pool unit by unit,
+select, report) works on DataComp-style pools of any size::
 
     import polars as pl
     import polars_curate as pc

@@ -508,7 +508,7 @@ def top_fraction(
     the same rule. Nulls and NaNs are never selected (if fewer than ``floor(fraction * n)``
     rows have a score, all of them are). Ties go to the earlier row, or with ``by`` to the
     smaller value of ``by`` (e.g. ``by=["uid_hi", "uid_lo"]``, ``select``'s tie rule), so
-    exactly ``floor(fraction * n)`` rows are selected.
+    exactly ``floor(fraction * n)`` rows are selected (docs/methods.md#top-fractions-and-ties).
 
     ``fraction`` is read as the nearest fraction with denominator at most 10**9, so ``0.3`` means
     exactly 3/10 (``floor(0.3 * 10) == 3``, although ``0.3 * 10`` is ``3.0000000000000004``).

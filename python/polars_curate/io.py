@@ -73,6 +73,10 @@ def read_uids(path: PathLike) -> pl.DataFrame:
     Also accepts an ``(n, 2)`` uint64 array. The columns ``uid_hi``/``uid_lo`` (UInt64) are the
     binary key, cheaper to join on than strings.
 
+    To keep the rows of a frame whose uid is in the subset, give ``is_in`` the ``uid`` column as
+    one list value, ``.implode()`` (Polars 2.1 deprecates a bare Series there and rejects the
+    frame), or semi-join on the binary key (see ``uid_key_exprs``).
+
     Examples
     --------
     >>> import tempfile, pathlib, polars as pl
@@ -82,6 +86,10 @@ def read_uids(path: PathLike) -> pl.DataFrame:
     2
     >>> read_uids(p)["uid"].to_list()
     ['0000000000000000000000000000000a', 'ffffffffffffffffffffffffffffffff']
+    >>> pool = pl.DataFrame({"uid": ["00" * 15 + "0a", "00" * 15 + "0b"], "score": [0.3, 0.2]})
+    >>> subset = read_uids(p)["uid"]
+    >>> pool.filter(pl.col("uid").is_in(subset.implode()))["score"].to_list()
+    [0.3]
     """
     path = Path(path)
     if not path.is_file():

@@ -1,4 +1,4 @@
-//! CLIPScore: `s_ii = <x_i, t_i> / (||x_i|| ||t_i||)` per row (SPEC "CLIPScore").
+//! CLIPScore: `s_ii = <x_i, t_i> / (||x_i|| ||t_i||)` per row (docs/methods.md#clipscore).
 //!
 //! Memory-bound: one pass over both matrices, three dot products per row (`x.x`, `t.t`, `x.t`)
 //! accumulated in 16 `f32` lanes. Rows are independent, so results do not depend on how the

@@ -1,4 +1,4 @@
-//! ClipCov (Joshi et al., AISTATS 2024; SPEC "ClipCov"): per class `V_c`, greedily maximise
+//! ClipCov (Joshi et al., AISTATS 2024; docs/methods.md#clipcov): per class `V_c`, greedily maximise
 //!
 //! ```text
 //! F(S) = sum_{i in S} sum_{j in V_c} A_ij - (lambda / 2) sum_{i,j in S} A_ij + w sum_{i in S} s_ii

@@ -1,4 +1,4 @@
-//! NormSim_2-D (SPEC "NormSim_2-D"): iterative proxy-target selection when no downstream data
+//! NormSim_2-D (docs/methods.md#normsim_2-d): iterative proxy-target selection when no downstream data
 //! is known.
 //!
 //! Start from all usable rows (`n` of them). With `chunk = ceil((n - keep) / steps)`, in round

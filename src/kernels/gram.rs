@@ -1,5 +1,5 @@
 //! Gram matrices `G = sum_t t t^T` (`d x d`) of a set of scaled rows: the target of NormSim_2
-//! (SPEC "NormSim_p", `p = 2`) and each round's sample in NormSim_2-D.
+//! (docs/methods.md#normsim_p, `p = 2`) and each round's sample in NormSim_2-D.
 //!
 //! Rows are taken in blocks of [`GRAM_BLOCK`]. A block's product `T_b^T T_b` is an `f32` GEMM
 //! (every entry one FMA chain over the block's rows, see [`super::packed`]); the blocks' products

@@ -1,4 +1,4 @@
-//! negCLIPLoss (SPEC "negCLIPLoss"):
+//! negCLIPLoss (docs/methods.md#negcliploss):
 //!
 //! ```text
 //! ncl_i = s_ii - (tau / 2) * mean_{k=1..K} [ LSE_{j in B_k(i)} (s_ij / tau) + LSE_{j in B_k(i)} (s_ji / tau) ]

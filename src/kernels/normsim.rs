@@ -1,4 +1,4 @@
-//! NormSim_p (SPEC "NormSim_p"): closeness of each pool embedding `x` to a target set `T`:
+//! NormSim_p (docs/methods.md#normsim_p): closeness of each pool embedding `x` to a target set `T`:
 //!
 //! ```text
 //! NormSim_p(x)   = ( sum_t |<x, t>|^p )^(1/p)
