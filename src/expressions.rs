@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use crate::kernels::clipcov::{clipcov as clipcov_kernel, ClipCovParams};
 use crate::kernels::dynamic::{normsim2_dynamic as dynamic_kernel, DynamicParams};
+use crate::kernels::isa::Kernel;
 use crate::kernels::negclip::{neg_clip_loss as neg_clip_loss_kernel, NegClipParams};
 use crate::kernels::normsim::{nearest, normsim as normsim_kernel};
 use crate::kernels::{clip_score::clip_score as clip_score_kernel, pool::pool, Keep, Matrix, Values};
@@ -108,12 +109,20 @@ impl Embeddings {
     }
 }
 
-/// Runs `f` on the plugin's thread pool and turns a panic (a bug) into an error.
-fn guarded<T>(what: &str, f: impl FnOnce() -> PolarsResult<T> + Send) -> PolarsResult<T>
+/// This process's kernel (`POLARS_CURATE_KERNEL` or the best the CPU runs), or the error that
+/// says why the pinned one cannot run.
+pub(crate) fn kernel() -> PolarsResult<Kernel> {
+    Kernel::selected().map_err(|e| polars_err!(ComputeError: "{e}"))
+}
+
+/// Runs `f` with the process's kernel on the plugin's thread pool and turns a panic (a bug) into
+/// an error.
+fn guarded<T>(what: &str, f: impl FnOnce(Kernel) -> PolarsResult<T> + Send) -> PolarsResult<T>
 where
     T: Send,
 {
-    match catch_unwind(AssertUnwindSafe(|| pool().install(f))) {
+    let kernel = kernel()?;
+    match catch_unwind(AssertUnwindSafe(|| pool().install(|| f(kernel)))) {
         Ok(r) => r,
         Err(payload) => {
             let msg = payload
@@ -171,7 +180,7 @@ fn clip_score(inputs: &[Series], kwargs: ClipScoreKwargs) -> PolarsResult<Series
         n == m || n == 1 || m == 1,
         ComputeError: "`image` and `text` must have the same number of rows, got {n} and {m}"
     );
-    let out = guarded("clip_score", || {
+    let out = guarded("clip_score", |_| {
         Ok(clip_score_kernel(&img.matrix("image")?, &txt.matrix("text")?, kwargs.normalize))
     })?;
     Ok(to_series(inputs[0].name().clone(), out))
@@ -207,8 +216,8 @@ fn neg_clip_loss(inputs: &[Series], kwargs: NegClipKwargs) -> PolarsResult<Serie
         seed: kwargs.seed,
         normalize: kwargs.normalize,
     };
-    let out = guarded("neg_clip_loss", || {
-        Ok(neg_clip_loss_kernel(&img.matrix("image")?, &txt.matrix("text")?, &params))
+    let out = guarded("neg_clip_loss", |kernel| {
+        Ok(neg_clip_loss_kernel(kernel, &img.matrix("image")?, &txt.matrix("text")?, &params))
     })?;
     Ok(to_series(inputs[0].name().clone(), out))
 }
@@ -235,7 +244,7 @@ fn normsim(inputs: &[Series], kwargs: NormSimKwargs) -> PolarsResult<Series> {
         ComputeError: "`embedding` and `target` must have the same embedding width, got {} and {}", emb.width(), target.dim()
     );
     let out =
-        guarded("normsim", || Ok(normsim_kernel(&emb.matrix("embedding")?, &target, kwargs.normalize)))?;
+        guarded("normsim", |_| Ok(normsim_kernel(&emb.matrix("embedding")?, &target, kwargs.normalize)))?;
     Ok(to_series(inputs[0].name().clone(), out))
 }
 
@@ -264,8 +273,8 @@ fn normsim2_dynamic(inputs: &[Series], kwargs: DynamicKwargs) -> PolarsResult<Se
         seed: kwargs.seed,
         normalize: kwargs.normalize,
     };
-    let out = guarded("normsim2_dynamic", || {
-        dynamic_kernel(&emb.matrix("embedding")?, &params).map_err(keep_error)
+    let out = guarded("normsim2_dynamic", |kernel| {
+        dynamic_kernel(kernel, &emb.matrix("embedding")?, &params).map_err(keep_error)
     })?;
     Ok(to_u32_series(inputs[0].name().clone(), out))
 }
@@ -303,7 +312,7 @@ fn clipcov(inputs: &[Series], kwargs: ClipCovKwargs) -> PolarsResult<Series> {
         pick_batch: kwargs.pick_batch.max(1),
         normalize: kwargs.normalize,
     };
-    let out = guarded("clipcov", || {
+    let out = guarded("clipcov", |_| {
         clipcov_kernel(&img.matrix("image")?, &txt.matrix("text")?, &codes, &params).map_err(keep_error)
     })?;
     Ok(to_u32_series(inputs[0].name().clone(), out))
@@ -324,6 +333,6 @@ fn zero_shot_labels(inputs: &[Series], kwargs: ZeroShotKwargs) -> PolarsResult<S
         ComputeError: "`image` and `class_embeddings` must have the same embedding width, got {} and {}",
         emb.width(), target.dim()
     );
-    let out = guarded("zero_shot_labels", || Ok(nearest(&emb.matrix("image")?, &target, kwargs.normalize)))?;
+    let out = guarded("zero_shot_labels", |_| Ok(nearest(&emb.matrix("image")?, &target, kwargs.normalize)))?;
     Ok(to_u32_series(inputs[0].name().clone(), out))
 }

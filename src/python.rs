@@ -39,6 +39,20 @@ fn thread_count() -> usize {
     kernels::pool::pool().current_num_threads()
 }
 
+/// The name of this process's kernel (`POLARS_CURATE_KERNEL`, read once, or the best this CPU
+/// runs); `ValueError` saying why when the pinned one cannot run.
+#[pyfunction]
+fn kernel() -> PyResult<&'static str> {
+    kernels::isa::Kernel::selected().map(|k| k.name()).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// The kernels this CPU and build can run, most portable first (any of them can be pinned with
+/// `POLARS_CURATE_KERNEL` before the first use).
+#[pyfunction]
+fn available_kernels() -> Vec<&'static str> {
+    kernels::isa::Kernel::available().into_iter().map(|k| k.name()).collect()
+}
+
 /// Counters for tests: `(targets prepared, normsim calls, most rows in one normsim call)`.
 #[pyfunction]
 fn stats() -> (usize, usize, usize) {
@@ -56,6 +70,8 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(register_target, m)?)?;
     m.add_function(wrap_pyfunction!(batch_assignment, m)?)?;
     m.add_function(wrap_pyfunction!(thread_count, m)?)?;
+    m.add_function(wrap_pyfunction!(kernel, m)?)?;
+    m.add_function(wrap_pyfunction!(available_kernels, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
     Ok(())
 }

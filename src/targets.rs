@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use polars::prelude::*;
 
+use crate::kernels::isa::Kernel;
 use crate::kernels::normsim::{Power, Target};
 use crate::kernels::pool::pool;
 use crate::kernels::{Matrix, Values};
@@ -44,6 +45,8 @@ pub fn register(bytes: &[u8], rows: usize, dim: usize, p: f64, normalize: bool) 
     if Some(bytes.len()) != rows.checked_mul(dim).and_then(|v| v.checked_mul(4)) {
         return Err(format!("target: expected {rows} x {dim} float32 values, got {} bytes", bytes.len()));
     }
+    // The process's kernel (fixed for its life, so a registered target always matches it).
+    let kernel = Kernel::selected().map_err(|e| e.to_string())?;
     let k = key(bytes, rows, dim, p, normalize);
     if registry().lock().map_err(|e| e.to_string())?.contains_key(&k) {
         return Ok(k);
@@ -60,7 +63,7 @@ pub fn register(bytes: &[u8], rows: usize, dim: usize, p: f64, normalize: bool) 
     };
     let m = Matrix::new(Values::F32(values), rows, dim, None).map_err(|e| format!("target: {e}"))?;
     let target = pool()
-        .install(|| Target::prepare(&m, Power::from_p(p), normalize))
+        .install(|| Target::prepare(kernel, &m, Power::from_p(p), normalize))
         .map_err(|e| format!("target: {e}"))?;
     PREPARED.fetch_add(1, Ordering::Relaxed);
     registry().lock().map_err(|e| e.to_string())?.insert(k, Arc::new(target));
