@@ -1,15 +1,16 @@
 //! Rust micro-benchmarks of the kernels (no Polars, no Python): `make bench-rust`.
 //!
 //! Every benchmark runs once per kernel type; a kernel this CPU lacks prints `SKIPPED <name>`
-//! and measures nothing. The AVX-512 register blocks other than the chosen 8 x 32
-//! (`Avx512Block<MR, NV>`: `MR x 16·NV`) are there to re-run the measurement that chose it.
+//! and measures nothing. The register blocks and k-blocks other than the chosen ones
+//! (`PortableBlock<MR, NR>`, `Avx512Block<MR, NV, KC>`: `MR x 16·NV`) are there to re-run the
+//! measurements written next to `micro::Portable` and `micro::Avx512`.
 //!
 //! Throughput is reported as items/s where one item is one floating-point operation of the
 //! matrix product (2·m·n·k), i.e. divan's "items/s" column reads as FLOP/s.
 
 use divan::counter::ItemsCount;
 use divan::Bencher;
-use polars_curate::kernels::micro::{Avx2, Avx512Block, MicroKernel, Portable};
+use polars_curate::kernels::micro::{Avx2, Avx512Block, MicroKernel, Portable, PortableBlock};
 use polars_curate::kernels::negclip::{batch_lse_sum, neg_clip_loss, NegClipParams};
 use polars_curate::kernels::normsim::{normsim, Power, Target};
 use polars_curate::kernels::packed::{gemm_packed, Lhs, Packed, Rhs};
@@ -44,14 +45,18 @@ fn unit_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
     v
 }
 
+type Portable6x16 = PortableBlock<6, 16>;
+type Portable4x8 = PortableBlock<4, 8>;
 type Avx512x6x64 = Avx512Block<6, 4>;
 type Avx512x8x32 = Avx512Block<8, 2>;
 type Avx512x12x32 = Avx512Block<12, 2>;
 type Avx512x14x32 = Avx512Block<14, 2>;
+type Avx512x8x32kc512 = Avx512Block<8, 2, 512>;
+type Avx512x8x32kc256 = Avx512Block<8, 2, 256>;
 
 /// One row block (256 rows) against 4096 pre-packed columns on one core: the micro-kernel's
 /// rate in the loop nest, without packing or epilogue.
-#[divan::bench(types = [Portable, Avx2, Avx512x6x64, Avx512x8x32, Avx512x12x32, Avx512x14x32], args = [512, 768])]
+#[divan::bench(types = [Portable, Portable6x16, Portable4x8, Avx2, Avx512x6x64, Avx512x8x32, Avx512x12x32, Avx512x14x32], args = [512, 768])]
 fn gemm_row_block_one_core<K: MicroKernel>(bencher: Bencher, d: usize) {
     let Some(k) = witness::<K>() else { return };
     let cols = 4096;
@@ -105,7 +110,7 @@ fn gemm_batch_only<K: MicroKernel>(bencher: Bencher, d: usize) {
 }
 
 /// One negCLIPLoss batch of 4096 (GEMM + row and column log-sum-exp), all cores.
-#[divan::bench(types = [Portable, Avx2, Avx512x6x64, Avx512x8x32, Avx512x12x32, Avx512x14x32], args = [512, 768])]
+#[divan::bench(types = [Portable, Avx2, Avx512x6x64, Avx512x8x32, Avx512x12x32, Avx512x14x32, Avx512x8x32kc512, Avx512x8x32kc256], args = [512, 768])]
 fn negclip_batch<K: MicroKernel>(bencher: Bencher, d: usize) {
     let Some(k) = witness::<K>() else { return };
     let b = 4096;

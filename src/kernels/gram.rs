@@ -33,7 +33,7 @@ const GRAM_WAVE: usize = 8;
 /// Rows of `G` per packed `A` block: a multiple of the kernel's `MR` (no padded micro-panels)
 /// and of its `NR` (each block's columns start on a `B` micro-panel), small enough that the
 /// computed part hugs the diagonal (56% of the full product at `d = 768`) and its `A` block
-/// stays in L2. 96 suits every kernel (6 x 16 and 8 x 32 blocks).
+/// stays in L2. 96 suits every kernel (blocks of 6 x 8, 6 x 16 and 8 x 32).
 const GRAM_ROWS: usize = 96;
 
 /// Columns of `X H^T` per tile of the quadratic form (a multiple of the kernel's `NR`).

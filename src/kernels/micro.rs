@@ -24,6 +24,9 @@ pub unsafe trait MicroKernel: Copy + Send + Sync + 'static {
     const MR: usize;
     /// Rows of `B` per micro-panel (the vector side).
     const NR: usize;
+    /// `k` per block of the loop nest ([`super::packed::gemm_packed_k`]). Partial sums are carried
+    /// across k-blocks in `C`, so this changes speed, never bits.
+    const KC: usize;
     /// How the epilogues evaluate `a * b + c` in this kernel's build.
     type Mode: Mode;
 
@@ -69,28 +72,37 @@ fn check<K: MicroKernel>(kc: usize, a: &[f32], b: &[f32], c: &[f32], ldc: usize,
     assert!(mr == 0 || nr == 0 || ((mr == 1 || nr <= ldc) && c.len() >= (mr - 1) * ldc + nr));
 }
 
-/// The portable kernel: plain `f32` arithmetic the compiler vectorises for the baseline target.
+/// The portable kernel: plain `f32` arithmetic the compiler vectorises for the baseline target,
+/// with an `MR x NR` block. [`Portable`] is the block chosen by measurement; the others exist for
+/// the benchmarks that chose it.
 ///
-/// Every product is rounded and then added (`a * b + c`, never a fused multiply-add: `f32::mul_add`
-/// is a library call per element on CPUs without FMA). So results are the same on every CPU and
-/// every build of this kernel, and differ from the FMA kernels' in the last bits.
+/// Every product is rounded and then added (`c += a * b`, never a fused multiply-add:
+/// `f32::mul_add` is a library call per element on CPUs without FMA). So results are the same on
+/// every CPU and every build of this kernel (deterministic per build, whatever the target), and
+/// differ from the FMA kernels' in the last bits.
 #[derive(Clone, Copy, Debug)]
-pub struct Portable(());
+pub struct PortableBlock<const MR: usize, const NR: usize>(());
 
-impl Portable {
+/// The portable kernel: 6 x 8. Measured on an AMD EPYC (Zen 5) with the x86-64 baseline (SSE2,
+/// 16 registers), one core, a 256-row block against 4096 packed columns, median GFLOP/s at d = 512
+/// / 768: 6 x 8 41.6 / 41.0, 4 x 8 41.8 / 42.2, 6 x 16 23.0 / 22.9, 4 x 16 22.9 / 22.7, 8 x 8
+/// 22.5 / 22.4: twelve `f32x4` accumulators fit the registers, 24 or 16 spill. (The block shape
+/// never changes a bit: every entry is the same chain.)
+pub type Portable = PortableBlock<6, 8>;
+
+impl<const MR: usize, const NR: usize> PortableBlock<MR, NR> {
     /// Every CPU runs the portable kernel.
     pub(crate) fn new() -> Self {
-        Portable(())
+        PortableBlock(())
     }
 }
 
 // SAFETY: the portable kernel needs no instruction-set extension.
-unsafe impl MicroKernel for Portable {
+unsafe impl<const MR: usize, const NR: usize> MicroKernel for PortableBlock<MR, NR> {
     const ISA: Isa = Isa::Portable;
-    /// 6 x 16, the AVX2 kernel's block: 24 `f32x4` accumulators spill on SSE2's 16 registers, but
-    /// wider blocks measured no better here and this one vectorises on every target.
-    const MR: usize = 6;
-    const NR: usize = 16;
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const KC: usize = 1024;
     type Mode = Plain;
 
     fn kernel(self) -> Kernel {
@@ -98,7 +110,7 @@ unsafe impl MicroKernel for Portable {
     }
 
     fn detect() -> Option<Self> {
-        Some(Portable::new())
+        Some(Self::new())
     }
 
     #[inline]
@@ -114,8 +126,6 @@ unsafe impl MicroKernel for Portable {
         load: bool,
         scale: f32,
     ) {
-        const MR: usize = Portable::MR;
-        const NR: usize = Portable::NR;
         check::<Self>(kc, a, b, c, ldc, mr, nr);
         let mut acc = [[0f32; NR]; MR];
         if load {
@@ -166,6 +176,13 @@ mod x86 {
         const ISA: Isa = Isa::Avx2;
         const MR: usize = 6;
         const NR: usize = 16;
+        /// Embeddings have `d <= 1024`, so this is one block: every entry of `C` is written once.
+        /// Measured on an AVX2 EPYC, negCLIPLoss batches of 4096 (GEMM plus epilogue, both cores,
+        /// the block sizes interleaved in one process, median of 25): 174 / 171 / 165 / 165
+        /// GFLOP/s at d = 512 and 191 / 178 / 184 / 177 at d = 768 for `KC` = 1024 / 512 / 384 /
+        /// 256: the `B` micro-panel leaving L1 for L2 (which the prefetcher streams well) costs less
+        /// than reloading the partial sums of every `C` block once per extra k-block.
+        const KC: usize = 1024;
         type Mode = Fused;
 
         fn kernel(self) -> Kernel {
@@ -278,12 +295,32 @@ mod x86 {
     /// [`Avx512`] is the block chosen by measurement; the others exist for the benchmarks that
     /// chose it.
     #[derive(Clone, Copy, Debug)]
-    pub struct Avx512Block<const MR: usize, const NV: usize>(());
+    pub struct Avx512Block<const MR: usize, const NV: usize, const KC: usize = 1024>(());
 
-    /// The AVX-512 kernel: 8 x 32.
-    pub type Avx512 = Avx512Block<8, 2>;
+    /// The AVX-512 kernel: 8 x 32 (16 `zmm` accumulators, two vectors of `B`, one broadcast).
+    ///
+    /// Register block, measured on an AMD EPYC (Zen 5, family 26, 2 cores), median GFLOP/s at
+    /// d = 512 / 768 (`make bench-rust` re-runs it):
+    ///
+    /// | block   | one core, 256 rows x 4096 packed columns | GEMM of a 4096 batch, 2 cores | with the negCLIPLoss epilogue |
+    /// |---------|-----------|-----------|-----------|
+    /// | 6 x 64  | 233 / 228 | 236 (a noisy run) / 462 | 395 / 398 |
+    /// | 8 x 32  | 230 / 217 | 464 / 462 | 400 / 409 |
+    /// | 12 x 32 | 224 / 226 | 456 / 457 | 349 / 385 |
+    /// | 14 x 32 | 227 / 220 | 451 / 446 | 382 / 419 |
+    ///
+    /// (the AVX2 6 x 16 block: 115 / 117 on one core). The four are within this VM's noise; 8 x 32
+    /// is kept because 8 rows and 32 columns tile the 256 x 256 tiles and the 96-row Gram blocks
+    /// with no partial micro-panel, and it needs the fewest accumulators (latency 4 x 2 FMA pipes
+    /// = 8 in flight; it has 16).
+    ///
+    /// `KC` (the same batch with its epilogue, two rounds, d = 512 / 768): 1024: 405 / 416 and
+    /// 427 / 434; 512: 398 / 393 and 421 / 419; 384: 390 / 396 and 399 / 411; 256: 386 / 396 and
+    /// 388 / 400; 128: 361 (d = 768) and 376 / 388. As for AVX2, one k-block is best: the
+    /// `32 x k` panel of `B` (64 KiB at d = 512) streams from L2 faster than partial sums reload.
+    pub type Avx512 = Avx512Block<8, 2, 1024>;
 
-    impl<const MR: usize, const NV: usize> Avx512Block<MR, NV> {
+    impl<const MR: usize, const NV: usize, const KC: usize> Avx512Block<MR, NV, KC> {
         /// # Safety
         /// The CPU must have AVX-512 F/BW/DQ/VL and FMA.
         pub(crate) unsafe fn new_unchecked() -> Self {
@@ -292,10 +329,11 @@ mod x86 {
     }
 
     // SAFETY: only constructed when the CPU has AVX-512 F/BW/DQ/VL and FMA.
-    unsafe impl<const MR: usize, const NV: usize> MicroKernel for Avx512Block<MR, NV> {
+    unsafe impl<const MR: usize, const NV: usize, const KC: usize> MicroKernel for Avx512Block<MR, NV, KC> {
         const ISA: Isa = Isa::Avx512;
         const MR: usize = MR;
         const NR: usize = 16 * NV;
+        const KC: usize = KC;
         type Mode = Fused;
 
         fn kernel(self) -> Kernel {

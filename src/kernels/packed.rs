@@ -1,7 +1,7 @@
 //! Packed GEMM for our tiles: operands packed once, reused by every tile that reads them.
 //!
 //! `C = scale * A B^T` with `A` (rows x d) and `B` (cols x d) row-major embeddings. In BLIS
-//! terms: `k` is cut into blocks of [`KC`]; `A` is packed into micro-panels of `K::MR` rows and
+//! terms: `k` is cut into blocks of `K::KC`; `A` is packed into micro-panels of `K::MR` rows and
 //! `B` into micro-panels of `K::NR` rows, each k-major (`panel[k][r]`), for a micro-kernel `K`
 //! ([`super::micro`]) that keeps an `MR x NR` block of `C` in registers. A packed operand is
 //! typed by its kernel and side (`Packed<K, Lhs>` / `Packed<K, Rhs>`), so a product can only
@@ -27,14 +27,6 @@ use std::marker::PhantomData;
 
 use super::aligned::AlignedVec;
 use super::micro::MicroKernel;
-
-/// `k` per block. Embeddings have `d <= 1024`, so this is one block: every entry of `C` is written
-/// once. Measured with the AVX2 kernel on negCLIPLoss batches of 4096 (GEMM plus epilogue, both
-/// cores, the block sizes interleaved in one process, median of 25): 174 / 171 / 165 / 165
-/// GFLOP/s at d = 512 and 191 / 178 / 184 / 177 at d = 768 for `KC` = 1024 / 512 / 384 / 256:
-/// the `B` micro-panel leaving L1 for L2 (which the prefetcher streams well) costs less than
-/// reloading the partial sums of every `C` block once per extra k-block.
-pub const KC: usize = 1024;
 
 /// Which operand a packed matrix is: its panel width is the kernel's `MR` (`Lhs`, the `A` of
 /// `A B^T`) or `NR` (`Rhs`, the `B`).
@@ -199,9 +191,10 @@ pub fn gemm_packed_k<K: MicroKernel>(
         }
         return;
     }
-    let last_k0 = (d - 1) / KC * KC;
-    for k0 in (0..d).step_by(KC) {
-        let kc = KC.min(d - k0);
+    let kc_max = K::KC;
+    let last_k0 = (d - 1) / kc_max * kc_max;
+    for k0 in (0..d).step_by(kc_max) {
+        let kc = kc_max.min(d - k0);
         let s = if k0 == last_k0 { scale } else { 1.0 };
         // B micro-panel outer (stays in L1), A micro-panels inner (the row block's k-block stays
         // in L2). Between k-blocks `c` holds the raw partial sums, so that every entry is one
@@ -224,7 +217,8 @@ mod tests {
     use crate::kernels::isa::{with_kernel, Isa, Kernel};
     use crate::kernels::testutil::{kernels, uniform};
 
-    /// Shapes `(m, n, d)` at `K`'s block edges: 0, 1, `MR`/`NR` +-1 and multiples, `KC` +-1.
+    /// Shapes `(m, n, d)` at `K`'s block edges: 0, 1, `MR`/`NR` +-1 and multiples, `KC` +-1, and
+    /// past the largest embedding width (1024).
     fn edge_shapes<K: MicroKernel>() -> Vec<(usize, usize, usize)> {
         let (mr, nr) = (K::MR, K::NR);
         let mut v = vec![
@@ -240,10 +234,11 @@ mod tests {
             (17, 15, 16),
             (127, 129, 128),
             (257, 3, 512),
-            (mr + 1, nr - 1, KC - 1),
-            (mr - 1, nr + 1, KC),
-            (mr + 1, nr + 1, KC + 1),
-            (7, 20, 2 * KC + 3),
+            (mr + 1, nr - 1, K::KC - 1),
+            (mr - 1, nr + 1, K::KC),
+            (mr + 1, nr + 1, K::KC + 1),
+            (7, 20, 2 * K::KC + 3),
+            (mr, nr, 1025),
         ];
         v.push((256, 256, 768));
         v
@@ -284,7 +279,9 @@ mod tests {
         for kernel in kernels() {
             with_kernel!(kernel, k => naive_at_block_edges(k));
         }
-        // The AVX-512 register blocks measured against the chosen one (see `micro::Avx512`).
+        // The register blocks measured against the chosen ones (see `micro::Portable`, `micro::Avx512`).
+        naive_at_block_edges(crate::kernels::micro::PortableBlock::<6, 16>::detect().unwrap());
+        naive_at_block_edges(crate::kernels::micro::PortableBlock::<4, 8>::detect().unwrap());
         #[cfg(target_arch = "x86_64")]
         {
             use crate::kernels::micro::Avx512Block;
@@ -374,7 +371,7 @@ mod tests {
 
     #[test]
     fn kernels_agree() {
-        for &(m, n, d) in &[(37usize, 75usize, 300usize), (9, 33, KC + 17), (1, 1, 5)] {
+        for &(m, n, d) in &[(37usize, 75usize, 300usize), (9, 33, 1041), (1, 1, 5)] {
             let a = uniform(m * d, 5);
             let b = uniform(n * d, 6);
             let portable = product(crate::kernels::micro::Portable::new(), &a, &b, m, n, d);
