@@ -1,14 +1,15 @@
 //! The thin layer: every `#[polars_expr]` unpacks its inputs, checks what Polars cannot check
 //! for us (dtypes, widths, row counts), calls one kernel and wraps the result as a Series.
 //!
-//! Argument-level problems (`batch_size < 1`, ...) are rejected in Python when the expression is
-//! built; everything that depends on the data is checked here and returned as a
-//! `ComputeError` naming the argument. Nothing here may panic on user data: a panic that escapes
-//! a plugin leaves the user with an opaque error at best, so each body also runs under
-//! `catch_unwind` and any bug surfaces as an error with its message.
+//! Kwargs deserialize straight into the kernels' parameter types, whose `validate` is the one
+//! place each range is stated (Python calls it through `_internal.validate` when an expression
+//! is built, so a bad argument is a `ValueError` at once). Dtypes and widths are checked twice:
+//! when Polars plans the query (the output-type functions below, so that a column Polars could
+//! not even hand over, such as a width-0 array, never reaches the plugin) and again on the data.
+//! Every error is a `ComputeError` naming the argument and column. Nothing here may panic on
+//! user data; each body also runs under `catch_unwind`, so even a bug surfaces as an error.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use polars::prelude::*;
 use polars_arrow::array::{FixedSizeListArray, PrimitiveArray};
@@ -19,9 +20,11 @@ use crate::kernels::clipcov::{clipcov as clipcov_kernel, ClipCovParams};
 use crate::kernels::dynamic::{normsim2_dynamic as dynamic_kernel, DynamicParams};
 use crate::kernels::isa::Kernel;
 use crate::kernels::negclip::{neg_clip_loss as neg_clip_loss_kernel, NegClipParams};
-use crate::kernels::normsim::{nearest, normsim as normsim_kernel};
-use crate::kernels::{clip_score::clip_score as clip_score_kernel, pool::pool, Keep, Matrix, Values};
-use crate::targets;
+use crate::kernels::normsim::{nearest, normsim as normsim_kernel, Power};
+use crate::kernels::{
+    clip_score::clip_score as clip_score_kernel, interrupt, pool::try_pool, Matrix, Values,
+};
+use crate::targets::{self, TargetSpec};
 
 /// Polars' float16 (`polars_utils::float16::pf16`, a `repr(transparent)` `half::f16`).
 type PlF16 = <Float16Type as PolarsNumericType>::Native;
@@ -109,20 +112,66 @@ impl Embeddings {
     }
 }
 
+/// Checks at planning time that input `i` (argument `arg`) is `Array(Float16|Float32|Float64,
+/// d)` with `d >= 1`; returns `d`.
+fn embedding_field(fields: &[Field], i: usize, arg: &str) -> PolarsResult<usize> {
+    let f = fields.get(i).ok_or_else(|| polars_err!(ComputeError: "`{arg}` is missing"))?;
+    let name = f.name();
+    match f.dtype() {
+        DataType::Array(inner, width) => {
+            if !matches!(inner.as_ref(), DataType::Float16 | DataType::Float32 | DataType::Float64) {
+                polars_bail!(
+                    ComputeError: "`{arg}` (column \"{name}\") must be an Array of Float16, Float32 or Float64, got Array({inner}, {width}); \
+                     cast it, e.g. pl.col(\"{name}\").cast(pl.Array(pl.Float32, {width}))"
+                );
+            }
+            if *width == 0 {
+                polars_bail!(ComputeError: "`{arg}` (column \"{name}\") has width 0; embeddings need at least one dimension");
+            }
+            Ok(*width)
+        }
+        DataType::List(inner) => polars_bail!(
+            ComputeError: "`{arg}` (column \"{name}\") is a List column; embeddings must be fixed-width Arrays: \
+             use pl.col(\"{name}\").cast(pl.Array(pl.{inner:?}, width))"
+        ),
+        other => polars_bail!(
+            ComputeError: "`{arg}` (column \"{name}\") must be an Array of Float16, Float32 or Float64, got {other}"
+        ),
+    }
+}
+
+fn same_width_fields(fields: &[Field], a: &str, b: &str) -> PolarsResult<()> {
+    let (wa, wb) = (embedding_field(fields, 0, a)?, embedding_field(fields, 1, b)?);
+    polars_ensure!(wa == wb, ComputeError: "`{a}` and `{b}` must have the same embedding width, got {wa} and {wb}");
+    Ok(())
+}
+
+fn output(fields: &[Field], dtype: DataType) -> PolarsResult<Field> {
+    let name = fields.first().map_or_else(|| PlSmallStr::from_static("score"), |f| f.name().clone());
+    Ok(Field::new(name, dtype))
+}
+
+fn invalid(msg: String) -> PolarsError {
+    polars_err!(ComputeError: "{msg}")
+}
+
 /// This process's kernel (`POLARS_CURATE_KERNEL` or the best the CPU runs), or the error that
 /// says why the pinned one cannot run.
 pub(crate) fn kernel() -> PolarsResult<Kernel> {
     Kernel::selected().map_err(|e| polars_err!(ComputeError: "{e}"))
 }
 
-/// Runs `f` with the process's kernel on the plugin's thread pool and turns a panic (a bug) into
-/// an error.
+/// Runs `f` with the process's kernel on the plugin's thread pool as an interruptible call and
+/// turns a panic (a bug) into an error. After Ctrl-C the kernels stop between tiles and the call
+/// reports the interruption.
 fn guarded<T>(what: &str, f: impl FnOnce(Kernel) -> PolarsResult<T> + Send) -> PolarsResult<T>
 where
     T: Send,
 {
     let kernel = kernel()?;
-    match catch_unwind(AssertUnwindSafe(|| pool().install(|| f(kernel)))) {
+    let _active = interrupt::Active::enter();
+    let pool = try_pool().map_err(|e| polars_err!(ComputeError: "{e}"))?;
+    let result = match catch_unwind(AssertUnwindSafe(|| pool.install(|| f(kernel)))) {
         Ok(r) => r,
         Err(payload) => {
             let msg = payload
@@ -132,7 +181,11 @@ where
                 .unwrap_or_else(|| "unknown panic".into());
             polars_bail!(ComputeError: "polars-curate internal error in {what}: {msg} (please report this)")
         }
+    };
+    if interrupt::pending() {
+        polars_bail!(ComputeError: "{what} interrupted (KeyboardInterrupt)");
     }
+    result
 }
 
 fn same_width(a: &Embeddings, an: &str, b: &Embeddings, bn: &str) -> PolarsResult<()> {
@@ -151,27 +204,17 @@ fn to_u32_series(name: PlSmallStr, values: Vec<Option<u32>>) -> Series {
     UInt32Chunked::from_iter_options(name, values.into_iter()).into_series()
 }
 
-/// `keep` as sent by Python: a count (`keep_den == 0`) or the fraction `keep_num / keep_den`.
-fn keep_of(num: u64, den: u64) -> PolarsResult<Keep> {
-    Ok(if den == 0 {
-        Keep::Count(
-            usize::try_from(num).map_err(|_| polars_err!(ComputeError: "`keep` is too large: {num}"))?,
-        )
-    } else {
-        Keep::Fraction { num, den }
-    })
-}
-
-fn keep_error((keep, n): (usize, usize)) -> PolarsError {
-    polars_err!(ComputeError: "`keep` = {keep} is more than the {n} rows with usable embeddings")
-}
-
 #[derive(Deserialize)]
-struct ClipScoreKwargs {
+pub struct ClipScoreKwargs {
     normalize: bool,
 }
 
-#[polars_expr(output_type=Float32)]
+fn clip_score_field(fields: &[Field], _: ClipScoreKwargs) -> PolarsResult<Field> {
+    same_width_fields(fields, "image", "text")?;
+    output(fields, DataType::Float32)
+}
+
+#[polars_expr(output_type_func_with_kwargs=clip_score_field)]
 fn clip_score(inputs: &[Series], kwargs: ClipScoreKwargs) -> PolarsResult<Series> {
     let (img, txt) = (Embeddings::new(&inputs[0], "image")?, Embeddings::new(&inputs[1], "text")?);
     same_width(&img, "image", &txt, "text")?;
@@ -186,153 +229,159 @@ fn clip_score(inputs: &[Series], kwargs: ClipScoreKwargs) -> PolarsResult<Series
     Ok(to_series(inputs[0].name().clone(), out))
 }
 
-#[derive(Deserialize)]
-struct NegClipKwargs {
-    batch_size: usize,
-    num_batches: usize,
-    temperature: f64,
-    seed: u64,
-    normalize: bool,
+fn neg_clip_loss_field(fields: &[Field], params: NegClipParams) -> PolarsResult<Field> {
+    params.validate().map_err(invalid)?;
+    same_width_fields(fields, "image", "text")?;
+    output(fields, DataType::Float32)
 }
 
-#[polars_expr(output_type=Float32)]
-fn neg_clip_loss(inputs: &[Series], kwargs: NegClipKwargs) -> PolarsResult<Series> {
+#[polars_expr(output_type_func_with_kwargs=neg_clip_loss_field)]
+fn neg_clip_loss(inputs: &[Series], kwargs: NegClipParams) -> PolarsResult<Series> {
+    kwargs.validate().map_err(invalid)?;
     let (img, txt) = (Embeddings::new(&inputs[0], "image")?, Embeddings::new(&inputs[1], "text")?);
     same_width(&img, "image", &txt, "text")?;
     polars_ensure!(
         img.rows() == txt.rows(),
         ComputeError: "`image` and `text` must have the same number of rows, got {} and {}", img.rows(), txt.rows()
     );
-    polars_ensure!(kwargs.batch_size >= 1, ComputeError: "`batch_size` must be >= 1, got {}", kwargs.batch_size);
-    polars_ensure!(kwargs.num_batches >= 1, ComputeError: "`num_batches` must be >= 1, got {}", kwargs.num_batches);
-    polars_ensure!(
-        kwargs.temperature.is_finite() && kwargs.temperature > 0.0,
-        ComputeError: "`temperature` must be a finite number > 0, got {}", kwargs.temperature
-    );
-    let params = NegClipParams {
-        batch_size: kwargs.batch_size,
-        num_batches: kwargs.num_batches,
-        temperature: kwargs.temperature,
-        seed: kwargs.seed,
-        normalize: kwargs.normalize,
-    };
     let out = guarded("neg_clip_loss", |kernel| {
-        Ok(neg_clip_loss_kernel(kernel, &img.matrix("image")?, &txt.matrix("text")?, &params))
+        Ok(neg_clip_loss_kernel(kernel, &img.matrix("image")?, &txt.matrix("text")?, &kwargs))
     })?;
     Ok(to_series(inputs[0].name().clone(), out))
 }
 
-/// Calls of `normsim` and the most rows one call received: how tests see that a streaming
-/// query hands the plugin morsels rather than the whole column.
-pub static NORMSIM_CALLS: AtomicUsize = AtomicUsize::new(0);
-pub static NORMSIM_MAX_ROWS: AtomicUsize = AtomicUsize::new(0);
-
 #[derive(Deserialize)]
-struct NormSimKwargs {
-    target_key: u64,
+pub struct NormSimKwargs {
+    target: TargetSpec,
+    p: f64,
     normalize: bool,
 }
 
-#[polars_expr(output_type=Float32)]
+impl NormSimKwargs {
+    fn validate(&self) -> PolarsResult<()> {
+        Power::validate(self.p).map_err(invalid)
+    }
+}
+
+fn normsim_field(fields: &[Field], kwargs: NormSimKwargs) -> PolarsResult<Field> {
+    kwargs.validate()?;
+    let w = embedding_field(fields, 0, "embedding")?;
+    let t = kwargs.target.dim;
+    polars_ensure!(w == t, ComputeError: "`embedding` and `target` must have the same embedding width, got {w} and {t}");
+    output(fields, DataType::Float32)
+}
+
+#[polars_expr(output_type_func_with_kwargs=normsim_field)]
 fn normsim(inputs: &[Series], kwargs: NormSimKwargs) -> PolarsResult<Series> {
+    kwargs.validate()?;
     let emb = Embeddings::new(&inputs[0], "embedding")?;
-    let target = targets::get(kwargs.target_key)?;
-    NORMSIM_CALLS.fetch_add(1, Ordering::Relaxed);
-    NORMSIM_MAX_ROWS.fetch_max(emb.rows(), Ordering::Relaxed);
     polars_ensure!(
-        emb.width() == target.dim(),
-        ComputeError: "`embedding` and `target` must have the same embedding width, got {} and {}", emb.width(), target.dim()
+        emb.width() == kwargs.target.dim,
+        ComputeError: "`embedding` and `target` must have the same embedding width, got {} and {}", emb.width(), kwargs.target.dim
     );
-    let out =
-        guarded("normsim", |_| Ok(normsim_kernel(&emb.matrix("embedding")?, &target, kwargs.normalize)))?;
+    let out = guarded("normsim", |kernel| {
+        let target = targets::get(kernel, &kwargs.target, kwargs.p, kwargs.normalize, "target")?;
+        Ok(normsim_kernel(&emb.matrix("embedding")?, &target, kwargs.normalize))
+    })?;
     Ok(to_series(inputs[0].name().clone(), out))
 }
 
-#[derive(Deserialize)]
-struct DynamicKwargs {
-    keep_num: u64,
-    keep_den: u64,
-    steps: usize,
-    sample_fraction: f64,
-    seed: u64,
-    normalize: bool,
+fn normsim2_dynamic_field(fields: &[Field], params: DynamicParams) -> PolarsResult<Field> {
+    params.validate().map_err(invalid)?;
+    embedding_field(fields, 0, "embedding")?;
+    output(fields, DataType::UInt32)
 }
 
-#[polars_expr(output_type=UInt32)]
-fn normsim2_dynamic(inputs: &[Series], kwargs: DynamicKwargs) -> PolarsResult<Series> {
+#[polars_expr(output_type_func_with_kwargs=normsim2_dynamic_field)]
+fn normsim2_dynamic(inputs: &[Series], kwargs: DynamicParams) -> PolarsResult<Series> {
+    kwargs.validate().map_err(invalid)?;
     let emb = Embeddings::new(&inputs[0], "embedding")?;
-    polars_ensure!(kwargs.steps >= 1, ComputeError: "`steps` must be >= 1, got {}", kwargs.steps);
-    polars_ensure!(
-        kwargs.sample_fraction > 0.0 && kwargs.sample_fraction <= 1.0,
-        ComputeError: "`sample_fraction` must be in (0, 1], got {}", kwargs.sample_fraction
-    );
-    let params = DynamicParams {
-        keep: keep_of(kwargs.keep_num, kwargs.keep_den)?,
-        steps: kwargs.steps,
-        sample_fraction: kwargs.sample_fraction,
-        seed: kwargs.seed,
-        normalize: kwargs.normalize,
-    };
     let out = guarded("normsim2_dynamic", |kernel| {
-        dynamic_kernel(kernel, &emb.matrix("embedding")?, &params).map_err(keep_error)
+        dynamic_kernel(kernel, &emb.matrix("embedding")?, &kwargs)
+            .map_err(|e| polars_err!(ComputeError: "{e}"))
     })?;
     Ok(to_u32_series(inputs[0].name().clone(), out))
 }
 
-#[derive(Deserialize)]
-struct ClipCovKwargs {
-    keep_num: u64,
-    keep_den: u64,
-    lambda: f64,
-    easiness_weight: f64,
-    pick_batch: usize,
-    normalize: bool,
+fn clipcov_field(fields: &[Field], params: ClipCovParams) -> PolarsResult<Field> {
+    params.validate().map_err(invalid)?;
+    same_width_fields(fields, "image", "text")?;
+    output(fields, DataType::UInt32)
 }
 
-#[polars_expr(output_type=UInt32)]
-fn clipcov(inputs: &[Series], kwargs: ClipCovKwargs) -> PolarsResult<Series> {
+#[polars_expr(output_type_func_with_kwargs=clipcov_field)]
+fn clipcov(inputs: &[Series], kwargs: ClipCovParams) -> PolarsResult<Series> {
+    kwargs.validate().map_err(invalid)?;
     let (img, txt) = (Embeddings::new(&inputs[0], "image")?, Embeddings::new(&inputs[1], "text")?);
     same_width(&img, "image", &txt, "text")?;
     let n = img.rows();
+    let nc = inputs[2].len();
     polars_ensure!(
-        txt.rows() == n && inputs[2].len() == n,
-        ComputeError: "`image`, `text` and `classes` must have the same number of rows, got {}, {} and {}",
-        n, txt.rows(), inputs[2].len()
+        txt.rows() == n && (nc == n || nc == 1),
+        ComputeError: "`image`, `text` and `classes` must have the same number of rows (or `classes` one), got {}, {} and {}",
+        n, txt.rows(), nc
     );
     // Python sends `classes.rank("dense")`: an unsigned integer code per class.
     let codes = inputs[2]
         .cast(&DataType::UInt32)
         .map_err(|_| polars_err!(ComputeError: "`classes` must be a column of class labels, got {}", inputs[2].dtype()))?;
-    let codes: Vec<Option<u32>> =
+    let mut codes: Vec<Option<u32>> =
         codes.u32()?.downcast_iter().flat_map(|a| a.iter().map(|v| v.copied())).collect();
-    let params = ClipCovParams {
-        keep: keep_of(kwargs.keep_num, kwargs.keep_den)?,
-        lambda: kwargs.lambda,
-        easiness_weight: kwargs.easiness_weight,
-        pick_batch: kwargs.pick_batch.max(1),
-        normalize: kwargs.normalize,
-    };
+    if nc == 1 && n != 1 {
+        codes = vec![codes[0]; n]; // one label for every row, as Polars broadcasts a literal
+    }
     let out = guarded("clipcov", |_| {
-        clipcov_kernel(&img.matrix("image")?, &txt.matrix("text")?, &codes, &params).map_err(keep_error)
+        clipcov_kernel(&img.matrix("image")?, &txt.matrix("text")?, &codes, &kwargs)
+            .map_err(|e| polars_err!(ComputeError: "{e}"))
     })?;
     Ok(to_u32_series(inputs[0].name().clone(), out))
 }
 
 #[derive(Deserialize)]
-struct ZeroShotKwargs {
-    target_key: u64,
+pub struct ZeroShotKwargs {
+    target: TargetSpec,
     normalize: bool,
 }
 
-#[polars_expr(output_type=UInt32)]
+fn zero_shot_labels_field(fields: &[Field], kwargs: ZeroShotKwargs) -> PolarsResult<Field> {
+    let w = embedding_field(fields, 0, "image")?;
+    let t = kwargs.target.dim;
+    polars_ensure!(
+        w == t,
+        ComputeError: "`image` and `class_embeddings` must have the same embedding width, got {w} and {t}"
+    );
+    output(fields, DataType::UInt32)
+}
+
+#[polars_expr(output_type_func_with_kwargs=zero_shot_labels_field)]
 fn zero_shot_labels(inputs: &[Series], kwargs: ZeroShotKwargs) -> PolarsResult<Series> {
     let emb = Embeddings::new(&inputs[0], "image")?;
-    let target = targets::get(kwargs.target_key)?;
     polars_ensure!(
-        emb.width() == target.dim(),
+        emb.width() == kwargs.target.dim,
         ComputeError: "`image` and `class_embeddings` must have the same embedding width, got {} and {}",
-        emb.width(), target.dim()
+        emb.width(), kwargs.target.dim
     );
-    let out = guarded("zero_shot_labels", |_| Ok(nearest(&emb.matrix("image")?, &target, kwargs.normalize)))?;
+    let out = guarded("zero_shot_labels", |kernel| {
+        let target =
+            targets::get(kernel, &kwargs.target, f64::INFINITY, kwargs.normalize, "class_embeddings")?;
+        Ok(nearest(&emb.matrix("image")?, &target, kwargs.normalize))
+    })?;
     Ok(to_u32_series(inputs[0].name().clone(), out))
+}
+
+/// Checks the parameters of expression `name` as the plugin will (`kwargs`: the pickled
+/// kwargs): `Err` with the message the plugin would give.
+pub fn validate(name: &str, kwargs: &[u8]) -> Result<(), String> {
+    fn parse<'a, T: Deserialize<'a>>(k: &'a [u8]) -> Result<T, String> {
+        // The very parse the plugin call does.
+        pyo3_polars::derive::_parse_kwargs(k).map_err(|e| format!("invalid arguments: {e}"))
+    }
+    match name {
+        "neg_clip_loss" => parse::<NegClipParams>(kwargs)?.validate(),
+        "normsim2_dynamic" => parse::<DynamicParams>(kwargs)?.validate(),
+        "clipcov" => parse::<ClipCovParams>(kwargs)?.validate(),
+        "normsim" => Power::validate(parse::<NormSimKwargs>(kwargs)?.p),
+        "clip_score" | "zero_shot_labels" => Ok(()),
+        other => Err(format!("unknown expression {other:?}")),
+    }
 }

@@ -5,73 +5,131 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3_polars::PolarsAllocator;
 
-use crate::{expressions, kernels, targets};
+use crate::kernels::isa::Kernel;
+use crate::kernels::{memory, partition, pool};
+use crate::{expressions, targets};
 
 #[global_allocator]
 static ALLOC: PolarsAllocator = PolarsAllocator::new();
 
-/// Prepares a NormSim target from little-endian `float32` bytes (`rows x dim`, row-major) and
-/// returns the key that `normsim` expressions refer to.
+/// Content key of a target given as little-endian `float32` bytes (`rows x dim`, row-major):
+/// what a `normsim` expression carries to find its prepared target.
 #[pyfunction]
-fn register_target(
-    py: Python<'_>,
-    data: &[u8],
-    rows: usize,
-    dim: usize,
-    p: f64,
-    normalize: bool,
-) -> PyResult<u64> {
-    py.detach(|| targets::register(data, rows, dim, p, normalize)).map_err(PyValueError::new_err)
+fn target_key(py: Python<'_>, data: &[u8], rows: usize, dim: usize) -> PyResult<u64> {
+    if Some(data.len()) != rows.checked_mul(dim).and_then(|v| v.checked_mul(4)) {
+        return Err(PyValueError::new_err(format!(
+            "expected {rows} x {dim} float32 values, got {} bytes",
+            data.len()
+        )));
+    }
+    Ok(py.detach(|| targets::key(data, rows, dim)))
+}
+
+/// The same key computed over `float32` bytes given in pieces (for targets too large to copy
+/// into one `bytes`): `update` each row-major piece in order, then `digest`.
+#[pyclass(module = "polars_curate._internal")]
+struct TargetHasher {
+    state: xxhash_rust::xxh3::Xxh3,
+}
+
+#[pymethods]
+impl TargetHasher {
+    #[new]
+    fn new(rows: usize, dim: usize) -> Self {
+        Self { state: targets::hasher(rows, dim) }
+    }
+
+    fn update(&mut self, py: Python<'_>, data: &[u8]) {
+        py.detach(|| self.state.update(data));
+    }
+
+    fn digest(&self) -> u64 {
+        self.state.digest() >> 1
+    }
+}
+
+/// Raises `ValueError` when the pickled `kwargs` of expression `name` are out of range, with
+/// the message the plugin would give when the query runs.
+#[pyfunction]
+fn validate(name: &str, kwargs: &[u8]) -> PyResult<()> {
+    expressions::validate(name, kwargs).map_err(PyValueError::new_err)
 }
 
 /// Batch number of each of `n` rows in partition `k` of negCLIPLoss (see `kernels::partition`).
 #[pyfunction]
-fn batch_assignment(n: usize, batch_size: usize, seed: u64, k: u64) -> PyResult<Vec<u32>> {
+fn batch_assignment(py: Python<'_>, n: usize, batch_size: usize, seed: u64, k: u64) -> PyResult<Vec<u32>> {
     if batch_size == 0 {
-        return Err(PyValueError::new_err("batch_size must be >= 1"));
+        return Err(PyValueError::new_err("`batch_size` must be >= 1, got 0"));
     }
-    Ok(kernels::partition::batch_of_rows(n, batch_size, seed, k))
+    if n > u32::MAX as usize {
+        return Err(PyValueError::new_err(format!("`n` must be at most {} rows, got {n}", u32::MAX)));
+    }
+    // The permutation (8 bytes a row), the result (4) and the Python list made from it (~40).
+    memory::check(n as u128 * 52, || format!("batch_assignment of {n} rows"))
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(py.detach(|| partition::batch_of_rows(n, batch_size, seed, k)))
 }
 
-/// Worker threads of the plugin's pool (`POLARS_MAX_THREADS` or the number of cores).
+/// Worker threads of the plugin's pool.
 #[pyfunction]
-fn thread_count() -> usize {
-    kernels::pool::pool().current_num_threads()
+fn thread_count() -> PyResult<usize> {
+    Ok(pool::try_pool().map_err(|e| PyValueError::new_err(e.to_string()))?.current_num_threads())
 }
 
 /// The name of this process's kernel (`POLARS_CURATE_KERNEL`, read once, or the best this CPU
 /// runs); `ValueError` saying why when the pinned one cannot run.
 #[pyfunction]
 fn kernel() -> PyResult<&'static str> {
-    kernels::isa::Kernel::selected().map(|k| k.name()).map_err(|e| PyValueError::new_err(e.to_string()))
+    Kernel::selected().map(|k| k.name()).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// The kernels this CPU and build can run, most portable first (any of them can be pinned with
 /// `POLARS_CURATE_KERNEL` before the first use).
 #[pyfunction]
 fn available_kernels() -> Vec<&'static str> {
-    kernels::isa::Kernel::available().into_iter().map(|k| k.name()).collect()
+    Kernel::available().into_iter().map(|k| k.name()).collect()
 }
 
-/// Counters for tests: `(targets prepared, normsim calls, most rows in one normsim call)`.
+/// Use `n` worker threads from the next call on (`0`: back to `POLARS_MAX_THREADS` or the
+/// number of cores).
 #[pyfunction]
-fn stats() -> (usize, usize, usize) {
-    use std::sync::atomic::Ordering::Relaxed;
-    (
-        targets::PREPARED.load(Relaxed),
-        expressions::NORMSIM_CALLS.load(Relaxed),
-        expressions::NORMSIM_MAX_ROWS.load(Relaxed),
-    )
+fn set_thread_count(n: usize) {
+    pool::set_threads(n);
+}
+
+/// `(entries, bytes, hits, misses)` of this process's cache of prepared targets.
+#[pyfunction]
+fn target_cache_info() -> (usize, usize, u64, u64) {
+    targets::info()
+}
+
+/// Releases every prepared target no running query is using.
+#[pyfunction]
+fn target_cache_clear() {
+    targets::clear();
 }
 
 #[pymodule]
 fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Ctrl-C asks running kernels to stop (see `kernels::interrupt`). signal-hook chains to the
+    // handler already installed (Python's, or Polars' which chains to Python's), so Python still
+    // raises KeyboardInterrupt.
+    // SAFETY: the action is one atomic operation, which is async-signal-safe.
+    unsafe {
+        signal_hook::low_level::register(signal_hook::consts::SIGINT, crate::kernels::interrupt::request)
+            .map_err(|e| PyValueError::new_err(format!("cannot hook Ctrl-C: {e}")))?;
+    }
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add_function(wrap_pyfunction!(register_target, m)?)?;
+    m.add("INLINE_TARGET_MAX", targets::INLINE_MAX)?;
+    m.add_function(wrap_pyfunction!(target_key, m)?)?;
+    m.add_class::<TargetHasher>()?;
+    m.add_function(wrap_pyfunction!(validate, m)?)?;
     m.add_function(wrap_pyfunction!(batch_assignment, m)?)?;
     m.add_function(wrap_pyfunction!(thread_count, m)?)?;
     m.add_function(wrap_pyfunction!(kernel, m)?)?;
     m.add_function(wrap_pyfunction!(available_kernels, m)?)?;
-    m.add_function(wrap_pyfunction!(stats, m)?)?;
+    m.add_function(wrap_pyfunction!(set_thread_count, m)?)?;
+    m.add_function(wrap_pyfunction!(target_cache_info, m)?)?;
+    m.add_function(wrap_pyfunction!(target_cache_clear, m)?)?;
     Ok(())
 }

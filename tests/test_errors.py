@@ -156,3 +156,68 @@ def test_process_survives_every_bad_dtype():
     r = subprocess.run([sys.executable, "-c", BAD_INPUTS], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "survived 60" in r.stdout, r.stdout + r.stderr[-2000:]
+
+
+def test_width_zero_array_is_an_error_not_a_panic():
+    df = pl.DataFrame({"img": pl.Series([[], []], dtype=pl.Array(pl.Float32, 0))})
+    for expr in (pc.clip_score("img", "img"), pc.neg_clip_loss("img", "img")):
+        for engine in ("in-memory", "streaming"):
+            with pytest.raises(ComputeError, match=r"`image` \(column \"img\"\) has width 0"):
+                df.lazy().select(expr).collect(engine=engine)
+
+
+def test_target_errors_name_the_argument(tmp_path):
+    with pytest.raises(ValueError, match="`class_embeddings` is empty"):
+        pc.zero_shot_labels("img", np.zeros((0, 4)))
+    with pytest.raises(ValueError, match="`target` must be a rectangular array"):
+        pc.normsim("img", [[1.0, 2.0], [3.0]])
+    with pytest.raises(ValueError, match="`target` must hold numbers"):
+        pc.normsim("img", np.array([[1.0, "a"]], dtype=object))
+    truncated = tmp_path / "t.npy"
+    np.save(truncated, np.ones((10, 4), dtype=np.float32))
+    truncated.write_bytes(truncated.read_bytes()[:-20])
+    with pytest.raises(ValueError, match=r"`target` file .*t\.npy is not a readable \.npy"):
+        pc.normsim("img", truncated)
+    with pytest.raises(ValueError, match="`class_embeddings` row 1 holds a NaN"):
+        pc.zero_shot_labels("img", np.array([[1.0, 0, 0, 0], [np.nan, 0, 0, 0]]))
+
+
+def test_finite_target_values_beyond_float32():
+    target = np.array([[1e300, 0.0, 0.0, 0.0], [0.0, 1e-300, 0.0, 0.0]])
+    out = GOOD.select(pc.normsim("img", target, p="inf")).to_series().to_numpy()
+    want = np.abs(X / np.linalg.norm(X, axis=1, keepdims=True))[:, :2].max(axis=1)
+    np.testing.assert_allclose(out, want, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"`target` row 0 holds 1e\+300, beyond float32"):
+        pc.normsim("img", target, normalize=False)
+
+
+def test_numpy_numbers_are_numbers():
+    df = pl.DataFrame({"s": [0.1, 0.5, 0.9, 0.3]})
+    assert df.select(pc.top_fraction("s", np.float32(0.5))).to_series().sum() == 2
+    assert df.select(pc.top_fraction("s", np.float64(0.5))).to_series().sum() == 2
+    pc.neg_clip_loss("img", "txt", batch_size=np.int64(64), temperature=np.float32(0.02))
+    pc.normsim2_dynamic("img", keep=np.float32(0.5), sample_fraction=np.float16(0.5))
+
+
+def test_one_row_classes_broadcast_like_a_polars_literal():
+    e = dict(keep=4, pick_batch=1)
+    lit = GOOD.select(pc.clipcov("img", "txt", classes=pl.lit(0), **e)).to_series()
+    col = GOOD.with_columns(c=pl.lit(0)).select(pc.clipcov("img", "txt", classes="c", **e))
+    assert lit.to_list() == col.to_series().to_list()
+    assert lit.is_not_null().sum() == 4
+
+
+@pytest.mark.parametrize(
+    "arr",
+    [
+        np.array([(1.5, 2.0)], dtype=[("a", "f8"), ("b", "f8")]),
+        np.array([(-1, 2)], dtype=[("a", "i8"), ("b", "i8")]),
+        np.array([(1, 2)], dtype=[("a", "u4"), ("b", "u4")]),
+        np.array([[1, 2]], dtype=np.int64),
+    ],
+)
+def test_read_uids_refuses_anything_but_two_uint64_fields(tmp_path, arr):
+    path = tmp_path / "u.npy"
+    np.save(path, arr)
+    with pytest.raises(ValueError, match=r"u\.npy: expected a DataComp uid array"):
+        pc.read_uids(path)

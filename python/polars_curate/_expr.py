@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -52,29 +53,39 @@ def _bool(x: Any, arg: str) -> bool:
     return bool(x)
 
 
-def _positive_int(x: Any, arg: str) -> int:
+def _int(x: Any, arg: str, lo: int = 1, hi: int = 2**63 - 1) -> int:
+    """An integer in ``[lo, hi]`` (the kwargs travel to Rust as pickled 64-bit integers)."""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
         raise TypeError(f"`{arg}` must be an integer, got {x!r}")
-    if x < 1:
-        raise ValueError(f"`{arg}` must be >= 1, got {x}")
+    if not lo <= x <= hi:
+        raise ValueError(f"`{arg}` must be in [{lo}, {hi}], got {x}")
     return int(x)
 
 
-def _positive_float(x: Any, arg: str) -> float:
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+def _number(x: Any, arg: str) -> float:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(
+        x, (int, float, np.integer, np.floating, Fraction)
+    ):
         raise TypeError(f"`{arg}` must be a number, got {x!r}")
-    v = float(x)
-    if math.isnan(v) or v <= 0:
-        raise ValueError(f"`{arg}` must be > 0, got {x}")
-    return v
+    return float(x)
 
 
 def _seed(seed: Any) -> int:
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"`seed` must be an integer, got {seed!r}")
-    if not 0 <= seed < 2**63:  # it travels to Rust as a pickled i64
-        raise ValueError(f"`seed` must be in [0, 2**63), got {seed}")
-    return int(seed)
+    return _int(seed, "seed", 0)
+
+
+def _fraction(x: Any, arg: str) -> Fraction:
+    """``x`` in ``[0, 1]`` as the nearest fraction with denominator at most 10**9 (``0.3`` is
+    exactly 3/10). Accepts Python and NumPy numbers and ``Fraction``."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(
+        x, (int, float, np.integer, np.floating, Fraction)
+    ):
+        raise TypeError(f"`{arg}` must be a number in [0, 1], got {x!r}")
+    v = float(x)
+    if not 0 <= v <= 1:  # also rejects NaN
+        raise ValueError(f"`{arg}` must be in [0, 1], got {x}")
+    f = x if isinstance(x, Fraction) else Fraction(v)
+    return f.limit_denominator(10**9)
 
 
 def _keep(keep: Any) -> tuple[int, int]:
@@ -82,22 +93,17 @@ def _keep(keep: Any) -> tuple[int, int]:
     if isinstance(keep, (bool, np.bool_)):
         raise TypeError(f"`keep` must be a row count (int) or a fraction (float), got {keep!r}")
     if isinstance(keep, (int, np.integer)):
-        if keep < 0 or keep >= 2**63:
-            raise ValueError(f"`keep` must be a count >= 0, got {keep}")
-        return int(keep), 0
+        return _int(keep, "keep", 0), 0
     if isinstance(keep, (float, np.floating, Fraction)):
-        if not 0 <= float(keep) <= 1:
-            raise ValueError(f"`keep` as a fraction must be in [0, 1], got {keep}")
-        f = Fraction(keep).limit_denominator(10**9)
+        f = _fraction(keep, "keep")
         return f.numerator, f.denominator
     raise TypeError(f"`keep` must be a row count (int) or a fraction (float), got {keep!r}")
 
 
-def _register(arr: np.ndarray, p: float, normalize: bool, arg: str) -> int:
-    try:
-        return _internal.register_target(arr.tobytes(), arr.shape[0], arr.shape[1], p, normalize)
-    except ValueError as e:
-        raise ValueError(f"`{arg}`: {e}".replace(f"`{arg}`: target: ", f"`{arg}`: ")) from None
+def _checked(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs``, after the plugin's own range checks (``ValueError`` naming the argument)."""
+    _internal.validate(name, pickle.dumps(kwargs, protocol=5))
+    return kwargs
 
 
 def _call(name: str, args: list[pl.Expr], kwargs: dict[str, Any], *, elementwise: bool) -> pl.Expr:
@@ -230,16 +236,14 @@ def neg_clip_loss(
     │ -0.019 │
     └────────┘
     """
-    tau = _positive_float(temperature, "temperature")
-    if math.isinf(tau):
-        raise ValueError(f"`temperature` must be finite, got {temperature}")
     kwargs = {
-        "batch_size": _positive_int(batch_size, "batch_size"),
-        "num_batches": _positive_int(num_batches, "num_batches"),
-        "temperature": tau,
+        "batch_size": _int(batch_size, "batch_size"),
+        "num_batches": _int(num_batches, "num_batches"),
+        "temperature": _number(temperature, "temperature"),
         "seed": _seed(seed),
         "normalize": _bool(normalize, "normalize"),
     }
+    _checked("neg_clip_loss", kwargs)
     return _call(
         "neg_clip_loss",
         [_expr(image, "image"), _expr(text, "text")],
@@ -252,19 +256,16 @@ def _parse_p(p: float | str) -> float:
     if isinstance(p, str):
         if p.strip().lower() in ("inf", "infinity"):
             return math.inf
-        raise ValueError(f'`p` must be a number > 0 or "inf", got {p!r}')
+        raise ValueError(f'`p` must be a number or "inf", got {p!r}')
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer, np.floating)):
-        raise TypeError(f'`p` must be a number > 0 or "inf", got {p!r}')
-    v = float(p)
-    if math.isnan(v) or v <= 0:
-        raise ValueError(f'`p` must be a number > 0 or "inf", got {p!r}')
-    return v
+        raise TypeError(f'`p` must be a number or "inf", got {p!r}')
+    return float(p)  # its range is checked by the plugin (`_checked`)
 
 
-def _series_to_numpy(s: pl.Series, where: str) -> np.ndarray:
+def _series_to_numpy(s: pl.Series, arg: str, where: str) -> np.ndarray:
     if isinstance(s.dtype, pl.List):
         raise ValueError(
-            f"`target` {where} is a List column; cast it to a fixed-width Array, "
+            f"`{arg}` {where} is a List column; cast it to a fixed-width Array, "
             f"e.g. .cast(pl.Array(pl.Float32, width))"
         )
     if not isinstance(s.dtype, pl.Array) or s.dtype.inner not in (
@@ -273,11 +274,11 @@ def _series_to_numpy(s: pl.Series, where: str) -> np.ndarray:
         pl.Float64,
     ):
         raise ValueError(
-            f"`target` {where} must be an Array of Float16, Float32 or Float64, got {s.dtype}"
+            f"`{arg}` {where} must be an Array of Float16, Float32 or Float64, got {s.dtype}"
         )
     if s.null_count():
         first = s.is_null().arg_max()
-        raise ValueError(f"`target` {where} has a null row (row {first})")
+        raise ValueError(f"`{arg}` {where} has a null row (row {first})")
     if s.len() == 0:
         return np.zeros((0, s.dtype.size), dtype=np.float32)
     if s.dtype.inner == pl.Float16:
@@ -285,42 +286,130 @@ def _series_to_numpy(s: pl.Series, where: str) -> np.ndarray:
     return s.to_numpy()
 
 
-def _load_target(target: TargetLike) -> np.ndarray:
+def _load_target(target: TargetLike, arg: str) -> tuple[np.ndarray, Path | None]:
+    """The target as a 2-D array of numbers and, when it came from a ``.npy`` file, its path.
+    Every problem is a ``ValueError``/``TypeError``/``FileNotFoundError`` naming ``arg``."""
+    source: Path | None = None
     if isinstance(target, (str, os.PathLike)):
         path = Path(target)
         if not path.is_file():
-            raise FileNotFoundError(f"`target` file not found: {path}")
+            raise FileNotFoundError(f"`{arg}` file not found: {path}")
         suffix = path.suffix.lower()
         if suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
+            try:
+                arr = np.load(path, allow_pickle=False)
+            except Exception as e:
+                raise ValueError(f"`{arg}` file {path} is not a readable .npy file ({e})") from None
+            source = path
         elif suffix == ".parquet":
-            df = pl.read_parquet(path)
+            try:
+                df = pl.read_parquet(path)
+            except Exception as e:
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ValueError(
+                    f"`{arg}` file {path} is not a readable Parquet file ({msg})"
+                ) from None
             cols = [c for c, t in df.schema.items() if isinstance(t, (pl.Array, pl.List))]
             if len(cols) != 1:
                 raise ValueError(
-                    f"`target` file {path} must hold exactly one embedding column, found "
+                    f"`{arg}` file {path} must hold exactly one embedding column, found "
                     f"{cols or 'none'}; pass the column itself: pl.read_parquet(path)['name']"
                 )
-            arr = _series_to_numpy(df[cols[0]], f"column {cols[0]!r} of {path}")
+            arr = _series_to_numpy(df[cols[0]], arg, f"column {cols[0]!r} of {path}")
         else:
-            raise ValueError(f"`target` file must be .npy or .parquet, got {path}")
+            raise ValueError(f"`{arg}` file must be .npy or .parquet, got {path}")
     elif isinstance(target, pl.Series):
-        arr = _series_to_numpy(target, f"Series {target.name!r}")
+        arr = _series_to_numpy(target, arg, f"Series {target.name!r}")
     elif isinstance(target, (pl.Expr, str)):
-        raise TypeError("`target` must be data (an array, a Series or a file path), not a column")
+        raise TypeError(f"`{arg}` must be data (an array, a Series or a file path), not a column")
     else:
-        arr = np.asarray(target)
+        try:
+            arr = np.asarray(target)
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                f"`{arg}` must be a rectangular array of numbers (m, d): {str(e).splitlines()[0]}"
+            ) from None
     if arr.ndim == 1 and arr.size:
         arr = arr.reshape(1, -1)
     if arr.ndim != 2:
-        raise ValueError(f"`target` must be a 2-D array (m, d), got shape {arr.shape}")
+        raise ValueError(f"`{arg}` must be a 2-D array (m, d), got shape {arr.shape}")
     if arr.dtype.kind not in "fiu":
-        raise ValueError(f"`target` must hold numbers, got dtype {arr.dtype}")
+        raise ValueError(f"`{arg}` must hold numbers, got dtype {arr.dtype}")
     if arr.shape[0] == 0:
-        raise ValueError("`target` is empty: it needs at least one embedding")
+        raise ValueError(f"`{arg}` is empty: it needs at least one embedding")
     if arr.shape[1] == 0:
-        raise ValueError("`target` has width 0")
-    return np.ascontiguousarray(arr, dtype="<f4")
+        raise ValueError(f"`{arg}` has width 0")
+    return arr, source
+
+
+def _target_spec(target: TargetLike, arg: str, normalize: bool) -> dict[str, Any]:
+    """What an expression carries: the target's float32 values (inline, or the path of a
+    ``.npy`` holding them when larger than ``_internal.INLINE_TARGET_MAX``) and their content
+    key. Rows are checked here, so a bad target fails when the expression is built."""
+    arr, source = _load_target(target, arg)
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"`{arg}` row {int(np.argmin(finite))} holds a NaN or infinity")
+    big = np.abs(arr).max(axis=1).astype(np.float64)
+    converted = False
+    if normalize:
+        if (big == 0).any():
+            raise ValueError(f"`{arg}` row {int(np.argmax(big == 0))} is a zero vector")
+        # Rows beyond what float32 holds (or so small that it would lose them) are scaled to
+        # unit length in float64 first: any finite vector is a direction. (A copy: the
+        # caller's array is never modified.)
+        extreme = (big > 1e30) | (big < 1e-30)
+        if extreme.any():
+            arr = arr.astype(np.float64)
+            rows = arr[extreme] / big[extreme, None]
+            arr[extreme] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+            converted = True
+    elif (big > np.finfo(np.float32).max).any():
+        row = int(np.argmax(big > np.finfo(np.float32).max))
+        raise ValueError(
+            f"`{arg}` row {row} holds {big[row]:.3g}, beyond float32; "
+            "products run in float32 (pass normalize=True to use its direction)"
+        )
+    f32 = np.ascontiguousarray(arr, dtype="<f4")
+    m, d = f32.shape
+    spec: dict[str, Any] = {"rows": m, "dim": d}
+    if f32.nbytes <= _internal.INLINE_TARGET_MAX:
+        spec["data"] = f32.tobytes()
+        spec["key"] = _internal.target_key(spec["data"], m, d)
+        return spec
+    hasher = _internal.TargetHasher(m, d)
+    step = max(1, _internal.INLINE_TARGET_MAX // (4 * d))
+    for r in range(0, m, step):
+        hasher.update(f32[r : r + step].tobytes())
+    spec["key"] = key = hasher.digest()
+    if source is not None and not converted and _is_plain_f32_npy(source, m, d):
+        spec["path"] = str(source.resolve())
+    else:
+        spec["path"] = str(_cached_target_file(f32, key))
+    return spec
+
+
+def _is_plain_f32_npy(path: Path, m: int, d: int) -> bool:
+    try:
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception:
+        return False
+    return a.dtype == np.dtype("<f4") and a.shape == (m, d) and a.flags.c_contiguous
+
+
+def _cached_target_file(f32: np.ndarray, key: int) -> Path:
+    """A content-addressed ``.npy`` of a large target (``POLARS_CURATE_CACHE_DIR``, default
+    ``~/.cache/polars-curate/targets``), written once, atomically."""
+    from polars_curate.io import atomic_write
+
+    root = Path(
+        os.environ.get("POLARS_CURATE_CACHE_DIR")
+        or Path.home() / ".cache" / "polars-curate" / "targets"
+    )
+    path = root / f"{key:016x}-{f32.shape[0]}x{f32.shape[1]}.npy"
+    if not path.exists():
+        atomic_write(path, lambda f: np.save(f, f32, allow_pickle=False))
+    return path
 
 
 def normsim(
@@ -380,11 +469,12 @@ def normsim(
     """
     pv = _parse_p(p)
     norm = _bool(normalize, "normalize")
-    key = _register(_load_target(target), pv, norm, "target")
+    _checked("normsim", {"target": {"key": 0, "rows": 1, "dim": 1}, "p": pv, "normalize": norm})
+    spec = _target_spec(target, "target", norm)
     return _call(
         "normsim",
         [_expr(embedding, "embedding")],
-        {"target_key": key, "normalize": norm},
+        {"target": spec, "p": pv, "normalize": norm},
         elementwise=True,
     )
 
@@ -419,13 +509,7 @@ def top_fraction(score: IntoExpr, fraction: float) -> pl.Expr:
     │ 0.9  ┆ true  │
     └──────┴───────┘
     """
-    if isinstance(fraction, (bool, np.bool_)) or not isinstance(
-        fraction, (int, float, np.integer, np.floating, Fraction)
-    ):
-        raise TypeError(f"`fraction` must be a number in [0, 1], got {fraction!r}")
-    if not 0 <= float(fraction) <= 1:
-        raise ValueError(f"`fraction` must be in [0, 1], got {fraction}")
-    frac = Fraction(fraction).limit_denominator(10**9)
+    frac = _fraction(fraction, "fraction")
     s = _expr(score, "score")
     valid = s.is_not_null() & s.cast(pl.Float64).is_not_nan()
     ranked = pl.when(valid).then(s)
@@ -496,18 +580,14 @@ def normsim2_dynamic(
     │ [0.8, 0.3]    ┆ 1   │
     └───────────────┴─────┘
     """
-    num, den = _keep(keep)
-    frac = _positive_float(sample_fraction, "sample_fraction")
-    if frac > 1:
-        raise ValueError(f"`sample_fraction` must be in (0, 1], got {sample_fraction}")
     kwargs = {
-        "keep_num": num,
-        "keep_den": den,
-        "steps": _positive_int(steps, "steps"),
-        "sample_fraction": frac,
+        "keep": _keep(keep),
+        "steps": _int(steps, "steps"),
+        "sample_fraction": _number(sample_fraction, "sample_fraction"),
         "seed": _seed(seed),
         "normalize": _bool(normalize, "normalize"),
     }
+    _checked("normsim2_dynamic", kwargs)
     return _call("normsim2_dynamic", [_expr(embedding, "embedding")], kwargs, elementwise=False)
 
 
@@ -574,22 +654,14 @@ def clipcov(
     >>> df.select(order=pc.clipcov("img", "txt", classes="cls", keep=2))["order"].to_list()
     [1, None, 0, None]
     """
-    num, den = _keep(keep)
-    for v, arg in ((lambda_, "lambda_"), (easiness_weight, "easiness_weight")):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(
-            v, (int, float, np.integer, np.floating)
-        ):
-            raise TypeError(f"`{arg}` must be a number, got {v!r}")
-        if not math.isfinite(float(v)) or float(v) < 0:
-            raise ValueError(f"`{arg}` must be a finite number >= 0, got {v}")
     kwargs = {
-        "keep_num": num,
-        "keep_den": den,
-        "lambda": float(lambda_),
-        "easiness_weight": float(easiness_weight),
-        "pick_batch": _positive_int(pick_batch, "pick_batch"),
+        "keep": _keep(keep),
+        "lambda": _number(lambda_, "lambda_"),
+        "easiness_weight": _number(easiness_weight, "easiness_weight"),
+        "pick_batch": _int(pick_batch, "pick_batch"),
         "normalize": _bool(normalize, "normalize"),
     }
+    _checked("clipcov", kwargs)
     codes = _expr(classes, "classes").rank("dense")
     return _call(
         "clipcov",
@@ -633,10 +705,10 @@ def zero_shot_labels(
     [0, 1]
     """
     norm = _bool(normalize, "normalize")
-    key = _register(_load_target(class_embeddings), math.inf, norm, "class_embeddings")
+    spec = _target_spec(class_embeddings, "class_embeddings", norm)
     return _call(
         "zero_shot_labels",
         [_expr(image, "image")],
-        {"target_key": key, "normalize": norm},
+        {"target": spec, "normalize": norm},
         elementwise=True,
     )

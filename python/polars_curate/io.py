@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import binascii
 import glob as _glob
 import os
 import tempfile
@@ -19,50 +20,44 @@ from typing import Union
 import numpy as np
 import polars as pl
 
-__all__ = ["UID_DTYPE", "read_datacomp", "read_uids", "write_uids"]
+__all__ = ["UID_DTYPE", "read_datacomp", "read_uids", "uid_key_exprs", "write_uids"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: DataComp's subset dtype: two little-endian unsigned 64-bit fields.
 UID_DTYPE = np.dtype("u8,u8")
 
-_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-_NIBBLE = np.full(256, 255, dtype=np.uint8)
-_NIBBLE[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
-_NIBBLE[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
-_NIBBLE[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
+_UID_RE = r"^[0-9a-fA-F]{32}$"
 
 
-def _to_hex(words: np.ndarray) -> np.ndarray:
-    """(n,) uint64 -> (n, 16) ASCII hex digits, most significant first."""
-    shifts = np.arange(60, -4, -4, dtype=np.uint64)
-    return _HEX[((words[:, None] >> shifts) & np.uint64(15)).astype(np.intp)]
+def uid_key_exprs(uid: pl.Expr | str = "uid") -> tuple[pl.Expr, pl.Expr]:
+    """``(uid_hi, uid_lo)``: the binary key of a 32-hex-digit uid column as two ``UInt64``
+    expressions (Polars' own string-to-integer conversion; null for an invalid uid)."""
+    u = pl.col(uid) if isinstance(uid, str) else uid
+    return (
+        u.str.slice(0, 16).str.to_integer(base=16, dtype=pl.UInt64, strict=False).alias("uid_hi"),
+        u.str.slice(16, 16).str.to_integer(base=16, dtype=pl.UInt64, strict=False).alias("uid_lo"),
+    )
 
 
 def uids_from_keys(hi: np.ndarray, lo: np.ndarray) -> pl.Series:
     """The 32-hex-digit uids of ``(hi, lo)`` key pairs, as a String Series named ``uid``."""
-    hi = np.ascontiguousarray(hi, dtype=np.uint64)
-    lo = np.ascontiguousarray(lo, dtype=np.uint64)
-    chars = np.ascontiguousarray(np.concatenate([_to_hex(hi), _to_hex(lo)], axis=1))
-    return pl.Series("uid", chars.view("S32").ravel()).cast(pl.String)
+    pairs = np.empty((len(hi), 2), dtype=">u8")  # big-endian: hex digits most significant first
+    pairs[:, 0], pairs[:, 1] = hi, lo
+    digits = np.frombuffer(binascii.hexlify(pairs.tobytes()), dtype="S32")
+    return pl.Series("uid", digits).cast(pl.String)
 
 
 def keys_from_uids(uids: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """``(hi, lo)`` uint64 keys of 32-hex-digit uids; ``ValueError`` naming the first bad uid."""
     if uids.dtype != pl.String:
         raise ValueError(f"uids must be strings of 32 hex digits, got dtype {uids.dtype}")
-    bad = uids.is_null() | ~uids.str.contains(r"^[0-9a-fA-F]{32}$")
+    bad = uids.is_null() | ~uids.str.contains(_UID_RE)
     if bad.any():
         first = int(bad.arg_max())
         raise ValueError(f"invalid uid at row {first}: {uids[first]!r} (expected 32 hex digits)")
-    if uids.len() == 0:
-        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
-    raw = np.frombuffer("".join(uids.to_list()).encode("ascii"), dtype=np.uint8)
-    nib = _NIBBLE[raw].reshape(-1, 32).astype(np.uint64)
-    shifts = np.arange(60, -4, -4, dtype=np.uint64)
-    hi = (nib[:, :16] << shifts).sum(axis=1, dtype=np.uint64)
-    lo = (nib[:, 16:] << shifts).sum(axis=1, dtype=np.uint64)
-    return hi, lo
+    keys = uids.to_frame("uid").select(*uid_key_exprs("uid"))
+    return keys["uid_hi"].to_numpy(), keys["uid_lo"].to_numpy()
 
 
 def read_uids(path: PathLike) -> pl.DataFrame:
@@ -88,9 +83,15 @@ def read_uids(path: PathLike) -> pl.DataFrame:
         arr = np.load(path, allow_pickle=False)
     except Exception as e:
         raise ValueError(f"{path}: not a readable .npy file ({e})") from None
-    if arr.dtype.names is not None and len(arr.dtype.names) == 2:
-        hi, lo = (arr[name].astype(np.uint64) for name in arr.dtype.names)
-    elif arr.ndim == 2 and arr.shape[1] == 2 and arr.dtype.kind == "u":
+    names = arr.dtype.names
+    fields = [arr.dtype.fields[n][0] for n in names] if names else []
+    if (
+        len(fields) == 2
+        and all(f.kind == "u" and f.itemsize == 8 for f in fields)
+        and arr.ndim == 1
+    ):
+        hi, lo = (arr[name].astype(np.uint64) for name in names)
+    elif names is None and arr.ndim == 2 and arr.shape[1] == 2 and arr.dtype == np.uint64:
         hi, lo = arr[:, 0].astype(np.uint64), arr[:, 1].astype(np.uint64)
     else:
         raise ValueError(

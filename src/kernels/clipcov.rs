@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 use super::fastmath::{dot_inline, simd_fn};
 use super::matrix::Matrix;
-use super::Keep;
+use super::{interrupt, Keep, KernelError};
 
 /// Rows per parallel task of a gain update.
 const GAIN_CHUNK: usize = 4096;
@@ -56,8 +56,9 @@ simd_fn! {
     }
 }
 
-/// Parameters of [`clipcov`] (validated by the caller).
+/// Parameters of [`clipcov`] (see [`ClipCovParams::validate`]).
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "python", derive(serde::Deserialize))]
 pub struct ClipCovParams {
     /// Rows to pick in total (a count or a fraction of the usable rows), split over classes in
     /// proportion to their sizes.
@@ -66,6 +67,22 @@ pub struct ClipCovParams {
     pub easiness_weight: f64,
     pub pick_batch: usize,
     pub normalize: bool,
+}
+
+impl ClipCovParams {
+    /// `Err` naming the argument: `lambda` and `easiness_weight` finite and `>= 0`,
+    /// `pick_batch >= 1`, `keep` valid.
+    pub fn validate(&self) -> Result<(), String> {
+        for (v, arg) in [(self.lambda, "lambda_"), (self.easiness_weight, "easiness_weight")] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("`{arg}` must be a finite number >= 0, got {v}"));
+            }
+        }
+        if self.pick_batch == 0 {
+            return Err("`pick_batch` must be >= 1, got 0".into());
+        }
+        self.keep.validate()
+    }
 }
 
 /// Splits `keep` picks over classes of sizes `sizes` (total `n`) in proportion to their sizes:
@@ -119,6 +136,9 @@ pub fn greedy_class(x: &[f32], t: &[f32], d: usize, quota: usize, p: &ClipCovPar
     let mut picked = 0usize;
     let mut candidates: Vec<usize> = (0..nc).collect();
     while picked < quota.min(nc) {
+        if interrupt::pending() {
+            break;
+        }
         let b = p.pick_batch.max(1).min(quota - picked);
         // Largest gain first, ties to the earlier row.
         let better = |a: &usize, c: &usize| gain[*c].total_cmp(&gain[*a]).then(a.cmp(c));
@@ -160,14 +180,14 @@ pub fn greedy_class(x: &[f32], t: &[f32], d: usize, quota: usize, p: &ClipCovPar
 }
 
 /// Pick order of every row within its class (`None`: not picked, or unusable, or no class).
-/// `classes[i]` is a class code (any `u32`); classes are visited in code order. `Err((keep, n))`
-/// when a `keep` count exceeds the `n` usable rows.
+/// `classes[i]` is a class code (any `u32`); classes are visited in code order. An error when a
+/// `keep` count exceeds the usable rows.
 pub fn clipcov(
     image: &Matrix,
     text: &Matrix,
     classes: &[Option<u32>],
     p: &ClipCovParams,
-) -> Result<Vec<Option<u32>>, (usize, usize)> {
+) -> Result<Vec<Option<u32>>, KernelError> {
     let n = image.rows();
     let d = image.dim();
     let sx = image.scales(p.normalize);

@@ -23,17 +23,18 @@
 
 use rayon::prelude::*;
 
-use super::gram::{gram_of, pack_quadratic, quadratic_rows};
+use super::gram::{gram_bytes, gram_of, pack_quadratic, quadratic_rows};
 use super::isa::{with_kernel, Kernel};
 use super::matrix::Matrix;
 use super::micro::MicroKernel;
 use super::packed::{Lhs, Packed};
 use super::partition::sample;
 use super::tile::TILE_ROWS;
-use super::Keep;
+use super::{interrupt, memory, Keep, KernelError};
 
-/// Parameters of [`normsim2_dynamic`] (validated by the caller).
+/// Parameters of [`normsim2_dynamic`] (see [`DynamicParams::validate`]).
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "python", derive(serde::Deserialize))]
 pub struct DynamicParams {
     /// Rows to keep: a count (at most the number of usable rows) or a fraction of them.
     pub keep: Keep,
@@ -43,13 +44,30 @@ pub struct DynamicParams {
     pub normalize: bool,
 }
 
+/// Most rounds accepted: the output (rounds survived, `UInt32`) must hold `steps`.
+pub const MAX_STEPS: usize = u32::MAX as usize - 1;
+
+impl DynamicParams {
+    /// `Err` naming the argument: `1 <= steps <= MAX_STEPS`, `sample_fraction` in `(0, 1]`,
+    /// `keep` valid.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_STEPS).contains(&self.steps) {
+            return Err(format!("`steps` must be in [1, {MAX_STEPS}], got {}", self.steps));
+        }
+        if !(self.sample_fraction > 0.0 && self.sample_fraction <= 1.0) {
+            return Err(format!("`sample_fraction` must be in (0, 1], got {}", self.sample_fraction));
+        }
+        self.keep.validate()
+    }
+}
+
 /// `x_i^T G x_i` for each of `rows` (tiles of `X H^T`, see [`super::gram`], then a row dot
 /// product), computed with `kernel`.
 pub fn quadratic_form<K: MicroKernel>(
     kernel: K,
     x: &Matrix,
     rows: &[usize],
-    scales: &[Option<f32>],
+    scales: &[Option<f64>],
     g: &[f32],
 ) -> Vec<f64> {
     let d = x.dim();
@@ -63,13 +81,15 @@ pub fn quadratic_form<K: MicroKernel>(
     out
 }
 
-/// Rounds survived by every row (`None` for unusable rows), computed with `kernel`, or
-/// `Err((keep, n))` when a `keep` count exceeds the `n` usable rows.
+/// Rounds survived by every row (`None` for unusable rows), computed with `kernel`. An error
+/// when a `keep` count exceeds the usable rows, or when the `d x d` matrices of a very wide
+/// column do not fit in memory (checked before anything is allocated). `steps` must fit the
+/// `u32` output (the caller checks); rounds after the last drop cost nothing.
 pub fn normsim2_dynamic(
     kernel: Kernel,
     x: &Matrix,
     p: &DynamicParams,
-) -> Result<Vec<Option<u32>>, (usize, usize)> {
+) -> Result<Vec<Option<u32>>, KernelError> {
     with_kernel!(kernel, k => dynamic_in(k, x, p))
 }
 
@@ -78,7 +98,9 @@ fn dynamic_in<K: MicroKernel>(
     kernel: K,
     x: &Matrix,
     p: &DynamicParams,
-) -> Result<Vec<Option<u32>>, (usize, usize)> {
+) -> Result<Vec<Option<u32>>, KernelError> {
+    let d = x.dim();
+    memory::check(gram_bytes::<K>(d), || format!("NormSim_2-D's d x d matrices for {d}-wide embeddings"))?;
     let n_all = x.rows();
     let scales = x.scales(p.normalize);
     let mut alive: Vec<usize> = (0..n_all).filter(|&i| scales[i].is_some()).collect();
@@ -88,7 +110,10 @@ fn dynamic_in<K: MicroKernel>(
     let chunk = (n - keep).div_ceil(steps);
     let mut out: Vec<Option<u32>> = scales.iter().map(|s| s.map(|_| steps as u32)).collect();
     for r in 1..=steps {
-        let target = keep.max(n.saturating_sub(r * chunk));
+        if alive.len() <= keep || interrupt::pending() {
+            break;
+        }
+        let target = keep.max(n.saturating_sub(r.saturating_mul(chunk)));
         if alive.len() <= target {
             continue;
         }
@@ -181,7 +206,39 @@ mod tests {
             assert_eq!(one.iter().filter(|v| **v == Some(20)).count(), 100);
             assert_eq!(one, run(3).unwrap(), "{kernel}");
             let too_many = DynamicParams { keep: Keep::Count(701), ..p };
-            assert_eq!(normsim2_dynamic(kernel, &m, &too_many), Err((701, 700)));
+            assert_eq!(
+                normsim2_dynamic(kernel, &m, &too_many),
+                Err(KernelError::Keep { keep: 701, rows: 700 })
+            );
         }
+    }
+
+    #[test]
+    fn absurd_width_is_refused_before_allocating() {
+        let d = 100_000;
+        let v = vec![1f32; 2 * d];
+        let m = Matrix::new(Values::F32(&v), 2, d, None).unwrap();
+        let p =
+            DynamicParams { keep: Keep::Count(1), steps: 1, sample_fraction: 1.0, seed: 0, normalize: true };
+        for kernel in kernels() {
+            match normsim2_dynamic(kernel, &m, &p) {
+                Err(KernelError::Memory(e)) => assert!(e.to_string().contains("100000-wide"), "{e}"),
+                other => panic!("{kernel}: expected a memory error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn huge_steps_end_after_the_last_drop() {
+        let (n, d) = (50, 4);
+        let x = data(n, d, 3);
+        let m = Matrix::new(Values::F32(&x), n, d, None).unwrap();
+        let steps = u32::MAX as usize - 1;
+        let p =
+            DynamicParams { keep: Keep::Count(10), steps, sample_fraction: 1.0, seed: 0, normalize: true };
+        let out = normsim2_dynamic(Kernel::best(), &m, &p).unwrap();
+        assert_eq!(out.iter().filter(|v| **v == Some(steps as u32)).count(), 10);
+        // One row dropped per round (chunk = 1): rounds 0..40 recorded.
+        assert_eq!(out.iter().flatten().filter(|&&v| (v as usize) < steps).max(), Some(&39));
     }
 }

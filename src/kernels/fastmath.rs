@@ -183,11 +183,14 @@ simd_fn! {
 
 // The polynomial coefficients are Cephes' published values, kept digit for digit.
 #[allow(clippy::excessive_precision)]
-/// `e^x` for `x` in `[-87, 88]` (clamped outside; `-inf` gives about `1.6e-38`, not `0`).
+/// `e^x` for `x` in `[-87, 88]`; exactly `0` below `-87` (so `exp(-inf) == 0`: a term that
+/// small is below `f32`'s normal range, and every sum we form holds a term `>= 1`), and
+/// `e^88` above `88`.
 #[inline(always)]
 pub fn exp<M: Mode>(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let tiny = x < -87.0;
     let x = x.clamp(-87.0, 88.0);
     let t = M::mul_add(x, LOG2E, MAGIC);
     let n = t - MAGIC;
@@ -201,7 +204,12 @@ pub fn exp<M: Mode>(x: f32) -> f32 {
     p = M::mul_add(p, r, 1.666_666_5e-1);
     p = M::mul_add(p, r, 5.000_000_1e-1);
     let y = M::mul_add(p * r, r, r) + 1.0;
-    y * f32::from_bits(((ni + 127) as u32) << 23)
+    let v = y * f32::from_bits(((ni + 127) as u32) << 23);
+    if tiny {
+        0.0
+    } else {
+        v
+    }
 }
 
 #[allow(clippy::excessive_precision)]
@@ -254,7 +262,8 @@ mod tests {
         }
         assert_eq!(exp::<Plain>(0.0), 1.0);
         assert_eq!(exp::<Fused>(0.0), 1.0);
-        assert!(exp::<Plain>(f32::NEG_INFINITY) < 1e-37);
+        assert_eq!(exp::<Plain>(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp::<Fused>(-87.5), 0.0);
     }
 
     fn ln_worst<M: Mode>() -> f64 {

@@ -69,6 +69,13 @@ pub fn gram_upper<K: MicroKernel>(kernel: K, a: &[f32], rows: usize, d: usize, c
     }
 }
 
+/// Bytes [`gram_of`] and [`pack_quadratic`] hold at once for width `d` and kernel `K`: the `f64` total, a
+/// wave of `f32` block products, the `f32` result and its packed triangular form.
+pub fn gram_bytes<K: MicroKernel>(d: usize) -> u128 {
+    let dd = (d as u128) * (d as u128);
+    dd * (8 + 4 * GRAM_WAVE as u128 + 4) + (d.div_ceil(K::NR) * K::NR) as u128 * d as u128 * 4
+}
+
 /// `G = sum_{i in rows} (s_i x_i)(s_i x_i)^T` with `s_i = scale_of(i)` (rows without a scale
 /// count as zero), as `f32` (`d x d`, row-major, exactly symmetric), computed with `kernel`.
 /// Runs on the current rayon pool.
@@ -76,11 +83,14 @@ pub fn gram_of<K: MicroKernel>(
     kernel: K,
     x: &Matrix,
     rows: &[usize],
-    scale_of: impl Fn(usize) -> Option<f32> + Sync,
+    scale_of: impl Fn(usize) -> Option<f64> + Sync,
 ) -> Vec<f32> {
     let d = x.dim();
     let mut g = vec![0f64; d * d];
     for wave in rows.chunks(GRAM_BLOCK * GRAM_WAVE) {
+        if super::interrupt::pending() {
+            break;
+        }
         let partials: Vec<AlignedVec> = wave
             .par_chunks(GRAM_BLOCK)
             .map(|rc| {
@@ -205,7 +215,7 @@ mod tests {
         let v = uniform(m * d, 6);
         let x = Matrix::new(Values::F32(&v), m, d, None).unwrap();
         let rows: Vec<usize> = (0..m).rev().step_by(2).collect();
-        let scale = |i: usize| (!i.is_multiple_of(5)).then_some(0.5 + (i % 3) as f32);
+        let scale = |i: usize| (!i.is_multiple_of(5)).then_some(0.5 + (i % 3) as f64);
         for kernel in kernels() {
             let run = |threads| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
@@ -217,7 +227,7 @@ mod tests {
                 for q in 0..d {
                     assert_eq!(g[p * d + q].to_bits(), g[q * d + p].to_bits());
                     let term = |&i: &usize| {
-                        let s = f64::from(scale(i).unwrap_or(0.0));
+                        let s = scale(i).unwrap_or(0.0);
                         s * s * f64::from(v[i * d + p]) * f64::from(v[i * d + q])
                     };
                     let want: f64 = rows.iter().map(term).sum();

@@ -157,7 +157,7 @@ pub struct Kernel(Isa);
 
 /// Why a kernel cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KernelError {
+pub enum KernelUnavailable {
     /// `POLARS_CURATE_KERNEL` holds no kernel's name.
     Unknown(String),
     /// The CPU lacks the instruction set.
@@ -166,22 +166,22 @@ pub enum KernelError {
     NotBuilt(Isa),
 }
 
-impl fmt::Display for KernelError {
+impl fmt::Display for KernelUnavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let runs = Kernel::available().iter().map(|k| k.name()).collect::<Vec<_>>().join(", ");
         match self {
-            KernelError::Unknown(v) => write!(
+            KernelUnavailable::Unknown(v) => write!(
                 f,
                 "POLARS_CURATE_KERNEL={v:?} is not a kernel: use one of portable, avx2, avx512, amx, or unset it \
                  (this CPU runs: {runs})"
             ),
-            KernelError::NotOnCpu(isa) => write!(
+            KernelUnavailable::NotOnCpu(isa) => write!(
                 f,
                 "the {isa} kernel needs {}, which this CPU lacks: set POLARS_CURATE_KERNEL to one it runs \
                  ({runs}) or unset it",
                 isa.requires()
             ),
-            KernelError::NotBuilt(isa) => write!(
+            KernelUnavailable::NotBuilt(isa) => write!(
                 f,
                 "the {isa} kernel is not available in this build (there is no {isa} kernel yet; this CPU has \
                  {}: {}): set POLARS_CURATE_KERNEL to one this CPU runs ({runs}) or unset it",
@@ -192,15 +192,15 @@ impl fmt::Display for KernelError {
     }
 }
 
-impl std::error::Error for KernelError {}
+impl std::error::Error for KernelUnavailable {}
 
 impl Kernel {
     /// The kernel for `isa`, if this CPU supports it and this build has one.
-    pub fn new(isa: Isa) -> Result<Kernel, KernelError> {
+    pub fn new(isa: Isa) -> Result<Kernel, KernelUnavailable> {
         if !isa.has_kernel() {
-            Err(KernelError::NotBuilt(isa))
+            Err(KernelUnavailable::NotBuilt(isa))
         } else if !isa.on_cpu() {
-            Err(KernelError::NotOnCpu(isa))
+            Err(KernelUnavailable::NotOnCpu(isa))
         } else {
             Ok(Kernel(isa))
         }
@@ -227,18 +227,18 @@ impl Kernel {
     }
 
     /// The kernel named `name` (`None`, empty or `"auto"`: [`Kernel::best`]).
-    pub fn from_name(name: Option<&str>) -> Result<Kernel, KernelError> {
+    pub fn from_name(name: Option<&str>) -> Result<Kernel, KernelUnavailable> {
         match name.map(str::trim) {
             None | Some("") => Ok(Kernel::best()),
             Some(v) if v.eq_ignore_ascii_case("auto") => Ok(Kernel::best()),
-            Some(v) => Kernel::new(Isa::parse(v).ok_or_else(|| KernelError::Unknown(v.to_string()))?),
+            Some(v) => Kernel::new(Isa::parse(v).ok_or_else(|| KernelUnavailable::Unknown(v.to_string()))?),
         }
     }
 
     /// This process's kernel: the one `POLARS_CURATE_KERNEL` names, else [`Kernel::best`]. The
     /// variable is read once, at the first call; an unusable value is an error every time.
-    pub fn selected() -> Result<Kernel, KernelError> {
-        static SELECTED: OnceLock<Result<Kernel, KernelError>> = OnceLock::new();
+    pub fn selected() -> Result<Kernel, KernelUnavailable> {
+        static SELECTED: OnceLock<Result<Kernel, KernelUnavailable>> = OnceLock::new();
         SELECTED
             .get_or_init(|| Kernel::from_name(std::env::var("POLARS_CURATE_KERNEL").ok().as_deref()))
             .clone()
@@ -324,11 +324,11 @@ mod tests {
         assert_eq!(Kernel::from_name(Some("AUTO")), Ok(Kernel::best()));
         assert_eq!(Kernel::from_name(Some("portable")), Ok(Kernel::portable()));
         let e = Kernel::from_name(Some("avx9")).unwrap_err();
-        assert_eq!(e, KernelError::Unknown("avx9".into()));
+        assert_eq!(e, KernelUnavailable::Unknown("avx9".into()));
         let msg = e.to_string();
         assert!(msg.contains("POLARS_CURATE_KERNEL=\"avx9\"") && msg.contains("portable"), "{msg}");
         let e = Kernel::from_name(Some("amx")).unwrap_err();
-        assert_eq!(e, KernelError::NotBuilt(Isa::Amx));
+        assert_eq!(e, KernelUnavailable::NotBuilt(Isa::Amx));
         assert!(e.to_string().contains("not available in this build"), "{e}");
     }
 

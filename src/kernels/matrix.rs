@@ -114,6 +114,17 @@ impl<'a> Matrix<'a> {
         }
     }
 
+    /// Row `i` as `f64` (exact for every input width) into `dst` (`dst.len() == dim`).
+    pub fn load_row_f64(&self, i: usize, dst: &mut [f64]) {
+        let d = self.dim;
+        let r = i * d..(i + 1) * d;
+        match self.values {
+            Values::F16(v) => dst.iter_mut().zip(&v[r]).for_each(|(o, x)| *o = f64::from(*x)),
+            Values::F32(v) => dst.iter_mut().zip(&v[r]).for_each(|(o, x)| *o = f64::from(*x)),
+            Values::F64(v) => dst.copy_from_slice(&v[r]),
+        }
+    }
+
     /// Row `i` as `f32`: borrowed when the matrix is `f32`, else converted into `scratch`.
     #[inline]
     pub fn row<'s>(&'s self, i: usize, scratch: &'s mut [f32]) -> &'s [f32] {
@@ -128,29 +139,39 @@ impl<'a> Matrix<'a> {
 
     /// The factor that makes row `i` usable, or `None` when the row is null, holds a NaN or an
     /// infinity, or (with `normalize`) has zero norm. With `normalize` the factor is
-    /// `1 / ||row||` computed in `f32` from the `f32`-converted row; without it, `1`.
-    pub fn row_scale(&self, i: usize, normalize: bool, scratch: &mut [f32]) -> Option<f32> {
+    /// `1 / ||row||`; without it, `1` (and a row whose values or squared norm exceed the `f32`
+    /// range, where products are computed, is unusable).
+    ///
+    /// Any finite vector is usable when normalising, whatever its magnitude (`1e20` or `1e-25` in
+    /// `f32`, `1e±300` in `f64`): the common case (squared norm in `[2^-60, 2^60]`) is computed
+    /// in `f32` from the converted row; other rows take a scaled `f64` path that can neither
+    /// overflow nor underflow. The factor is an `f64` because it may lie outside the `f32`
+    /// range; [`Matrix::gather_scaled`] applies it before rounding to `f32`.
+    pub fn row_scale(&self, i: usize, normalize: bool, scratch: &mut [f32]) -> Option<f64> {
         if !self.is_valid(i) {
             return None;
         }
+        if let Values::F64(v) = self.values {
+            return scale_f64(&v[i * self.dim..(i + 1) * self.dim], normalize);
+        }
         let r = self.row(i, scratch);
         let ss = dot(r, r);
-        if !ss.is_finite() {
+        if (SS_LO..=SS_HI).contains(&ss) {
+            return Some(if normalize { f64::from(1.0 / ss.sqrt()) } else { 1.0 });
+        }
+        if !normalize {
+            return (ss.is_finite() && r.iter().all(|x| x.is_finite())).then_some(1.0);
+        }
+        // f32 values squared neither overflow nor underflow in f64.
+        if !r.iter().all(|x| x.is_finite()) {
             return None;
         }
-        if normalize {
-            if ss > 0.0 {
-                Some(1.0 / ss.sqrt())
-            } else {
-                None
-            }
-        } else {
-            Some(1.0)
-        }
+        let ss: f64 = r.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+        (ss > 0.0).then(|| 1.0 / ss.sqrt())
     }
 
     /// `row_scale` of every row, computed in parallel on the current rayon pool.
-    pub fn scales(&self, normalize: bool) -> Vec<Option<f32>> {
+    pub fn scales(&self, normalize: bool) -> Vec<Option<f64>> {
         const CHUNK: usize = 1024;
         let mut out = vec![None; self.rows];
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, dst)| {
@@ -162,22 +183,72 @@ impl<'a> Matrix<'a> {
         out
     }
 
-    /// Writes row `rows[k]` times `scale_of(rows[k])` into `dst[k * dim..]`; rows without a
-    /// scale are written as zeros.
-    pub fn gather_scaled(&self, rows: &[usize], scale_of: impl Fn(usize) -> Option<f32>, dst: &mut [f32]) {
+    /// Writes row `rows[k]` times `scale_of(rows[k])` into `dst[k * dim..]`, rounded to `f32`;
+    /// rows without a scale are written as zeros. Scales in the `f32` range multiply in `f32`
+    /// (the common case, bit for bit what a plain `f32` product gives); others, and `f64`
+    /// values, multiply in `f64` before rounding.
+    pub fn gather_scaled(&self, rows: &[usize], scale_of: impl Fn(usize) -> Option<f64>, dst: &mut [f32]) {
         let d = self.dim;
         for (&i, out) in rows.iter().zip(dst.chunks_exact_mut(d)) {
-            match scale_of(i) {
-                Some(s) => {
+            match (scale_of(i), self.values) {
+                (None, _) => out.fill(0.0),
+                (Some(s), Values::F64(v)) => {
+                    for (o, &x) in out.iter_mut().zip(&v[i * d..(i + 1) * d]) {
+                        *o = (x * s) as f32;
+                    }
+                }
+                (Some(s), _) if (SCALE_LO..=SCALE_HI).contains(&s) => {
                     self.load_row(i, out);
+                    let s = s as f32;
                     for x in out.iter_mut() {
                         *x *= s;
                     }
                 }
-                None => out.fill(0.0),
+                (Some(s), _) => {
+                    self.load_row(i, out);
+                    for x in out.iter_mut() {
+                        *x = (f64::from(*x) * s) as f32;
+                    }
+                }
             }
         }
     }
+}
+
+/// Squared norms (in `f32`) for which the `f32` norm is exact to rounding: far from overflow,
+/// and large enough that elements whose squares underflow cannot matter.
+pub const SS_LO: f32 = 8.673_617e-19; // 2^-60
+pub const SS_HI: f32 = 1.152_921_5e18; // 2^60
+/// Scales applied in `f32` (see [`Matrix::gather_scaled`]).
+const SCALE_LO: f64 = 1.0 / (1u64 << 40) as f64;
+const SCALE_HI: f64 = (1u64 << 40) as f64;
+
+/// Largest element of an `f64` row below which the row counts as zero (2^-1000, about 9e-302).
+pub const TINY_F64: f64 = 9.332_636_185_032_189e-302;
+
+/// [`Matrix::row_scale`] of an `f64` row: `1 / ||row||` through `max |x|` so that no square
+/// overflows or underflows; without `normalize`, `1` when the row fits `f32` products.
+fn scale_f64(row: &[f64], normalize: bool) -> Option<f64> {
+    let mut big = 0f64;
+    for &x in row {
+        if !x.is_finite() {
+            return None;
+        }
+        big = big.max(x.abs());
+    }
+    if !normalize {
+        // Products run in f32: the values and their squared norm must stay in its range.
+        let ss: f64 = row.iter().map(|x| x * x).sum();
+        return (ss <= f64::from(f32::MAX)).then_some(1.0);
+    }
+    // Below 2^-1000 the factor `1 / big` would leave the f64 range: such a row is treated as
+    // the zero vector (documented).
+    if big < TINY_F64 {
+        return None;
+    }
+    let inv = 1.0 / big;
+    let ss: f64 = row.iter().map(|&x| (x * inv).powi(2)).sum();
+    Some(inv / ss.sqrt())
 }
 
 #[cfg(test)]
@@ -217,5 +288,37 @@ mod tests {
         let scales = [None, Some(2.0)];
         m.gather_scaled(&[1, 0], |i| scales[i], &mut dst);
         assert_eq!(dst, [1.0, 16.0, 0.0, 0.0]);
+    }
+
+    // (Subnormal f32 inputs, e.g. 1e-40, are themselves rounded to a few bits: their direction
+    // is not `dir`, so they are left out here; they are still usable.)
+    #[test]
+    fn any_finite_magnitude_normalises_to_its_direction() {
+        let dir = [0.6f64, -0.8, 0.0];
+        let expect = |got: &[f32]| {
+            for (g, w) in got.iter().zip(dir) {
+                assert!((f64::from(*g) - w).abs() < 1e-6, "{got:?}");
+            }
+        };
+        for mag in [1.0f64, 1e20, 1e-25, 1e-36, 3e37] {
+            let v: Vec<f32> = dir.iter().map(|x| (x * mag) as f32).collect();
+            let m = Matrix::new(Values::F32(&v), 1, 3, None).unwrap();
+            let s = m.scales(true);
+            let mut out = [0f32; 3];
+            m.gather_scaled(&[0], |i| s[i], &mut out);
+            expect(&out);
+        }
+        for mag in [1e200f64, 1e-200, 1e300, 1e-290, f64::MAX / 2.0] {
+            let v: Vec<f64> = dir.iter().map(|x| x * mag).collect();
+            let m = Matrix::new(Values::F64(&v), 1, 3, None).unwrap();
+            let s = m.scales(true);
+            let mut out = [0f32; 3];
+            m.gather_scaled(&[0], |i| s[i], &mut out);
+            expect(&out);
+            // Without normalising, values beyond f32 cannot take part in f32 products.
+            assert_eq!(m.scales(false)[0].is_some(), mag < 1e18, "{mag}");
+        }
+        let v: Vec<f64> = dir.iter().map(|x| x * 1e-305).collect();
+        assert_eq!(Matrix::new(Values::F64(&v), 1, 3, None).unwrap().scales(true), [None]);
     }
 }

@@ -26,8 +26,8 @@
 use rayon::prelude::*;
 
 use super::aligned::AlignedVec;
-use super::clip_score::score_pair;
 use super::fastmath::{exp, fmax, hsum, max_inline, simd_fn, tail, Lse};
+use super::interrupt;
 use super::isa::{with_kernel, Kernel};
 use super::matrix::Matrix;
 use super::micro::MicroKernel;
@@ -35,15 +35,39 @@ use super::packed::{gemm_packed, Packed, Rhs};
 use super::partition::{batch_bounds, permutation};
 use super::tile::{self, TILE_COLS, TILE_ROWS};
 
-/// Parameters of [`neg_clip_loss`] (validated by the caller: all positive, `temperature`
-/// finite).
+/// Parameters of [`neg_clip_loss`] (see [`NegClipParams::validate`] for the accepted ranges).
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "python", derive(serde::Deserialize))]
 pub struct NegClipParams {
     pub batch_size: usize,
     pub num_batches: usize,
     pub temperature: f64,
     pub seed: u64,
     pub normalize: bool,
+}
+
+/// Most partitions `K` accepted (the reference uses 10; each costs a full pass).
+pub const MAX_NUM_BATCHES: usize = 10_000;
+/// Accepted temperatures: `s / tau` must stay far inside the `f32` range for any cosine.
+pub const TEMPERATURE_RANGE: (f64, f64) = (1e-20, 1e20);
+
+impl NegClipParams {
+    /// `Err` naming the argument when a value is out of its range: `batch_size >= 1` (larger
+    /// than the rows means one batch), `1 <= num_batches <= MAX_NUM_BATCHES`,
+    /// `temperature` in `TEMPERATURE_RANGE`.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch_size == 0 {
+            return Err("`batch_size` must be >= 1, got 0".into());
+        }
+        if !(1..=MAX_NUM_BATCHES).contains(&self.num_batches) {
+            return Err(format!("`num_batches` must be in [1, {MAX_NUM_BATCHES}], got {}", self.num_batches));
+        }
+        let (lo, hi) = TEMPERATURE_RANGE;
+        if !(lo..=hi).contains(&self.temperature) {
+            return Err(format!("`temperature` must be in [{lo:e}, {hi:e}], got {}", self.temperature));
+        }
+        Ok(())
+    }
 }
 
 impl Default for NegClipParams {
@@ -56,6 +80,9 @@ impl Default for NegClipParams {
 /// Batches at most this large are scored in parallel with each other (each one alone has too
 /// few row blocks to keep the cores busy); larger ones one at a time, parallel inside.
 const SMALL_BATCH: usize = 2 * TILE_ROWS;
+
+/// Row blocks computed before their column partials are merged (see [`batch_lse_sum`]).
+const WAVE_BLOCKS: usize = 32;
 
 /// A column whose maximum is more than this many nats below the tile's maximum has its sum
 /// recomputed with its own shift (its terms relative to the tile maximum could underflow `f32`,
@@ -134,11 +161,13 @@ simd_fn! {
     }
 }
 
-/// Row and column log-sum-exps of `Z = X T^T * inv_tau` over one batch of `b` rows, as
-/// `lse_row + lse_col` per batch position. `t` holds the batch's normalised texts, packed once
-/// for all row blocks (for the kernel that computes the batch); `load_x(r0, rows, dst)` writes
-/// the normalised images of batch rows `r0..r0 + rows` into `dst` (`rows x d`), so images are
-/// converted one row block at a time.
+/// Row and column log-sum-exps of `Z = X T^T * inv_tau` over one batch of `b` rows, relative
+/// to the diagonal: `(LSE_j z_ij - z_ii) + (LSE_j z_ji - z_ii)` per batch position. Both terms
+/// are `>= 0` (each sum holds its diagonal term) and exactly 0 for a one-row batch, because
+/// `z_ii` is the product's own diagonal entry. `t` holds the batch's normalised texts, packed
+/// once for all row blocks (for the kernel that computes the batch); `load_x(r0, rows, dst)`
+/// writes the normalised images of batch rows `r0..r0 + rows` into `dst` (`rows x d`), so images
+/// are converted one row block at a time.
 pub fn batch_lse_sum<K: MicroKernel>(
     load_x: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
     t: &Packed<K, Rhs>,
@@ -146,45 +175,72 @@ pub fn batch_lse_sum<K: MicroKernel>(
 ) -> Vec<f64> {
     const { tile::check::<K>() };
     let (b, d, kernel) = (t.rows(), t.dim(), t.kernel());
-    let blocks: Vec<(Vec<f64>, Vec<f32>, Vec<f32>)> = (0..b.div_ceil(TILE_ROWS))
-        .into_par_iter()
-        .map(|blk| {
-            let r0 = blk * TILE_ROWS;
-            let rows = TILE_ROWS.min(b - r0);
-            let mut xb = vec![0f32; rows * d];
-            load_x(r0, rows, &mut xb);
-            let xb = Packed::new(kernel, &xb, rows, d);
-            let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
-            let mut row_lse = vec![Lse::EMPTY; rows];
-            let mut col_max = vec![0f32; b];
-            let mut col_sum = vec![0f32; b];
-            for c0 in (0..b).step_by(TILE_COLS) {
-                let cols = TILE_COLS.min(b - c0);
-                gemm_packed(&xb, t, c0, cols, inv_tau, &mut tile);
-                reduce_tile(
-                    kernel,
-                    &tile[..rows * cols],
-                    rows,
-                    cols,
-                    &mut row_lse,
-                    &mut col_max[c0..c0 + cols],
-                    &mut col_sum[c0..c0 + cols],
-                );
-            }
-            (row_lse.iter().map(Lse::value).collect(), col_max, col_sum)
-        })
-        .collect();
+    let blocks = b.div_ceil(TILE_ROWS);
     let mut out = Vec::with_capacity(b);
-    for (rows, _, _) in &blocks {
-        out.extend_from_slice(rows);
-    }
-    out.par_iter_mut().enumerate().for_each(|(j, o)| {
-        let mut col = Lse::EMPTY;
-        for (_, m, s) in &blocks {
-            col.merge(m[j], f64::from(s[j]));
+    let mut zdiag: Vec<f32> = Vec::with_capacity(b);
+    let mut cols = vec![Lse::EMPTY; b];
+    // Row blocks run in parallel in waves of WAVE_BLOCKS; after each wave its column partials
+    // are merged, in block order, into the running column sums. The merge order is the block
+    // order whatever the wave, so the bits do not depend on it; the waves bound the partials
+    // held at once to `WAVE_BLOCKS * b` pairs of floats (16 MiB at b = 32768) instead of
+    // `b / TILE_ROWS * b`.
+    for w0 in (0..blocks).step_by(WAVE_BLOCKS) {
+        if interrupt::pending() {
+            break;
         }
-        *o += col.value();
-    });
+        type Block = (Vec<f64>, Vec<f32>, Vec<f32>, Vec<f32>);
+        let wave: Vec<Block> = (w0..blocks.min(w0 + WAVE_BLOCKS))
+            .into_par_iter()
+            .map(|blk| {
+                let r0 = blk * TILE_ROWS;
+                let rows = TILE_ROWS.min(b - r0);
+                let mut xb = vec![0f32; rows * d];
+                load_x(r0, rows, &mut xb);
+                let xb = Packed::new(kernel, &xb, rows, d);
+                let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
+                let mut row_lse = vec![Lse::EMPTY; rows];
+                let mut diag = vec![0f32; rows];
+                let mut col_max = vec![f32::NEG_INFINITY; b];
+                let mut col_sum = vec![0f32; b];
+                for c0 in (0..b).step_by(TILE_COLS) {
+                    if interrupt::pending() {
+                        break;
+                    }
+                    let cols = TILE_COLS.min(b - c0);
+                    gemm_packed(&xb, t, c0, cols, inv_tau, &mut tile);
+                    // This block's diagonal entries that fall in this column tile.
+                    for (i, z) in diag.iter_mut().enumerate() {
+                        if (c0..c0 + cols).contains(&(r0 + i)) {
+                            *z = tile[i * cols + r0 + i - c0];
+                        }
+                    }
+                    reduce_tile(
+                        kernel,
+                        &tile[..rows * cols],
+                        rows,
+                        cols,
+                        &mut row_lse,
+                        &mut col_max[c0..c0 + cols],
+                        &mut col_sum[c0..c0 + cols],
+                    );
+                }
+                let rel = row_lse.iter().zip(&diag).map(|(l, &z)| l.value() - f64::from(z)).collect();
+                (rel, diag, col_max, col_sum)
+            })
+            .collect();
+        for (rel, diag, _, _) in &wave {
+            out.extend_from_slice(rel);
+            zdiag.extend_from_slice(diag);
+        }
+        cols.par_iter_mut().enumerate().for_each(|(j, col)| {
+            for (_, _, m, s) in &wave {
+                col.merge(m[j], f64::from(s[j]));
+            }
+        });
+    }
+    out.resize(b, f64::NAN); // only short when interrupted
+    zdiag.resize(b, 0.0);
+    out.par_iter_mut().zip(&cols).zip(&zdiag).for_each(|((o, col), &z)| *o += col.value() - f64::from(z));
     out
 }
 
@@ -208,24 +264,14 @@ fn neg_clip_loss_in<K: MicroKernel>(
     debug_assert_eq!(d, text.dim());
     let sx = image.scales(p.normalize);
     let st = text.scales(p.normalize);
-    // CLIPScore s_ii, exactly as `clip_score` computes it.
-    let diag: Vec<Option<f32>> = (0..n)
-        .into_par_iter()
-        .map_init(
-            || (vec![0f32; d], vec![0f32; d]),
-            |(xs, ts), i| {
-                if sx[i].is_none() || st[i].is_none() {
-                    return None;
-                }
-                score_pair(image.row(i, xs), text.row(i, ts), p.normalize)
-            },
-        )
-        .collect();
-    let valid: Vec<usize> = (0..n).filter(|&i| diag[i].is_some()).collect();
+    let valid: Vec<usize> = (0..n).filter(|&i| sx[i].is_some() && st[i].is_some()).collect();
     let nv = valid.len();
     let inv_tau = (1.0 / p.temperature) as f32;
     let mut acc = vec![0f64; nv];
     for k in 0..p.num_batches {
+        if interrupt::pending() {
+            break;
+        }
         let perm = permutation(nv, p.seed, k as u64);
         let bounds = batch_bounds(nv, p.batch_size);
         let score = |&(s, e): &(usize, usize)| {
@@ -252,11 +298,16 @@ fn neg_clip_loss_in<K: MicroKernel>(
             }
         }
     }
+    // ncl_i = s_ii - tau/2 mean_k [LSE_row + LSE_col] = -tau/2 mean_k [(LSE_row - z_ii) +
+    // (LSE_col - z_ii)] with z_ii = s_ii / tau the product's own diagonal entry: no
+    // cancellation between s_ii and the log-sum-exps, never positive, and exactly 0 where every
+    // batch of the row is the row alone. `min(0)` absorbs the last-bit rounding of a sum's
+    // diagonal term; `+ 0.0` turns -0.0 into 0.0.
     let half_tau = p.temperature / 2.0;
     let mut out = vec![None; n];
     for (q, &i) in valid.iter().enumerate() {
-        let s_ii = diag[i].map_or(0.0, f64::from);
-        out[i] = Some((s_ii - half_tau * acc[q] / p.num_batches as f64) as f32);
+        let v = (-half_tau * acc[q] / p.num_batches as f64).min(0.0) + 0.0;
+        out[i] = Some(v as f32);
     }
     out
 }

@@ -24,6 +24,7 @@ use rayon::prelude::*;
 use super::aligned::AlignedVec;
 use super::fastmath::{fmax, hmax, ln, max_inline, simd_fn, sum_exp_inline, tail, Lse};
 use super::gram::{gram_of, pack_quadratic, quadratic_rows};
+use super::interrupt;
 use super::isa::{with_kernel, Kernel};
 use super::matrix::Matrix;
 #[cfg(target_arch = "x86_64")]
@@ -43,8 +44,21 @@ pub enum Power {
     Finite(f32),
 }
 
+/// Smallest finite `p` accepted: `NormSim_p` grows like `m^(1/p)` for `m` targets, which leaves
+/// the `f32` range for smaller `p` (`p = 0.001` would be `inf` for any realistic target set).
+pub const MIN_P: f64 = 0.25;
+
 impl Power {
-    /// `p` as given by a user (validated: `p > 0`, not NaN).
+    /// `Err` naming `p` unless it is `inf` or a finite number `>= MIN_P`.
+    pub fn validate(p: f64) -> Result<(), String> {
+        if p == f64::INFINITY || (p.is_finite() && p >= MIN_P) {
+            Ok(())
+        } else {
+            Err(format!("`p` must be a number >= {MIN_P} or \"inf\", got {p}"))
+        }
+    }
+
+    /// `p` as given by a user (checked by [`Power::validate`]).
     pub fn from_p(p: f64) -> Self {
         if p.is_infinite() {
             Power::Inf
@@ -212,15 +226,20 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// Online `LSE_j(p ln|z_ij|)` per row; `z` is overwritten with `p ln|z|`.
+    /// Online `LSE_j(p ln|z_ij|)` per row; `z` is overwritten with `p ln|z|`. A zero (or
+    /// subnormal) `z` is a zero term: `-inf`, whose exponential is exactly 0, so a row
+    /// orthogonal to every target scores exactly 0.
     fn pow_tile<K>(kernel: K, z: &mut [f32], cols: usize, p: f32, acc: &mut [Lse]) {
         for (r, a) in z.chunks_exact_mut(cols).zip(acc.iter_mut()) {
             for v in r.iter_mut() {
-                *v = p * ln::<M>(v.abs());
+                let x = v.abs();
+                *v = if x < f32::MIN_POSITIVE { f32::NEG_INFINITY } else { p * ln::<M>(x) };
             }
             let m = max_inline(r);
-            let s = sum_exp_inline::<M>(r, m);
-            a.merge(m, f64::from(s));
+            if m > f32::NEG_INFINITY {
+                let s = sum_exp_inline::<M>(r, m);
+                a.merge(m, f64::from(s));
+            }
         }
     }
 }
@@ -235,11 +254,11 @@ fn row_block<K: MicroKernel>(
     r0: usize,
     rows: usize,
     normalize: bool,
-) -> (Vec<Option<f32>>, Vec<f32>, Packed<K, Lhs>) {
+) -> (Vec<Option<f64>>, Vec<f32>, Packed<K, Lhs>) {
     let d = x.dim();
     let mut scratch = vec![0f32; d];
     let idx: Vec<usize> = (r0..r0 + rows).collect();
-    let scales: Vec<Option<f32>> = idx.iter().map(|&i| x.row_scale(i, normalize, &mut scratch)).collect();
+    let scales: Vec<Option<f64>> = idx.iter().map(|&i| x.row_scale(i, normalize, &mut scratch)).collect();
     let mut xs = vec![0f32; rows * d];
     x.gather_scaled(&idx, |i| scales[i - r0], &mut xs);
     let xp = Packed::new(kernel, &xs, rows, d);
@@ -287,6 +306,9 @@ fn normsim_in<K: MicroKernel>(
             };
             let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
             for c0 in (0..b_rows).step_by(TILE_COLS) {
+                if interrupt::pending() {
+                    break;
+                }
                 let cols = TILE_COLS.min(b_rows - c0);
                 let z = &mut tile[..rows * cols];
                 gemm_packed(&xp, panels, c0, cols, 1.0, z);
@@ -353,6 +375,9 @@ fn nearest_in<K: MicroKernel>(
         let mut best = vec![(f32::NEG_INFINITY, 0u32); rows];
         let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
         for c0 in (0..target.m).step_by(TILE_COLS) {
+            if interrupt::pending() {
+                break;
+            }
             let cols = TILE_COLS.min(target.m - c0);
             gemm_packed(&xp, panels, c0, cols, 1.0, &mut tile[..rows * cols]);
             argmax_tile(kernel, &tile[..rows * cols], cols, c0, &mut best);
