@@ -195,3 +195,30 @@ fn fast_exp_one_core<K: MicroKernel>(bencher: Bencher) {
     let mut y = vec![0f32; x.len()];
     bencher.counter(ItemsCount::new(x.len())).bench_local(|| exp_slice(k, &x, &mut y));
 }
+
+/// Preparing a NormSim_2 target: its Gram matrix (upper triangle, f64 waves) packed as the
+/// triangular factor, all cores; items = the useful flops 2·m·d².
+#[divan::bench(types = [Portable, Avx2, Avx512x8x32])]
+fn gram_prepare_16384<K: MicroKernel>(bencher: Bencher) {
+    let Some(k) = witness::<K>() else { return };
+    let (m, d) = (16384, 768);
+    let t = unit_rows(m, d, 11);
+    let tm = Matrix::new(Values::F32(&t), m, d, None).unwrap();
+    bencher
+        .counter(ItemsCount::new(2 * m * d * d))
+        .bench(|| pool().install(|| Target::prepare(k.kernel(), &tm, Power::Two, true).unwrap()));
+}
+
+/// CLIPScore of 400,000 pairs at d = 768 (memory-bound: 2.4 GB read), all cores; items = pairs.
+#[divan::bench]
+fn clip_score_400k(bencher: Bencher) {
+    use polars_curate::kernels::clip_score::clip_score;
+    let (n, d) = (400_000, 768);
+    let x = unit_rows(n, d, 12);
+    let t = unit_rows(n, d, 13);
+    let (xm, tm) = (
+        Matrix::new(Values::F32(&x), n, d, None).unwrap(),
+        Matrix::new(Values::F32(&t), n, d, None).unwrap(),
+    );
+    bencher.counter(ItemsCount::new(n)).bench(|| pool().install(|| clip_score(&xm, &tm, true)));
+}
