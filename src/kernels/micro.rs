@@ -9,7 +9,7 @@
 //! The kernel types are zero-sized witnesses (see [`super::isa`]): safe code gets one only from
 //! a [`Kernel`] the CPU runs, so holding one proves its instruction set is there.
 
-use super::fastmath::{Fused, Mode, Plain};
+use super::fastmath::{Mode, Plain};
 use super::isa::{Isa, Kernel};
 
 /// A micro-kernel: its register block, its arithmetic, and the block computation.
@@ -156,6 +156,7 @@ pub use x86::{Avx2, Avx512, Avx512Block};
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::super::fastmath::Fused;
     use super::*;
 
     /// The AVX2+FMA kernel: 6 x 16 (12 `ymm` accumulators, two vectors of `B` and one broadcast
