@@ -1,6 +1,7 @@
 """The command line on a pool in DataComp's exact layout: exit codes, messages, resume after a
 real kill -9, identical reruns, and the selection rules against a hand-computed expectation."""
 
+import json
 import os
 import signal
 import subprocess
@@ -47,7 +48,7 @@ def test_score_writes_one_file_per_shard_and_reruns_are_identical(pool, tmp_path
     files = sorted((tmp_path / "a").glob("*.parquet"))
     assert [f.stem for f in files] == ["00000000", "00000001", "00000002"]
     first = pl.read_parquet(files[0])
-    assert first.columns == ["uid", "ncl", "clip", "normsim_inf"]
+    assert first.columns == ["uid", "uid_hi", "uid_lo", "ncl", "clip", "normsim_inf"]
     shard = pl.read_parquet(pool["pool"] / "00000000.parquet")
     assert first["uid"].to_list() == shard["uid"].to_list()
     mtimes = [f.stat().st_mtime_ns for f in files]
@@ -57,6 +58,7 @@ def test_score_writes_one_file_per_shard_and_reruns_are_identical(pool, tmp_path
     for f in files:
         assert pl.read_parquet(f).equals(pl.read_parquet(tmp_path / "b" / f.name))
     assert score(pool, tmp_path / "a", "--seed", "7") == 1  # other parameters: refuse to mix
+    assert [f.stat().st_mtime_ns for f in files] == mtimes
 
 
 def test_teacher_and_normsim_embeddings_may_differ(pool, tmp_path):
@@ -108,25 +110,49 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_output(tmp_path):
         assert pl.read_parquet(f).height == 2000
     assert subprocess.run([*CLI, *args, "--out", str(out)]).returncode == 0
     assert subprocess.run([*CLI, *args, "--out", str(tmp_path / "clean")]).returncode == 0
-    names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(p.name for p in (tmp_path / "clean").iterdir())
+    names = sorted(p.name for p in out.glob("*.parquet"))
+    assert names == sorted(p.name for p in (tmp_path / "clean").glob("*.parquet"))
+    assert not list(out.glob(".*.tmp")), "no temporary file is left once the rerun finished"
     for name in names:
-        if name.endswith(".parquet"):
-            assert pl.read_parquet(out / name).equals(pl.read_parquet(tmp_path / "clean" / name))
+        assert (out / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()
+
+
+def fake_scores(d, uids, **cols):
+    """A complete score directory holding the given columns (one unit per chunk of 5 rows),
+    written the way `score` writes one, for selection tests."""
+    from polars_curate import pipeline
+
+    d.mkdir()
+    (d / pipeline.DIR_RECORD).write_text('{"format": 1, "unit_rows": 5}')
+    (d / "_scores").mkdir()
+    for c in cols:
+        (d / "_scores" / f"{c}.json").write_text(
+            f'{{"score": "{c}", "column": "{c}", "params": {{}}, "digest": "d-{c}"}}'
+        )
+    units = []
+    for i in range(0, len(uids), 5):
+        name = f"{i // 5:02d}"
+        df = pl.DataFrame({"uid": uids[i : i + 5]}).with_columns(io.uid_key_exprs("uid"))
+        df = df.with_columns(pl.Series(c, v[i : i + 5], dtype=pl.Float32) for c, v in cols.items())
+        meta = {
+            "unit": name,
+            "fingerprint": "f",
+            "start": 0,
+            "rows": df.height,
+            "scores": {c: f"d-{c}" for c in cols},
+        }
+        df.write_parquet(d / f"{name}.parquet", metadata={"polars_curate": json.dumps(meta)})
+        units.append({"unit": name, "fingerprint": "f", "start": 0, "rows": df.height})
+    (d / "_runs").mkdir()
+    (d / "_runs" / "r.json").write_text(json.dumps({"scores": list(cols), "units": units}))
+    return d
 
 
 def test_select_matches_a_hand_computed_expectation(tmp_path, capsys):
-    d = tmp_path / "scores"
-    d.mkdir()
     uids = [f"{i:032x}" for i in range(10)]
     ncl = [0.9, 0.1, 0.8, 0.7, 0.2, 0.6, 0.5, 0.3, 0.4, np.nan]
     ns = [0.1, 0.9, 0.2, 0.9, 0.3, 0.8, 0.4, 0.5, 0.7, 0.6]
-    pl.DataFrame({"uid": uids[:5], "ncl": ncl[:5], "normsim_inf": ns[:5]}).write_parquet(
-        d / "0.parquet"
-    )
-    pl.DataFrame({"uid": uids[5:], "ncl": ncl[5:], "normsim_inf": ns[5:]}).write_parquet(
-        d / "1.parquet"
-    )
+    d = fake_scores(tmp_path / "scores", uids, ncl=ncl, normsim_inf=ns)
     out = tmp_path / "subset.npy"
     # Pool of 10: ncl top 50% -> rows 0, 2, 3, 5, 6 (NaN never kept);
     # then normsim-inf top 30% of the pool (3 rows) of those -> rows 3 (0.9), 5 (0.8), 6 (0.4).
@@ -138,28 +164,18 @@ def test_select_matches_a_hand_computed_expectation(tmp_path, capsys):
     )
     assert io.read_uids(out)["uid"].to_list() == [uids[3], uids[5], uids[6]]
     printed = capsys.readouterr().out
-    assert "start: 10 rows (pool)" in printed and "ncl top 50% of start: 5 rows kept" in printed
-    # With a base subset of rows 0-7: start 8; ncl 50% -> 4: rows 0, 2, 3, 5; normsim 25% -> 2:
-    # rows 3 (0.9) and 5 (0.8).
-    io.write_uids(pl.Series("uid", uids[:8]), tmp_path / "base.npy")
-    assert (
-        main(
-            [
-                "select",
-                str(d),
-                "--out",
-                str(out),
-                "--base",
-                str(tmp_path / "base.npy"),
-                "--keep",
-                "ncl:0.5",
-                "--keep",
-                "normsim-inf:0.25",
-            ]
-        )
-        == 0
-    )
+    assert "start: 10 rows (pool)" in printed and "ncl:0.5 keeps 5 of 10 rows" in printed
+    # With a base subset of rows 0-7 and two uids the pool does not have: start 8; ncl 50%
+    # -> 4: rows 0, 2, 3, 5; normsim 25% -> 2: rows 3 (0.9) and 5 (0.8).
+    io.write_uids(pl.Series("uid", [*uids[:8], "f" * 32, "e" * 32]), tmp_path / "base.npy")
+    argv = ["select", str(d), "--out", str(out), "--base", str(tmp_path / "base.npy")]
+    assert main([*argv, "--keep", "ncl:0.5", "--keep", "normsim-inf:0.25"]) == 0
     assert io.read_uids(out)["uid"].to_list() == [uids[3], uids[5]]
+    printed = capsys.readouterr().out
+    assert "start: 8 rows (pool rows in base.npy); 2 of its 10 uids have no scores" in printed
+    # Extra columns in the directory do not matter; thresholds keep rows past the value.
+    assert main([*argv, "--keep", "ncl>=0.5", "--keep", "normsim-inf<0.85"]) == 0
+    assert io.read_uids(out)["uid"].to_list() == [uids[0], uids[2], uids[5], uids[6]]
 
 
 def test_report_shows_scores_overlap_and_captions(pool, tmp_path):
@@ -198,24 +214,28 @@ def test_report_shows_scores_overlap_and_captions(pool, tmp_path):
 @pytest.mark.parametrize(
     "argv,needle",
     [
-        (["score", "/nonexistent/pool", "--out", "{tmp}/o"], "no DataComp shards"),
-        (["score", "{tmp}", "--out", "{tmp}/o"], "no DataComp shards"),
+        (["score", "/nonexistent/pool", "--out", "{tmp}/o"], "no pool shards"),
+        (["score", "{tmp}", "--out", "{tmp}/o"], "no pool shards"),
         (["score", "{pool}", "--out", "{tmp}/o", "--scores", "normsim-inf"], "needs --target"),
         (["score", "{pool}", "--out", "{tmp}/o", "--scores", "bogus"], "unknown score"),
-        (["select", "{tmp}", "--out", "{tmp}/s.npy", "--keep", "ncl:0.3"], "no score files"),
+        (["score", "{pool}", "--out", "{tmp}/o", "--batch-size", "0"], "`batch_size` must be"),
+        (["score", "{pool}", "--out", "{tmp}/o", "--model", "zz"], "no embedding column 'zz_img'"),
+        (
+            ["score", "{pool}", "--out", "{tmp}/o", "--scores", "normsim-2", "--target", "{tmp}/t"],
+            "`target` file not found",
+        ),
+        (["select", "{tmp}", "--out", "{tmp}/s.npy", "--keep", "ncl:0.3"], "not a score directory"),
         (
             ["select", "{scores}", "--out", "{tmp}/s.npy", "--keep", "ncl"],
             "expected SCORE:FRACTION",
         ),
         (["select", "{scores}", "--out", "{tmp}/s.npy", "--keep", "ncl:2"], "in [0, 1]"),
-        (["select", "{scores}", "--out", "{tmp}/s.npy", "--keep", "zzz:0.1"], "no such score"),
+        (["select", "{scores}", "--out", "{tmp}/s.npy", "--keep", "zzz:0.1"], "has no score 'zzz'"),
         (["report", "{corrupt}", "--out", "{tmp}/r.html"], "error"),
     ],
 )
 def test_bad_input_one_line_nonzero_exit_nothing_written(tmp_path, pool, argv, needle):
-    scores = tmp_path / "scores"
-    scores.mkdir()
-    pl.DataFrame({"uid": ["0" * 32], "ncl": [0.5]}).write_parquet(scores / "0.parquet")
+    scores = fake_scores(tmp_path / "scores", ["0" * 32], ncl=[0.5])
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "0.parquet").write_bytes(b"PAR1 not really")
@@ -226,11 +246,11 @@ def test_bad_input_one_line_nonzero_exit_nothing_written(tmp_path, pool, argv, n
         "corrupt": str(corrupt),
     }
     r = subprocess.run([*CLI, *[a.format(**sub) for a in argv]], capture_output=True, text=True)
-    assert r.returncode != 0
+    assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], r.stderr
     assert not (tmp_path / "s.npy").exists() and not (tmp_path / "r.html").exists()
-    assert not list((tmp_path / "o").glob("*.parquet"))
+    assert not (tmp_path / "o").exists(), "a failed first run writes nothing"
 
 
 def test_help_on_every_command():

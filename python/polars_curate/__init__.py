@@ -1,15 +1,16 @@
 """polars-curate: embedding-only data-selection scores as Polars expressions.
 
-The scores of ``SPEC.md`` (CLIPScore, negCLIPLoss, NormSim) run inside Polars as plugin
-expressions, so curating a DataComp-style pool is one lazy query over Parquet::
+The scores (CLIPScore, negCLIPLoss, NormSim, NormSim_2-D, ClipCov) run inside Polars as plugin
+expressions, and the job around them (score a pool unit by unit, select, report) works on
+DataComp-style pools of any size::
 
     import polars as pl
     import polars_curate as pc
 
-    (pl.scan_parquet("pool/*.parquet")
-       .with_columns(ncl=pc.neg_clip_loss("l14_img", "l14_txt"),
-                     ns=pc.normsim("l14_img", target, p="inf"))
-       .filter(pc.top_fraction("ncl", 0.3)))
+    lf = pc.scan_pool("pool/")                       # Parquet (+ npz) shards, lazily
+    scores = lf.select("uid", ns=pc.normsim("l14_img", "target.npy", p="inf"))
+    run = pc.score_pool("pool/", "scores/", target="target.npy",
+                        scores=["ncl", "normsim-inf"])
 """
 
 from polars_curate import datasets, io
@@ -24,6 +25,27 @@ from polars_curate._expr import (
 )
 from polars_curate._internal import __version__
 from polars_curate.io import read_datacomp, read_uids, write_uids
+from polars_curate.pipeline import scan_scores, score_pool
+from polars_curate.pool import scan_pool
+from polars_curate.selection import select
+
+
+def set_thread_count(n: int) -> None:
+    """Use ``n`` threads for the plugin's work from the next call on (``0``: back to
+    ``POLARS_MAX_THREADS`` or the number of cores). Polars' own threads are set by
+    ``POLARS_MAX_THREADS`` before Polars is imported."""
+    from polars_curate._expr import _int
+    from polars_curate._internal import set_thread_count as _set
+
+    _set(_int(n, "n", 0, 1 << 16))
+
+
+def thread_count() -> int:
+    """Threads the plugin's next call uses."""
+    from polars_curate._internal import thread_count as _count
+
+    return _count()
+
 
 __all__ = [
     "__version__",
@@ -36,6 +58,12 @@ __all__ = [
     "normsim2_dynamic",
     "read_datacomp",
     "read_uids",
+    "scan_pool",
+    "scan_scores",
+    "score_pool",
+    "select",
+    "set_thread_count",
+    "thread_count",
     "top_fraction",
     "write_uids",
     "zero_shot_labels",

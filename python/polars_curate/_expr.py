@@ -342,16 +342,17 @@ def _load_target(target: TargetLike, arg: str) -> tuple[np.ndarray, Path | None]
     return arr, source
 
 
-def _target_spec(target: TargetLike, arg: str, normalize: bool) -> dict[str, Any]:
-    """What an expression carries: the target's float32 values (inline, or the path of a
-    ``.npy`` holding them when larger than ``_internal.INLINE_TARGET_MAX``) and their content
-    key. Rows are checked here, so a bad target fails when the expression is built."""
+def target_array(
+    target: TargetLike, arg: str = "target", *, normalize: bool = True
+) -> tuple[np.ndarray, Path | None]:
+    """The float32 values (C order) an expression computes with, and the ``.npy`` they came
+    from when they are that file's values unchanged. Every row is checked, so a bad target
+    fails here, when the expression is built, with an error naming ``arg`` and the row."""
     arr, source = _load_target(target, arg)
     finite = np.isfinite(arr).all(axis=1)
     if not finite.all():
         raise ValueError(f"`{arg}` row {int(np.argmin(finite))} holds a NaN or infinity")
     big = np.abs(arr).max(axis=1).astype(np.float64)
-    converted = False
     if normalize:
         if (big == 0).any():
             raise ValueError(f"`{arg}` row {int(np.argmax(big == 0))} is a zero vector")
@@ -363,7 +364,7 @@ def _target_spec(target: TargetLike, arg: str, normalize: bool) -> dict[str, Any
             arr = arr.astype(np.float64)
             rows = arr[extreme] / big[extreme, None]
             arr[extreme] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
-            converted = True
+            source = None
     elif (big > np.finfo(np.float32).max).any():
         row = int(np.argmax(big > np.finfo(np.float32).max))
         raise ValueError(
@@ -371,21 +372,36 @@ def _target_spec(target: TargetLike, arg: str, normalize: bool) -> dict[str, Any
             "products run in float32 (pass normalize=True to use its direction)"
         )
     f32 = np.ascontiguousarray(arr, dtype="<f4")
+    if source is not None and not _is_plain_f32_npy(source, *f32.shape):
+        source = None
+    return f32, source
+
+
+def target_key(f32: np.ndarray) -> int:
+    """The content key of a float32 target (what the plugin checks before using it)."""
+    m, d = f32.shape
+    hasher = _internal.TargetHasher(m, d)
+    step = max(1, _internal.INLINE_TARGET_MAX // (4 * d))
+    for r in range(0, m, step):
+        hasher.update(np.ascontiguousarray(f32[r : r + step]).tobytes())
+    return hasher.digest()
+
+
+def _target_spec(target: TargetLike, arg: str, normalize: bool) -> dict[str, Any]:
+    """What an expression carries: the target's float32 values (inline, or the path of a
+    ``.npy`` holding them when larger than ``_internal.INLINE_TARGET_MAX``) and their content
+    key."""
+    f32, source = target_array(target, arg, normalize=normalize)
     m, d = f32.shape
     spec: dict[str, Any] = {"rows": m, "dim": d}
     if f32.nbytes <= _internal.INLINE_TARGET_MAX:
         spec["data"] = f32.tobytes()
         spec["key"] = _internal.target_key(spec["data"], m, d)
         return spec
-    hasher = _internal.TargetHasher(m, d)
-    step = max(1, _internal.INLINE_TARGET_MAX // (4 * d))
-    for r in range(0, m, step):
-        hasher.update(f32[r : r + step].tobytes())
-    spec["key"] = key = hasher.digest()
-    if source is not None and not converted and _is_plain_f32_npy(source, m, d):
-        spec["path"] = str(source.resolve())
-    else:
-        spec["path"] = str(_cached_target_file(f32, key))
+    spec["key"] = key = target_key(f32)
+    spec["path"] = (
+        str(source.resolve()) if source is not None else str(_cached_target_file(f32, key))
+    )
     return spec
 
 
@@ -479,13 +495,20 @@ def normsim(
     )
 
 
-def top_fraction(score: IntoExpr, fraction: float) -> pl.Expr:
+def top_fraction(
+    score: IntoExpr, fraction: float, *, by: IntoExpr | Sequence[IntoExpr] | None = None
+) -> pl.Expr:
     """Boolean mask of the ``floor(fraction * n)`` rows with the highest ``score``.
 
-    ``n`` counts all rows of the frame (or of the group, inside ``.over(...)``), so fractions are
-    fractions of the whole pool, as in the SPEC's recipes. Nulls and NaNs are never selected (if
-    fewer than ``floor(fraction * n)`` rows have a score, all of them are). Ties are broken by row
-    order: the earlier row wins, so exactly ``floor(fraction * n)`` rows are selected.
+    ``n`` counts the rows of the frame the expression runs on (or of the group, inside
+    ``.over(...)``): after an earlier filter that is the rows still in, not the pool. So the
+    paper's "30% of the pool by negCLIPLoss, then 20% of the pool by NormSim" is
+    ``.filter(top_fraction("ncl", 0.3)).filter(top_fraction("ns", 0.2 / 0.3))``; the CLI's
+    ``select`` counts every fraction against its start set (the pool or the base) instead, by
+    the same rule. Nulls and NaNs are never selected (if fewer than ``floor(fraction * n)``
+    rows have a score, all of them are). Ties go to the earlier row, or with ``by`` to the
+    smaller value of ``by`` (e.g. ``by=["uid_hi", "uid_lo"]``, ``select``'s tie rule), so
+    exactly ``floor(fraction * n)`` rows are selected.
 
     ``fraction`` is read as the nearest fraction with denominator at most 10**9, so ``0.3`` means
     exactly 3/10 (``floor(0.3 * 10) == 3``, although ``0.3 * 10`` is ``3.0000000000000004``).
@@ -494,28 +517,36 @@ def top_fraction(score: IntoExpr, fraction: float) -> pl.Expr:
     --------
     >>> import polars as pl
     >>> import polars_curate as pc
-    >>> df = pl.DataFrame({"s": [0.1, 0.9, None, 0.5, 0.9]})
-    >>> df.with_columns(top=pc.top_fraction("s", 0.4))
-    shape: (5, 2)
-    ┌──────┬───────┐
-    │ s    ┆ top   │
-    │ ---  ┆ ---   │
-    │ f64  ┆ bool  │
-    ╞══════╪═══════╡
-    │ 0.1  ┆ false │
-    │ 0.9  ┆ true  │
-    │ null ┆ false │
-    │ 0.5  ┆ false │
-    │ 0.9  ┆ true  │
-    └──────┴───────┘
+    >>> df = pl.DataFrame({"s": [0.1, 0.9, None, 0.5, 0.9], "uid": [5, 4, 3, 2, 1]})
+    >>> df.with_columns(top=pc.top_fraction("s", 0.2), by_uid=pc.top_fraction("s", 0.2, by="uid"))
+    shape: (5, 4)
+    ┌──────┬─────┬───────┬────────┐
+    │ s    ┆ uid ┆ top   ┆ by_uid │
+    │ ---  ┆ --- ┆ ---   ┆ ---    │
+    │ f64  ┆ i64 ┆ bool  ┆ bool   │
+    ╞══════╪═════╪═══════╪════════╡
+    │ 0.1  ┆ 5   ┆ false ┆ false  │
+    │ 0.9  ┆ 4   ┆ true  ┆ false  │
+    │ null ┆ 3   ┆ false ┆ false  │
+    │ 0.5  ┆ 2   ┆ false ┆ false  │
+    │ 0.9  ┆ 1   ┆ false ┆ true   │
+    └──────┴─────┴───────┴────────┘
     """
     frac = _fraction(fraction, "fraction")
     s = _expr(score, "score")
     valid = s.is_not_null() & s.cast(pl.Float64).is_not_nan()
     ranked = pl.when(valid).then(s)
     k = (pl.len().cast(pl.Int64) * frac.numerator) // frac.denominator
-    rank = ranked.rank(method="ordinal", descending=True)
-    return (rank <= k).fill_null(False)
+    if by is None:
+        rank = ranked.rank(method="ordinal", descending=True)
+        return (rank <= k).fill_null(False)
+    keys = [by] if isinstance(by, (str, pl.Expr)) else list(by)
+    keys = [_expr(b, "by") for b in keys]
+    order = pl.int_range(pl.len(), dtype=pl.Int64).sort_by(
+        [ranked, *keys], descending=[True] + [False] * len(keys), nulls_last=True
+    )
+    position = order.arg_sort()  # each row's place in that order
+    return (position < k) & valid
 
 
 def normsim2_dynamic(

@@ -120,16 +120,21 @@ def synthetic_pool(
     *,
     shards: int = 4,
     dfn_fraction: float = 0.4,
+    layout: str = "npz",
+    row_group_size: int | None = None,
 ) -> dict[str, Path]:
-    """Write a small pool in DataComp's exact on-disk layout, with planted structure.
+    """Write a small pool with planted structure, in DataComp's layout or as Parquet files
+    with embedding columns.
 
     Files written under ``out_dir``:
 
-    * ``pool/<00000000..>.parquet`` + ``.npz``: Parquet columns ``uid``, ``url``, ``text``,
-      ``original_width``, ``original_height``, ``clip_b32_similarity_score``,
-      ``clip_l14_similarity_score`` (float32), ``sha256``, plus ``kind`` and ``concept`` (the
-      planted truth, for evaluation); npz keys ``l14_img``/``l14_txt`` (``n x d``) and
-      ``b32_img``/``b32_txt`` (``n x d/2``, a random projection of the same pairs), float16;
+    * ``pool/<00000000..>.parquet`` + ``.npz`` (``layout="npz"``, DataComp's): Parquet columns
+      ``uid``, ``url``, ``text``, ``original_width``, ``original_height``,
+      ``clip_b32_similarity_score``, ``clip_l14_similarity_score`` (float32), ``sha256``, plus
+      ``kind`` and ``concept`` (the planted truth, for evaluation); npz keys
+      ``l14_img``/``l14_txt`` (``n x d``) and ``b32_img``/``b32_txt`` (``n x d/2``, a random
+      projection of the same pairs), float16. With ``layout="parquet"`` the same arrays are
+      ``Array(Float16, d)`` columns of the Parquet files (row groups of ``row_group_size``);
     * ``target.npy``: float32 image embeddings of the downstream-like concepts (``d`` wide);
     * ``dfn.npy``: a DFN-like uid subset (``dfn_fraction`` of the pool, mostly good pairs), in
       DataComp's sorted ``("u8", "u8")`` format.
@@ -161,19 +166,31 @@ def synthetic_pool(
         clip_l14_similarity_score=pl.Series(cos(l14_img, l14_txt)),
         sha256=pl.Series([f"{v:064x}" for v in rng.integers(0, 2**62, n)]),
     )
+    if layout not in ("npz", "parquet"):
+        raise ValueError(f"`layout` must be 'npz' or 'parquet', got {layout!r}")
     bounds = np.linspace(0, n, shards + 1).astype(int)
     for s in range(shards):
         lo, hi = bounds[s], bounds[s + 1]
         name = f"{s:08d}"
         part = meta[lo:hi]
-        atomic_write(pool_dir / f"{name}.parquet", part.write_parquet)
         arrays = {
             "l14_img": l14_img[lo:hi].astype(np.float16),
             "l14_txt": l14_txt[lo:hi].astype(np.float16),
             "b32_img": b32_img[lo:hi].astype(np.float16),
             "b32_txt": b32_txt[lo:hi].astype(np.float16),
         }
-        atomic_write(pool_dir / f"{name}.npz", lambda f, a=arrays: np.savez(f, **a))
+        if layout == "parquet":
+            part = part.with_columns(pl.Series(k, v) for k, v in arrays.items())
+            atomic_write(
+                pool_dir / f"{name}.parquet",
+                lambda f, p=part: p.write_parquet(f, row_group_size=row_group_size),
+            )
+        else:
+            atomic_write(
+                pool_dir / f"{name}.parquet",
+                lambda f, p=part: p.write_parquet(f, row_group_size=row_group_size),
+            )
+            atomic_write(pool_dir / f"{name}.npz", lambda f, a=arrays: np.savez(f, **a))
     atomic_write(out / "target.npy", lambda f: np.save(f, target))
     # DFN-like: a noisy quality filter that mostly keeps good pairs.
     quality = (frame["kind"] == "good").to_numpy() + 1.5 * rng.random(n)

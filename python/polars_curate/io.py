@@ -12,6 +12,7 @@ from __future__ import annotations
 import binascii
 import glob as _glob
 import os
+import socket
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -20,7 +21,14 @@ from typing import Union
 import numpy as np
 import polars as pl
 
-__all__ = ["UID_DTYPE", "read_datacomp", "read_uids", "uid_key_exprs", "write_uids"]
+__all__ = [
+    "UID_DTYPE",
+    "read_datacomp",
+    "read_uids",
+    "uid_key_exprs",
+    "write_keys",
+    "write_uids",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -118,19 +126,37 @@ def write_uids(uids: pl.DataFrame | pl.Series | Iterable[str], path: PathLike) -
     else:
         s = pl.Series("uid", list(uids), dtype=pl.String)
     hi, lo = keys_from_uids(s)
-    arr = np.empty(len(hi), dtype=UID_DTYPE)
-    arr["f0"], arr["f1"] = hi, lo
-    arr = np.unique(arr)  # sorts lexicographically by (f0, f1) and drops duplicates
+    return write_keys(hi, lo, path)
+
+
+def write_keys(hi: np.ndarray, lo: np.ndarray, path: PathLike) -> int:
+    """Write ``(hi, lo)`` uid keys as a DataComp subset file (sorted, no duplicates, atomic);
+    returns the number written. The sort runs in Polars (all cores)."""
+    keys = (
+        pl.DataFrame({"f0": np.asarray(hi, np.uint64), "f1": np.asarray(lo, np.uint64)})
+        .unique()
+        .sort("f0", "f1")
+    )
+    arr = np.empty(keys.height, dtype=UID_DTYPE)
+    arr["f0"], arr["f1"] = keys["f0"].to_numpy(), keys["f1"].to_numpy()
+    del keys
     atomic_write(Path(path), lambda f: np.save(f, arr, allow_pickle=False))
     return len(arr)
+
+
+_HOST = socket.gethostname().replace(".", "-")
 
 
 def atomic_write(path: Path, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to
     ``path`` (atomic on POSIX). On any error the temporary file is removed and ``path`` is left
-    as it was."""
+    as it was. The temporary name holds this host and process id (``.<name>.<host>.<pid>.*.tmp``),
+    so concurrent writers never touch each other's files and :func:`remove_stale_temporaries`
+    can tell a dead writer's leftovers from a live one's."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
@@ -141,6 +167,28 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(directory: Path) -> int:
+    """Remove temporary files that a writer on this host left when it died (its process no
+    longer exists); files of live writers and of other hosts are left alone. Returns the count."""
+    removed = 0
+    for f in directory.glob(f".*.{_HOST}.*.tmp"):
+        parts = f.name.rsplit(".", 3)  # [".<name>.<host>", "<pid>", "<random>", "tmp"]
+        try:
+            pid = int(parts[1])
+        except (IndexError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # alive (or not ours to signal): leave it
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        f.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def _umask() -> int:

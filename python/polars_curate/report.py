@@ -83,7 +83,7 @@ def write_report(
     """Write the report to ``out`` (atomically). ``pool`` adds captions; ``base`` and ``subset``
     add their overlap."""
     df = score_columns(scores_dir)
-    scores = [c for c in df.columns if c != "uid"]
+    scores = [c for c in df.columns if c not in ("uid", "uid_hi", "uid_lo")]
     parts = [
         "<h1>polars-curate report</h1>",
         f"<p>{df.height:,} scored rows from {html.escape(str(scores_dir))}; scores: "

@@ -1,0 +1,106 @@
+"""The scoring job on a Ray cluster: one Ray task per unit, the same unit function as a local
+run, so the output is the same bytes.
+
+* Each task reads its own unit from the pool, scores it with the same expressions and writes
+  ``OUT/<unit>.parquet`` atomically; the driver only plans, shows progress and collects counts.
+* A task whose worker process (or node) dies is retried by Ray (``max_retries``); a unit is
+  written only complete and with deterministic content, so a retry or a duplicate gives the
+  same file. A killed driver resumes like a local run: finished units are skipped.
+* Each task gets ``cpus`` CPUs from Ray and uses exactly those: Polars' thread pool
+  (``POLARS_MAX_THREADS`` in the task's runtime environment) and the plugin's (set in the
+  task), so tasks sharing a node never oversubscribe it.
+* NormSim's target travels through Ray's object store (put once, shared by the tasks of a node)
+  and is prepared once per worker process, keyed by its content.
+
+Storage: the pool and ``OUT`` must be paths every worker sees (a shared file system); see the
+README's "On a cluster" section.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from polars_curate.pool import Unit
+
+__all__ = ["RayRunner"]
+
+INSTALL = 'Ray is not installed: pip install "polars-curate[ray]"'
+
+
+def _score_unit_task(
+    unit: Unit, out: str, configs: Sequence[Any], target: np.ndarray | None, cpus: int
+) -> int:
+    from polars_curate import _internal
+    from polars_curate.pipeline import score_unit
+
+    _internal.set_thread_count(cpus)
+    return score_unit(unit, Path(out), configs, target)
+
+
+class RayRunner:
+    """Runs units as Ray tasks. ``address``: ``True`` for ``ray.init()`` (``RAY_ADDRESS`` or a
+    local instance), or a cluster address such as ``"127.0.0.1:6379"`` or ``"auto"``."""
+
+    def __init__(self, address: str | bool, *, cpus: int = 1, max_retries: int = 4) -> None:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise RuntimeError(INSTALL) from None
+        self.address = None if address is True else str(address)
+        self.cpus = cpus
+        self.max_retries = max_retries
+
+    def run(
+        self,
+        units: Sequence[Unit],
+        out: Path,
+        configs: Sequence[Any],
+        target: np.ndarray | None,
+    ) -> Iterator[tuple[Unit, int]]:
+        """Yields ``(unit, rows scored)`` as tasks finish (in completion order)."""
+        import ray
+
+        started_here = not ray.is_initialized()
+        if started_here:
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            ray.init(
+                address=self.address,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        env = {
+            "POLARS_MAX_THREADS": str(self.cpus),
+            "OMP_NUM_THREADS": str(self.cpus),
+            "OPENBLAS_NUM_THREADS": str(self.cpus),
+        }
+        task = ray.remote(_score_unit_task).options(
+            num_cpus=self.cpus,
+            max_retries=self.max_retries,
+            retry_exceptions=False,
+            runtime_env={"env_vars": env},
+        )
+        target_ref = ray.put(target) if target is not None else None
+        configs_ref = ray.put(list(configs))
+        refs = {task.remote(u, str(out), configs_ref, target_ref, self.cpus): u for u in units}
+        pending = list(refs)
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for r in done:
+                    try:
+                        n = ray.get(r)
+                    except ray.exceptions.RayTaskError as e:
+                        cause = getattr(e, "cause", None)
+                        raise (cause if isinstance(cause, Exception) else e) from None
+                    yield refs[r], n
+        finally:
+            for r in pending:
+                ray.cancel(r)
+            if started_here:
+                ray.shutdown()

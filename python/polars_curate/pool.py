@@ -1,0 +1,424 @@
+"""Pools on disk: both layouts, units of work, and a lazy scan.
+
+A pool is a set of shards. Two layouts, possibly mixed, are read everywhere a pool is read:
+
+* **Parquet with embedding columns** (the layout this package is built around): each
+  ``<shard>.parquet`` holds ``uid`` and the embeddings as ``Array(Float16|Float32|Float64, d)``
+  columns (``l14_img``, ``l14_txt``, ``b32_img``, ...), one file per shard or a few very large
+  files cut into row groups;
+* **DataComp's pairs**: ``<shard>.parquet`` (metadata, ``uid``) + ``<shard>.npz`` (the
+  embeddings as float16 arrays under the same names), rows aligned.
+
+The job runs in **units** of at most ``unit_rows`` rows: a shard is one unit unless it holds
+more rows, in which case it is cut at row-group boundaries (npz shards: at row boundaries)
+into consecutive units. So memory stays about one unit whatever the size of the pool or of any
+one file. A unit is identified by its shard and row range, and the shard by a content
+fingerprint (size and a hash of the file's tail: the Parquet footer, the zip directory with
+its CRCs), so a record of units says exactly what was scored.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import hashlib
+import os
+import zipfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import polars as pl
+
+__all__ = [
+    "DEFAULT_UNIT_ROWS",
+    "PoolError",
+    "Shard",
+    "Unit",
+    "list_pool",
+    "plan_units",
+    "scan_pool",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Units hold at most this many rows unless told otherwise: about 0.8 GB of float16 image and
+#: text embeddings at d = 768. DataComp's shards (about 10,000 rows) are one unit each.
+DEFAULT_UNIT_ROWS = 262_144
+
+_TAIL = 64 << 10
+_FLOATS = (pl.Float16, pl.Float32, pl.Float64)
+
+
+class PoolError(ValueError):
+    """A pool that cannot be read as asked; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard: a Parquet file, with its npz twin in DataComp's layout."""
+
+    name: str
+    parquet: Path
+    npz: Path | None
+    rows: int
+    fingerprint: str
+    #: Embedding columns: name -> (inner dtype name, width).
+    embeddings: tuple[tuple[str, str, int], ...]
+    #: Rows per Parquet row group (Parquet layout), for cutting large files.
+    row_groups: tuple[int, ...]
+
+    def embedding(self, name: str) -> tuple[str, int] | None:
+        for n, dtype, width in self.embeddings:
+            if n == name:
+                return dtype, width
+        return None
+
+    def describe(self) -> str:
+        return str(self.parquet if self.npz is None else f"{self.parquet} + {self.npz.name}")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Rows ``start .. start + rows`` of a shard: what one task reads, scores and writes."""
+
+    name: str
+    shard: Shard
+    start: int
+    rows: int
+
+
+def _fingerprint(paths: Sequence[Path]) -> str:
+    """Size and a hash of the last 64 KiB of each file: the Parquet footer (schema, row groups,
+    statistics) or the zip central directory (member CRCs). Cheap, and it changes with the
+    content; it does not depend on the path or the modification time, so a pool copied
+    elsewhere is the same pool."""
+    h = hashlib.blake2b(digest_size=12)
+    sizes = []
+    for p in paths:
+        size = p.stat().st_size
+        sizes.append(str(size))
+        with open(p, "rb") as f:
+            f.seek(max(0, size - _TAIL))
+            h.update(f.read())
+    return "+".join(sizes) + ":" + h.hexdigest()
+
+
+def _npz_members(npz: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``{key: (numpy dtype str, shape)}`` from the npy headers inside an npz (no data read)."""
+    out = {}
+    try:
+        with zipfile.ZipFile(npz) as z:
+            for info in z.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with z.open(info) as f:
+                    shape, fortran, dtype = _npy_header(f)
+                if fortran:
+                    raise PoolError(f"{npz}: array {info.filename[:-4]!r} is in Fortran order")
+                out[info.filename[:-4]] = (dtype.str, shape)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        if isinstance(e, PoolError):
+            raise
+        raise PoolError(f"{npz}: not a readable npz file ({e})") from None
+    return out
+
+
+def _npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of the .npy stream ``f``, leaving it at the data."""
+    major, _minor = np.lib.format.read_magic(f)
+    read = (
+        np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    )
+    return read(f)
+
+
+_NP_TO_PL = {"<f2": "Float16", "<f4": "Float32", "<f8": "Float64"}
+
+
+def _describe_shard(parquet: Path, npz: Path | None) -> Shard:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(parquet)
+        schema = pl.read_parquet_schema(parquet)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PoolError(f"{parquet}: not a readable Parquet file ({msg})") from None
+    rows = meta.num_rows
+    groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+    emb: list[tuple[str, str, int]] = []
+    for name, dtype in schema.items():
+        if isinstance(dtype, pl.Array) and dtype.inner in _FLOATS and dtype.size > 0:
+            emb.append((name, str(dtype.inner), dtype.size))
+    files = [parquet]
+    if npz is not None:
+        for key, (dt, shape) in _npz_members(npz).items():
+            if len(shape) != 2 or dt not in _NP_TO_PL:
+                continue  # not an embedding matrix (reported if asked for)
+            if shape[0] != rows:
+                raise PoolError(
+                    f"{npz}: array {key!r} has {shape[0]} rows, but {parquet.name} has {rows}"
+                )
+            emb.append((key, _NP_TO_PL[dt], shape[1]))
+        files.append(npz)
+    return Shard(
+        name=parquet.stem,
+        parquet=parquet,
+        npz=npz,
+        rows=rows,
+        fingerprint=_fingerprint(files),
+        embeddings=tuple(emb),
+        row_groups=groups,
+    )
+
+
+def list_pool(path: PathLike) -> list[Shard]:
+    """The shards of a pool: ``path`` is a directory, a glob, or one file (``.parquet`` or
+    ``.npz`` of a pair). Files whose names start with ``.`` or ``_`` are not shards. Each
+    ``.parquet`` with a ``.npz`` twin is a DataComp pair; one without is a Parquet shard with
+    embedding columns. Shards come in name order; their metadata is read in parallel."""
+    p = Path(path)
+    if p.is_dir():
+        found = sorted(p.glob("*.parquet")) + sorted(p.glob("*.npz"))
+    elif p.is_file() and p.suffix in (".parquet", ".npz"):
+        found = [p.with_suffix(".parquet"), p.with_suffix(".npz")]
+        found = [f for f in found if f.exists()]
+    else:
+        found = sorted(Path(m) for m in _glob.glob(str(path)))
+    found = [f for f in found if not f.name.startswith((".", "_")) and f.is_file()]
+    parquets = sorted({f.with_suffix("") for f in found if f.suffix == ".parquet"})
+    npzs = {f.with_suffix("") for f in found if f.suffix == ".npz"}
+    if not parquets and not npzs:
+        raise PoolError(f"no pool shards (.parquet, or .parquet + .npz pairs) found at {path}")
+    orphans = sorted(npzs - set(parquets))
+    if orphans:
+        o = orphans[0]
+        raise PoolError(f"{o.with_suffix('.parquet')} is missing: every .npz needs its .parquet")
+    names: dict[str, Path] = {}
+    for stem in parquets:
+        if stem.name in names:
+            raise PoolError(
+                f"two shards are named {stem.name!r} ({names[stem.name]} and {stem}); "
+                "shard names must be unique"
+            )
+        names[stem.name] = stem
+    pairs = [
+        (s.with_suffix(".parquet"), s.with_suffix(".npz") if s in npzs else None) for s in parquets
+    ]
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        return list(ex.map(lambda a: _describe_shard(*a), pairs))
+
+
+def plan_units(shards: Sequence[Shard], unit_rows: int | None = DEFAULT_UNIT_ROWS) -> list[Unit]:
+    """Cut shards into units of at most ``unit_rows`` rows (``None``: one unit per shard).
+
+    A Parquet shard is cut at row-group boundaries, consecutive row groups filling a unit up
+    to ``unit_rows``; a row group larger than that is cut into pieces of ``unit_rows`` rows. An
+    npz shard is cut every ``unit_rows`` rows. A shard that is one unit keeps its name; the
+    units of a cut shard are named ``<shard>.<part>`` (five digits)."""
+    if unit_rows is not None and unit_rows < 1:
+        raise ValueError(f"`unit_rows` must be >= 1, got {unit_rows}")
+    units: list[Unit] = []
+    for s in shards:
+        if unit_rows is None or s.rows <= unit_rows:
+            units.append(Unit(s.name, s, 0, s.rows))
+            continue
+        ranges: list[tuple[int, int]] = []
+        if s.npz is None and s.row_groups:
+            start = filled = 0
+            for g in s.row_groups:
+                if filled and filled + g > unit_rows:
+                    ranges.append((start, filled))
+                    start, filled = start + filled, 0
+                if g > unit_rows:
+                    for off in range(0, g, unit_rows):
+                        ranges.append((start + off, min(unit_rows, g - off)))
+                    start += g
+                else:
+                    filled += g
+            if filled:
+                ranges.append((start, filled))
+        else:
+            ranges = [(a, min(unit_rows, s.rows - a)) for a in range(0, s.rows, unit_rows)]
+        units += [Unit(f"{s.name}.{i:05d}", s, a, n) for i, (a, n) in enumerate(ranges)]
+    return units
+
+
+def _npz_rows(npz: Path, key: str, start: int, rows: int) -> np.ndarray:
+    """Rows ``start .. start + rows`` of array ``key`` of an npz, reading only those rows when
+    the member is stored uncompressed (``np.savez``; compressed members are streamed)."""
+    with zipfile.ZipFile(npz) as z:
+        with z.open(f"{key}.npy") as f:
+            shape, _fortran, dtype = _npy_header(f)
+            width = shape[1]
+            row_bytes = width * dtype.itemsize
+            if start:
+                f.seek(f.tell() + start * row_bytes)
+            buf = f.read(rows * row_bytes)
+    if len(buf) != rows * row_bytes:
+        raise PoolError(f"{npz}: array {key!r} is truncated")
+    return np.frombuffer(buf, dtype=dtype).reshape(rows, width)
+
+
+def _check_embedding(shard: Shard, name: str) -> None:
+    if shard.embedding(name) is None:
+        have = [n for n, _, _ in shard.embeddings]
+        raise PoolError(
+            f"{shard.describe()}: no embedding column {name!r} "
+            f"(embedding columns there: {', '.join(have) or 'none'})"
+        )
+
+
+def _parquet_columns(shard: Shard) -> list[str]:
+    return list(pl.read_parquet_schema(shard.parquet))
+
+
+def read_unit(unit: Unit, columns: Sequence[str], embeddings: Sequence[str]) -> pl.DataFrame:
+    """The rows of ``unit``: Parquet ``columns`` and ``embeddings`` as ``Array`` columns (from
+    the Parquet or the npz), each one contiguous chunk. Errors name the file."""
+    s = unit.shard
+    for e in embeddings:
+        _check_embedding(s, e)
+    in_parquet = set(_parquet_columns(s))
+    pq_cols = list(dict.fromkeys([*columns, *(e for e in embeddings if e in in_parquet)]))
+    missing = [c for c in pq_cols if c not in in_parquet]
+    if missing:
+        raise PoolError(f"{s.parquet}: no column {missing[0]!r}")
+    try:
+        df = pl.scan_parquet(s.parquet).select(pq_cols).slice(unit.start, unit.rows).collect()
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PoolError(
+            f"{s.parquet}: cannot read rows {unit.start}..{unit.start + unit.rows} ({msg})"
+        ) from None
+    df = df.rechunk()
+    extra = []
+    for e in embeddings:
+        if e in in_parquet:
+            continue
+        assert s.npz is not None
+        try:
+            a = _npz_rows(s.npz, e, unit.start, unit.rows)
+        except PoolError:
+            raise
+        except Exception as err:
+            raise PoolError(f"{s.npz}: cannot read array {e!r} ({err})") from None
+        extra.append(pl.Series(e, a))
+    if extra:
+        df = df.with_columns(extra)
+    if df.height != unit.rows:
+        raise PoolError(
+            f"{s.parquet}: expected {unit.rows} rows from {unit.start}, got {df.height}"
+        )
+    return df.select([*dict.fromkeys([*columns, *embeddings])])
+
+
+def scan_pool(
+    path: PathLike,
+    *,
+    embeddings: Sequence[str] | None = None,
+    shard_column: str = "shard",
+) -> pl.LazyFrame:
+    """A lazy frame over a pool in either layout, with a ``shard`` column naming each row's
+    shard, so that a query over a pool is one line.
+
+    Parameters
+    ----------
+    path
+        A directory, a glob or one file (see :func:`list_pool`).
+    embeddings
+        npz arrays to attach as ``Array`` columns (default: every 2-D float array in the npz);
+        Parquet embedding columns are always there.
+    shard_column
+        Name of the String column holding each row's shard name.
+
+    Notes
+    -----
+    Elementwise expressions (``clip_score``, ``normsim``, ``zero_shot_labels``) stream: a
+    ``sink_parquet`` of them holds a few morsels at a time. Whole-frame expressions
+    (``neg_clip_loss``, ``normsim2_dynamic``, ``clipcov``, ``top_fraction``) need all rows they
+    see at once: group them by shard (``.over("shard")``) and run shard by shard (what
+    :func:`polars_curate.score_pool` does, in bounded units) rather than over the whole pool.
+
+    Examples
+    --------
+    >>> import tempfile, polars as pl, polars_curate as pc
+    >>> from polars_curate.datasets import synthetic_pool
+    >>> paths = synthetic_pool(tempfile.mkdtemp(), n=300, d=16, shards=3)
+    >>> lf = pc.scan_pool(paths["pool"], embeddings=["l14_img", "l14_txt"])
+    >>> (lf.group_by("shard").agg(pl.len(), pl.col("l14_img").first().arr.len().alias("d"))
+    ...    .sort("shard").collect())
+    shape: (3, 3)
+    ┌──────────┬─────┬─────┐
+    │ shard    ┆ len ┆ d   │
+    │ ---      ┆ --- ┆ --- │
+    │ str      ┆ u32 ┆ u32 │
+    ╞══════════╪═════╪═════╡
+    │ 00000000 ┆ 100 ┆ 16  │
+    │ 00000001 ┆ 100 ┆ 16  │
+    │ 00000002 ┆ 100 ┆ 16  │
+    └──────────┴─────┴─────┘
+    """
+    shards = list_pool(path)
+    if all(s.npz is None for s in shards):
+        lf = pl.scan_parquet([s.parquet for s in shards], include_file_paths="__pc_path__")
+        stem = pl.col("__pc_path__").str.extract(r"([^/\\]+)\.parquet$", 1)
+        return lf.with_columns(stem.alias(shard_column)).drop("__pc_path__")
+    return _scan_pairs(shards, embeddings, shard_column)
+
+
+def _scan_pairs(
+    shards: list[Shard], embeddings: Sequence[str] | None, shard_column: str
+) -> pl.LazyFrame:
+    from polars.io.plugins import register_io_source
+
+    first = shards[0]
+    base = pl.read_parquet_schema(first.parquet)
+    names = (
+        list(embeddings)
+        if embeddings is not None
+        else [n for n, _, _ in first.embeddings if n not in base]
+    )
+    schema: dict[str, Any] = dict(base)
+    for n in names:
+        info = first.embedding(n)
+        if info is None:
+            _check_embedding(first, n)
+        dtype, width = info  # type: ignore[misc]
+        schema[n] = pl.Array(getattr(pl, dtype), width)
+    schema[shard_column] = pl.String
+
+    def source(
+        with_columns: list[str] | None,
+        predicate: pl.Expr | None,
+        n_rows: int | None,
+        batch_size: int | None,
+    ) -> Iterator[pl.DataFrame]:
+        left = n_rows
+        wanted = list(schema) if with_columns is None else list(with_columns)
+        for s in shards:
+            if left is not None and left <= 0:
+                return
+            pq = [c for c in wanted if c in base]
+            emb = [c for c in wanted if c in names]
+            if not pq:  # read one Parquet column for the row count (a frame needs a height)
+                pq = [next(iter(base))]
+            step = batch_size or s.rows or 1
+            for start in range(0, max(s.rows, 1), step):
+                rows = min(step, s.rows - start)
+                if rows <= 0:
+                    break
+                df = read_unit(Unit(s.name, s, start, rows), pq, emb)
+                if shard_column in wanted:
+                    df = df.with_columns(pl.lit(s.name, pl.String).alias(shard_column))
+                if predicate is not None:
+                    df = df.filter(predicate)
+                if left is not None:
+                    df = df.head(left)
+                    left -= df.height
+                yield df.select(wanted)
+
+    return register_io_source(io_source=source, schema=schema)
