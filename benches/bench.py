@@ -2,6 +2,8 @@
 
     make bench                     # the full ladder (a few minutes)
     .venv/bin/python benches/bench.py --quick
+    .venv/bin/python benches/bench.py --kernel avx2          # pin our kernel
+    .venv/bin/python benches/bench.py --blas-core SkylakeX   # NumPy on OpenBLAS's AVX-512 core
 
 For every case it times our expression through Polars (in-memory engine, inputs already in a
 frame), NumPy's float32 matmul on the same shapes (the machine's GEMM rate: our ceiling), and a
@@ -10,6 +12,13 @@ plain NumPy implementation of the same score (the peer a user would otherwise wr
 Peak memory is measured in a fresh subprocess: the kernel's peak-RSS mark is reset once the
 inputs are loaded (``/proc/self/clear_refs``), and the peak while the score runs minus the RSS
 before it is the extra memory the score needed (its output included).
+
+The header names the CPU, our kernel (``POLARS_CURATE_KERNEL`` or the best the CPU runs; pin
+one with ``--kernel``) and the core OpenBLAS chose. OpenBLAS picks its core by CPU model and may
+pick a narrower one than the CPU has (scipy-openblas 0.3.31 runs its AVX2 "Haswell" core on AMD
+Zen 5): ``--blas-core SkylakeX`` sets ``OPENBLAS_CORETYPE`` so that NumPy uses OpenBLAS's AVX-512
+kernels, the fair peer of our AVX-512 kernel. Both options restart the script with the variable
+set, since OpenBLAS and our plugin read them once.
 
 The sides are timed interleaved and the best of several runs is kept: this VM's speed drifts by
 tens of percent from minute to minute. OpenBLAS's worker threads busy-wait for about 0.1 s
@@ -25,7 +34,9 @@ import os
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # must precede the NumPy import
 
 import argparse
+import ctypes
 import gc
+import glob
 import json
 import platform
 import subprocess
@@ -214,6 +225,31 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def blas_core() -> str:
+    """The core OpenBLAS (NumPy's BLAS) runs, e.g. "Haswell" or "SkylakeX"."""
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*openblas*"))
+    for lib in libs:
+        try:
+            dll = ctypes.CDLL(lib)
+            for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename"):
+                if hasattr(dll, name):
+                    f = getattr(dll, name)
+                    f.restype = ctypes.c_char_p
+                    return f().decode()
+        except OSError:
+            pass
+    return "unknown"
+
+
+def restart_with(env: dict[str, str]) -> None:
+    """Re-runs this script with `env` set, unless it already is (the variables are read once per
+    process, by OpenBLAS when NumPy is imported and by the plugin at its first expression)."""
+    if all(os.environ.get(k) == v for k, v in env.items()):
+        return
+    os.environ.update(env)
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small shapes only (about 30 s)")
@@ -224,8 +260,23 @@ def main() -> None:
         choices=["neg_clip_loss", "normsim", "normsim2", "clip_score", "memory"],
         help="run only these groups of cases",
     )
+    ap.add_argument(
+        "--kernel",
+        choices=["portable", "avx2", "avx512", "amx"],
+        help="our kernel (POLARS_CURATE_KERNEL); default: the best this CPU runs",
+    )
+    ap.add_argument(
+        "--blas-core",
+        help="OpenBLAS core for NumPy (OPENBLAS_CORETYPE), e.g. SkylakeX or Haswell",
+    )
     ap.add_argument("--peak-child", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    env = {}
+    if a.kernel:
+        env["POLARS_CURATE_KERNEL"] = a.kernel
+    if a.blas_core:
+        env["OPENBLAS_CORETYPE"] = a.blas_core
+    restart_with(env)
     if a.peak_child:
         peak_child(a.peak_child[0], int(a.peak_child[1]), int(a.peak_child[2]))
         return
@@ -256,9 +307,18 @@ def main() -> None:
     if a.only:
         cases = [(k, f) for k, f in cases if k in a.only]
     threads = pc._internal.thread_count()
+    try:
+        kernel = pc._internal.kernel()
+    except ValueError as e:
+        sys.exit(f"bench: {e}")
+    core = blas_core()
+    if a.blas_core and core.lower() != a.blas_core.lower():
+        sys.exit(f"bench: OPENBLAS_CORETYPE={a.blas_core} did not take effect (runs {core})")
     print(
         f"polars-curate {pc.__version__} | {cpu_name()} | {os.cpu_count()} cores, "
-        f"{threads} plugin threads | numpy {np.__version__} | polars {pl.__version__}\n"
+        f"{threads} plugin threads | kernel {kernel} (available: "
+        f"{', '.join(pc._internal.available_kernels())}) | numpy {np.__version__} with OpenBLAS "
+        f"core {core} | polars {pl.__version__}\n"
     )
     header = (
         f"{'case':<15} {'shape':<24} {'ours s':>8} {'numpy s':>8} {'ours GF/s':>9} "
@@ -280,8 +340,8 @@ def main() -> None:
             flush=True,
         )
     print(
-        "\nratio: our rate / NumPy matmul rate on the same shapes (clip_score: NumPy einsum "
-        "time / ours)."
+        f"\nratio: our rate ({kernel} kernel) / NumPy matmul rate on the same shapes (OpenBLAS "
+        f"{core}; clip_score: NumPy einsum time / ours)."
     )
     if a.only and "memory" not in a.only:
         return

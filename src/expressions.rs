@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::kernels::clipcov::{clipcov as clipcov_kernel, ClipCovParams};
 use crate::kernels::dynamic::{normsim2_dynamic as dynamic_kernel, DynamicParams};
+use crate::kernels::isa::Kernel;
 use crate::kernels::negclip::{neg_clip_loss as neg_clip_loss_kernel, NegClipParams};
 use crate::kernels::normsim::{nearest, normsim as normsim_kernel, Power};
 use crate::kernels::{
@@ -154,15 +155,23 @@ fn invalid(msg: String) -> PolarsError {
     polars_err!(ComputeError: "{msg}")
 }
 
-/// Runs `f` on the plugin's thread pool as an interruptible call and turns a panic (a bug) into
-/// an error. After Ctrl-C the kernels stop between tiles and the call reports the interruption.
-fn guarded<T>(what: &str, f: impl FnOnce() -> PolarsResult<T> + Send) -> PolarsResult<T>
+/// This process's kernel (`POLARS_CURATE_KERNEL` or the best the CPU runs), or the error that
+/// says why the pinned one cannot run.
+pub(crate) fn kernel() -> PolarsResult<Kernel> {
+    Kernel::selected().map_err(|e| polars_err!(ComputeError: "{e}"))
+}
+
+/// Runs `f` with the process's kernel on the plugin's thread pool as an interruptible call and
+/// turns a panic (a bug) into an error. After Ctrl-C the kernels stop between tiles and the call
+/// reports the interruption.
+fn guarded<T>(what: &str, f: impl FnOnce(Kernel) -> PolarsResult<T> + Send) -> PolarsResult<T>
 where
     T: Send,
 {
+    let kernel = kernel()?;
     let _active = interrupt::Active::enter();
     let pool = try_pool().map_err(|e| polars_err!(ComputeError: "{e}"))?;
-    let result = match catch_unwind(AssertUnwindSafe(|| pool.install(f))) {
+    let result = match catch_unwind(AssertUnwindSafe(|| pool.install(|| f(kernel)))) {
         Ok(r) => r,
         Err(payload) => {
             let msg = payload
@@ -214,7 +223,7 @@ fn clip_score(inputs: &[Series], kwargs: ClipScoreKwargs) -> PolarsResult<Series
         n == m || n == 1 || m == 1,
         ComputeError: "`image` and `text` must have the same number of rows, got {n} and {m}"
     );
-    let out = guarded("clip_score", || {
+    let out = guarded("clip_score", |_| {
         Ok(clip_score_kernel(&img.matrix("image")?, &txt.matrix("text")?, kwargs.normalize))
     })?;
     Ok(to_series(inputs[0].name().clone(), out))
@@ -235,8 +244,8 @@ fn neg_clip_loss(inputs: &[Series], kwargs: NegClipParams) -> PolarsResult<Serie
         img.rows() == txt.rows(),
         ComputeError: "`image` and `text` must have the same number of rows, got {} and {}", img.rows(), txt.rows()
     );
-    let out = guarded("neg_clip_loss", || {
-        Ok(neg_clip_loss_kernel(&img.matrix("image")?, &txt.matrix("text")?, &kwargs))
+    let out = guarded("neg_clip_loss", |kernel| {
+        Ok(neg_clip_loss_kernel(kernel, &img.matrix("image")?, &txt.matrix("text")?, &kwargs))
     })?;
     Ok(to_series(inputs[0].name().clone(), out))
 }
@@ -270,8 +279,8 @@ fn normsim(inputs: &[Series], kwargs: NormSimKwargs) -> PolarsResult<Series> {
         emb.width() == kwargs.target.dim,
         ComputeError: "`embedding` and `target` must have the same embedding width, got {} and {}", emb.width(), kwargs.target.dim
     );
-    let out = guarded("normsim", || {
-        let target = targets::get(&kwargs.target, kwargs.p, kwargs.normalize, "target")?;
+    let out = guarded("normsim", |kernel| {
+        let target = targets::get(kernel, &kwargs.target, kwargs.p, kwargs.normalize, "target")?;
         Ok(normsim_kernel(&emb.matrix("embedding")?, &target, kwargs.normalize))
     })?;
     Ok(to_series(inputs[0].name().clone(), out))
@@ -287,8 +296,9 @@ fn normsim2_dynamic_field(fields: &[Field], params: DynamicParams) -> PolarsResu
 fn normsim2_dynamic(inputs: &[Series], kwargs: DynamicParams) -> PolarsResult<Series> {
     kwargs.validate().map_err(invalid)?;
     let emb = Embeddings::new(&inputs[0], "embedding")?;
-    let out = guarded("normsim2_dynamic", || {
-        dynamic_kernel(&emb.matrix("embedding")?, &kwargs).map_err(|e| polars_err!(ComputeError: "{e}"))
+    let out = guarded("normsim2_dynamic", |kernel| {
+        dynamic_kernel(kernel, &emb.matrix("embedding")?, &kwargs)
+            .map_err(|e| polars_err!(ComputeError: "{e}"))
     })?;
     Ok(to_u32_series(inputs[0].name().clone(), out))
 }
@@ -320,7 +330,7 @@ fn clipcov(inputs: &[Series], kwargs: ClipCovParams) -> PolarsResult<Series> {
     if nc == 1 && n != 1 {
         codes = vec![codes[0]; n]; // one label for every row, as Polars broadcasts a literal
     }
-    let out = guarded("clipcov", || {
+    let out = guarded("clipcov", |_| {
         clipcov_kernel(&img.matrix("image")?, &txt.matrix("text")?, &codes, &kwargs)
             .map_err(|e| polars_err!(ComputeError: "{e}"))
     })?;
@@ -351,8 +361,9 @@ fn zero_shot_labels(inputs: &[Series], kwargs: ZeroShotKwargs) -> PolarsResult<S
         ComputeError: "`image` and `class_embeddings` must have the same embedding width, got {} and {}",
         emb.width(), kwargs.target.dim
     );
-    let out = guarded("zero_shot_labels", || {
-        let target = targets::get(&kwargs.target, f64::INFINITY, kwargs.normalize, "class_embeddings")?;
+    let out = guarded("zero_shot_labels", |kernel| {
+        let target =
+            targets::get(kernel, &kwargs.target, f64::INFINITY, kwargs.normalize, "class_embeddings")?;
         Ok(nearest(&emb.matrix("image")?, &target, kwargs.normalize))
     })?;
     Ok(to_u32_series(inputs[0].name().clone(), out))

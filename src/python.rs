@@ -5,6 +5,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3_polars::PolarsAllocator;
 
+use crate::kernels::isa::Kernel;
 use crate::kernels::{memory, partition, pool};
 use crate::{expressions, targets};
 
@@ -75,6 +76,20 @@ fn thread_count() -> PyResult<usize> {
     Ok(pool::try_pool().map_err(|e| PyValueError::new_err(e.to_string()))?.current_num_threads())
 }
 
+/// The name of this process's kernel (`POLARS_CURATE_KERNEL`, read once, or the best this CPU
+/// runs); `ValueError` saying why when the pinned one cannot run.
+#[pyfunction]
+fn kernel() -> PyResult<&'static str> {
+    Kernel::selected().map(|k| k.name()).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// The kernels this CPU and build can run, most portable first (any of them can be pinned with
+/// `POLARS_CURATE_KERNEL` before the first use).
+#[pyfunction]
+fn available_kernels() -> Vec<&'static str> {
+    Kernel::available().into_iter().map(|k| k.name()).collect()
+}
+
 /// Use `n` worker threads from the next call on (`0`: back to `POLARS_MAX_THREADS` or the
 /// number of cores).
 #[pyfunction]
@@ -111,6 +126,8 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(validate, m)?)?;
     m.add_function(wrap_pyfunction!(batch_assignment, m)?)?;
     m.add_function(wrap_pyfunction!(thread_count, m)?)?;
+    m.add_function(wrap_pyfunction!(kernel, m)?)?;
+    m.add_function(wrap_pyfunction!(available_kernels, m)?)?;
     m.add_function(wrap_pyfunction!(set_thread_count, m)?)?;
     m.add_function(wrap_pyfunction!(target_cache_info, m)?)?;
     m.add_function(wrap_pyfunction!(target_cache_clear, m)?)?;

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use polars::prelude::*;
 use serde::Deserialize;
 
+use crate::kernels::isa::Kernel;
 use crate::kernels::normsim::{Power, Target};
 use crate::kernels::pool::try_pool;
 use crate::kernels::{Matrix, Values};
@@ -81,7 +82,8 @@ struct Entry {
 
 #[derive(Default)]
 struct Cache {
-    entries: HashMap<(u64, u64, bool), Entry>,
+    /// By `(content key, p bits, normalize, kernel)`: a target is packed for one kernel.
+    entries: HashMap<(u64, u64, bool, Kernel), Entry>,
     hits: u64,
     misses: u64,
 }
@@ -136,10 +138,17 @@ fn evict(c: &mut Cache, now: Instant) {
     }
 }
 
-/// The prepared target of `spec` for `p` and `normalize`: from the cache, or loaded, checked
-/// against its key and prepared (once, even when many morsels ask at the same time).
-pub fn get(spec: &TargetSpec, p: f64, normalize: bool, arg: &str) -> PolarsResult<Arc<Target>> {
-    let ck = (spec.key, p.to_bits(), normalize);
+/// The prepared target of `spec` for `p` and `normalize`, packed for `kernel`: from the cache,
+/// or loaded, checked against its key and prepared (once, even when many morsels ask at the
+/// same time).
+pub fn get(
+    kernel: Kernel,
+    spec: &TargetSpec,
+    p: f64,
+    normalize: bool,
+    arg: &str,
+) -> PolarsResult<Arc<Target>> {
+    let ck = (spec.key, p.to_bits(), normalize, kernel);
     let slot: Slot = {
         let mut c = cache().lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
@@ -163,7 +172,7 @@ pub fn get(spec: &TargetSpec, p: f64, normalize: bool, arg: &str) -> PolarsResul
         evict(&mut c, now);
         slot
     };
-    let result = slot.get_or_init(|| prepare(spec, p, normalize).map(Arc::new)).clone();
+    let result = slot.get_or_init(|| prepare(kernel, spec, p, normalize).map(Arc::new)).clone();
     match result {
         Ok(t) => Ok(t),
         Err(msg) => {
@@ -177,7 +186,7 @@ pub fn get(spec: &TargetSpec, p: f64, normalize: bool, arg: &str) -> PolarsResul
     }
 }
 
-fn prepare(spec: &TargetSpec, p: f64, normalize: bool) -> Result<Target, String> {
+fn prepare(kernel: Kernel, spec: &TargetSpec, p: f64, normalize: bool) -> Result<Target, String> {
     let expected = spec
         .rows
         .checked_mul(spec.dim)
@@ -219,7 +228,7 @@ fn prepare(spec: &TargetSpec, p: f64, normalize: bool) -> Result<Target, String>
     };
     let m = Matrix::new(Values::F32(values), spec.rows, spec.dim, None).map_err(|e| e.to_string())?;
     let pool = try_pool().map_err(|e| e.to_string())?;
-    pool.install(|| Target::prepare(&m, Power::from_p(p), normalize)).map_err(|e| e.to_string())
+    pool.install(|| Target::prepare(kernel, &m, Power::from_p(p), normalize)).map_err(|e| e.to_string())
 }
 
 /// The data of a `.npy` file of dtype `<f4`, C order, shape `(rows, dim)`.
@@ -276,9 +285,9 @@ mod tests {
             data: None,
             path: Some(path.display().to_string()),
         };
-        assert_eq!(get(&spec, f64::INFINITY, true, "target").unwrap().rows(), 3);
+        assert_eq!(get(Kernel::best(), &spec, f64::INFINITY, true, "target").unwrap().rows(), 3);
         let stale = TargetSpec { key: spec.key ^ 1, ..spec };
-        let e = get(&stale, 2.0, true, "target").unwrap_err().to_string();
+        let e = get(Kernel::best(), &stale, 2.0, true, "target").unwrap_err().to_string();
         assert!(e.contains("changed since the expression was built"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -24,9 +24,37 @@ use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 
-use super::fastmath::dot_inline;
+use super::fastmath::{dot_inline, simd_fn};
 use super::matrix::Matrix;
 use super::{interrupt, Keep, KernelError};
+
+/// Rows per parallel task of a gain update.
+const GAIN_CHUNK: usize = 4096;
+
+simd_fn! {
+    /// `gain[k] = <x_e, tv> + <t_e, xv> + w_minus_lambda * <x_e, t_e>` for `e = e0 + k` (rows of
+    /// `d` floats). Dot products in plain arithmetic: the same bits in every build.
+    fn initial_gains(x: &[f32], t: &[f32], d: usize, e0: usize, xv: &[f32], tv: &[f32], w_minus_lambda: f64, gain: &mut [f64]) {
+        for (k, g) in gain.iter_mut().enumerate() {
+            let e = e0 + k;
+            let (xe, te) = (&x[e * d..(e + 1) * d], &t[e * d..(e + 1) * d]);
+            *g = f64::from(dot_inline(xe, tv))
+                + f64::from(dot_inline(te, xv))
+                + w_minus_lambda * f64::from(dot_inline(xe, te));
+        }
+    }
+}
+
+simd_fn! {
+    /// `gain[k] -= lambda * (<x_e, dt> + <t_e, dx>)` for `e = e0 + k`.
+    fn update_gains(x: &[f32], t: &[f32], d: usize, e0: usize, dx: &[f32], dt: &[f32], lambda: f64, gain: &mut [f64]) {
+        for (k, g) in gain.iter_mut().enumerate() {
+            let e = e0 + k;
+            let (xe, te) = (&x[e * d..(e + 1) * d], &t[e * d..(e + 1) * d]);
+            *g -= lambda * (f64::from(dot_inline(xe, dt)) + f64::from(dot_inline(te, dx)));
+        }
+    }
+}
 
 /// Parameters of [`clipcov`] (see [`ClipCovParams::validate`]).
 #[derive(Clone, Copy, Debug)]
@@ -99,15 +127,11 @@ pub fn greedy_class(x: &[f32], t: &[f32], d: usize, quota: usize, p: &ClipCovPar
         s.into_iter().map(|v| v as f32).collect()
     };
     let (xv, tv) = (sum(x), sum(t));
-    let mut gain: Vec<f64> = (0..nc)
-        .into_par_iter()
-        .map(|e| {
-            let (xe, te) = (&x[e * d..(e + 1) * d], &t[e * d..(e + 1) * d]);
-            f64::from(dot_inline(xe, &tv))
-                + f64::from(dot_inline(te, &xv))
-                + (p.easiness_weight - p.lambda) * f64::from(dot_inline(xe, te))
-        })
-        .collect();
+    let mut gain = vec![0f64; nc];
+    let w_minus_lambda = p.easiness_weight - p.lambda;
+    gain.par_chunks_mut(GAIN_CHUNK).enumerate().for_each(|(c, g)| {
+        initial_gains(x, t, d, c * GAIN_CHUNK, &xv, &tv, w_minus_lambda, g);
+    });
     let mut order: Vec<Option<u32>> = vec![None; nc];
     let mut picked = 0usize;
     let mut candidates: Vec<usize> = (0..nc).collect();
@@ -148,13 +172,8 @@ pub fn greedy_class(x: &[f32], t: &[f32], d: usize, quota: usize, p: &ClipCovPar
             }
             (dx, dt)
         };
-        let lambda = p.lambda;
-        gain.par_chunks_mut(4096).enumerate().for_each(|(c, g)| {
-            for (k, ge) in g.iter_mut().enumerate() {
-                let e = c * 4096 + k;
-                let (xe, te) = (&x[e * d..(e + 1) * d], &t[e * d..(e + 1) * d]);
-                *ge -= lambda * (f64::from(dot_inline(xe, &dt)) + f64::from(dot_inline(te, &dx)));
-            }
+        gain.par_chunks_mut(GAIN_CHUNK).enumerate().for_each(|(c, g)| {
+            update_gains(x, t, d, c * GAIN_CHUNK, &dx, &dt, p.lambda, g);
         });
     }
     order

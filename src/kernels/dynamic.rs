@@ -24,8 +24,10 @@
 use rayon::prelude::*;
 
 use super::gram::{gram_bytes, gram_of, pack_quadratic, quadratic_rows};
+use super::isa::{with_kernel, Kernel};
 use super::matrix::Matrix;
-use super::packed::{Packed, MR};
+use super::micro::MicroKernel;
+use super::packed::{Lhs, Packed};
 use super::partition::sample;
 use super::tile::TILE_ROWS;
 use super::{interrupt, memory, Keep, KernelError};
@@ -60,26 +62,45 @@ impl DynamicParams {
 }
 
 /// `x_i^T G x_i` for each of `rows` (tiles of `X H^T`, see [`super::gram`], then a row dot
-/// product).
-pub fn quadratic_form(x: &Matrix, rows: &[usize], scales: &[Option<f64>], g: &[f32]) -> Vec<f64> {
+/// product), computed with `kernel`.
+pub fn quadratic_form<K: MicroKernel>(
+    kernel: K,
+    x: &Matrix,
+    rows: &[usize],
+    scales: &[Option<f64>],
+    g: &[f32],
+) -> Vec<f64> {
     let d = x.dim();
-    let h = pack_quadratic(g, d);
+    let h = pack_quadratic(kernel, g, d);
     let mut out = vec![0f64; rows.len()];
     out.par_chunks_mut(TILE_ROWS).zip(rows.par_chunks(TILE_ROWS)).for_each(|(dst, rc)| {
         let mut xs = vec![0f32; rc.len() * d];
         x.gather_scaled(rc, |i| scales[i], &mut xs);
-        quadratic_rows(&Packed::new(&xs, rc.len(), d, MR), &xs, &h, dst);
+        quadratic_rows(&Packed::<K, Lhs>::new(kernel, &xs, rc.len(), d), &xs, &h, dst);
     });
     out
 }
 
-/// Rounds survived by every row (`None` for unusable rows). An error when a `keep` count
-/// exceeds the usable rows, or when the `d x d` matrices of a very wide column do not fit in
-/// memory (checked before anything is allocated). `steps` must fit the `u32` output (the caller
-/// checks); rounds after the last drop cost nothing.
-pub fn normsim2_dynamic(x: &Matrix, p: &DynamicParams) -> Result<Vec<Option<u32>>, KernelError> {
+/// Rounds survived by every row (`None` for unusable rows), computed with `kernel`. An error
+/// when a `keep` count exceeds the usable rows, or when the `d x d` matrices of a very wide
+/// column do not fit in memory (checked before anything is allocated). `steps` must fit the
+/// `u32` output (the caller checks); rounds after the last drop cost nothing.
+pub fn normsim2_dynamic(
+    kernel: Kernel,
+    x: &Matrix,
+    p: &DynamicParams,
+) -> Result<Vec<Option<u32>>, KernelError> {
+    with_kernel!(kernel, k => dynamic_in(k, x, p))
+}
+
+/// [`normsim2_dynamic`] monomorphised for one kernel.
+fn dynamic_in<K: MicroKernel>(
+    kernel: K,
+    x: &Matrix,
+    p: &DynamicParams,
+) -> Result<Vec<Option<u32>>, KernelError> {
     let d = x.dim();
-    memory::check(gram_bytes(d), || format!("NormSim_2-D's d x d matrices for {d}-wide embeddings"))?;
+    memory::check(gram_bytes::<K>(d), || format!("NormSim_2-D's d x d matrices for {d}-wide embeddings"))?;
     let n_all = x.rows();
     let scales = x.scales(p.normalize);
     let mut alive: Vec<usize> = (0..n_all).filter(|&i| scales[i].is_some()).collect();
@@ -105,8 +126,8 @@ pub fn normsim2_dynamic(x: &Matrix, p: &DynamicParams) -> Result<Vec<Option<u32>
             s.sort_unstable();
             s
         };
-        let g = gram_of(x, &picked, |i| scales[i]);
-        let score = quadratic_form(x, &alive, &scales, &g);
+        let g = gram_of(kernel, x, &picked, |i| scales[i]);
+        let score = quadratic_form(kernel, x, &alive, &scales, &g);
         // Highest score first; among equal scores the earlier row first (so the later row is
         // dropped first). `total_cmp` orders NaN (impossible for usable rows) deterministically.
         let mut order: Vec<usize> = (0..alive.len()).collect();
@@ -124,6 +145,7 @@ pub fn normsim2_dynamic(x: &Matrix, p: &DynamicParams) -> Result<Vec<Option<u32>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::testutil::kernels;
     use crate::kernels::Values;
 
     fn data(n: usize, d: usize, seed: u64) -> Vec<f32> {
@@ -143,17 +165,20 @@ mod tests {
                 seed: 4,
                 normalize: true,
             };
-            let out: Vec<u32> = normsim2_dynamic(&m, &p).unwrap().into_iter().map(Option::unwrap).collect();
-            let chunk = (n - keep).div_ceil(steps);
-            for r in 1..=steps {
-                let survivors = out.iter().filter(|&&v| v as usize >= r).count();
-                assert_eq!(
-                    survivors,
-                    keep.max(n.saturating_sub(r * chunk)),
-                    "keep={keep} steps={steps} r={r}"
-                );
+            for kernel in kernels() {
+                let out: Vec<u32> =
+                    normsim2_dynamic(kernel, &m, &p).unwrap().into_iter().map(Option::unwrap).collect();
+                let chunk = (n - keep).div_ceil(steps);
+                for r in 1..=steps {
+                    let survivors = out.iter().filter(|&&v| v as usize >= r).count();
+                    assert_eq!(
+                        survivors,
+                        keep.max(n.saturating_sub(r * chunk)),
+                        "{kernel} keep={keep} steps={steps} r={r}"
+                    );
+                }
+                assert_eq!(out.iter().filter(|&&v| v as usize == steps).count(), keep);
             }
-            assert_eq!(out.iter().filter(|&&v| v as usize == steps).count(), keep);
         }
     }
 
@@ -169,18 +194,23 @@ mod tests {
             seed: 9,
             normalize: true,
         };
-        let run = |t| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-                .install(|| normsim2_dynamic(&m, &p))
-        };
-        let one = run(1).unwrap();
-        assert_eq!(one.iter().filter(|v| **v == Some(20)).count(), 100);
-        assert_eq!(one, run(3).unwrap());
-        let too_many = DynamicParams { keep: Keep::Count(701), ..p };
-        assert_eq!(normsim2_dynamic(&m, &too_many), Err(KernelError::Keep { keep: 701, rows: 700 }));
+        for kernel in kernels() {
+            let run = |t| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap()
+                    .install(|| normsim2_dynamic(kernel, &m, &p))
+            };
+            let one = run(1).unwrap();
+            assert_eq!(one.iter().filter(|v| **v == Some(20)).count(), 100);
+            assert_eq!(one, run(3).unwrap(), "{kernel}");
+            let too_many = DynamicParams { keep: Keep::Count(701), ..p };
+            assert_eq!(
+                normsim2_dynamic(kernel, &m, &too_many),
+                Err(KernelError::Keep { keep: 701, rows: 700 })
+            );
+        }
     }
 
     #[test]
@@ -190,9 +220,11 @@ mod tests {
         let m = Matrix::new(Values::F32(&v), 2, d, None).unwrap();
         let p =
             DynamicParams { keep: Keep::Count(1), steps: 1, sample_fraction: 1.0, seed: 0, normalize: true };
-        match normsim2_dynamic(&m, &p) {
-            Err(KernelError::Memory(e)) => assert!(e.to_string().contains("100000-wide"), "{e}"),
-            other => panic!("expected a memory error, got {other:?}"),
+        for kernel in kernels() {
+            match normsim2_dynamic(kernel, &m, &p) {
+                Err(KernelError::Memory(e)) => assert!(e.to_string().contains("100000-wide"), "{e}"),
+                other => panic!("{kernel}: expected a memory error, got {other:?}"),
+            }
         }
     }
 
@@ -204,7 +236,7 @@ mod tests {
         let steps = u32::MAX as usize - 1;
         let p =
             DynamicParams { keep: Keep::Count(10), steps, sample_fraction: 1.0, seed: 0, normalize: true };
-        let out = normsim2_dynamic(&m, &p).unwrap();
+        let out = normsim2_dynamic(Kernel::best(), &m, &p).unwrap();
         assert_eq!(out.iter().filter(|v| **v == Some(steps as u32)).count(), 10);
         // One row dropped per round (chunk = 1): rounds 0..40 recorded.
         assert_eq!(out.iter().flatten().filter(|&&v| (v as usize) < steps).max(), Some(&39));

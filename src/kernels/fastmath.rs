@@ -5,38 +5,20 @@
 //! epilogues evaluate one or two of them per entry of every `B x B` tile. No well-kept crate
 //! offers slice-free, inlinable SIMD `exp`/`ln` that compile into our loops on stable Rust.
 //!
-//! Determinism: a function's result depends only on its inputs and on which build runs (see
-//! [`simd_fn!`]): the AVX2 build evaluates the `exp`/`ln` polynomials with fused multiply-adds,
-//! the portable build with `*` and `+`. A given machine always takes the same build, so results
-//! never depend on threads, chunking or engine. Dot products use plain `*`/`+` in both builds.
+//! Determinism: a function's result depends only on its inputs and on the build it runs in
+//! (see [`simd_fn!`]): the AVX2 and AVX-512 builds evaluate the `exp`/`ln` polynomials with
+//! fused multiply-adds (the same operations in the same order, so the same bits), the portable
+//! build with `*` and `+`. Dot products, maxima and lane sums use plain `*`/`+` in every build.
 
-use std::sync::OnceLock;
-
-/// True when the CPU has AVX2 and FMA (checked once).
-#[inline]
-pub fn has_avx2() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    })
-}
-
-/// How a build evaluates `a * b + c`: fused where the CPU has FMA, plain otherwise (where
-/// `f32::mul_add` would be a slow library call).
+/// How a build evaluates `a * b + c`: fused in the kernels whose CPUs have FMA (AVX2, AVX-512),
+/// two roundings in the portable one (where `f32::mul_add` would be a library call per element).
 pub trait Mode {
     fn mul_add(a: f32, b: f32, c: f32) -> f32;
 }
 
-/// The AVX2+FMA build.
+/// Fused multiply-add: the AVX2 and AVX-512 builds.
 pub struct Fused;
-/// The portable build.
+/// `a * b + c` rounded twice: the portable build.
 pub struct Plain;
 
 impl Mode for Fused {
@@ -53,28 +35,86 @@ impl Mode for Plain {
     }
 }
 
-/// Defines a function whose body is compiled twice, for AVX2+FMA (with `M = Fused`) and
-/// portably (`M = Plain`), and picks the AVX2 build at run time when the CPU has it. The body's
-/// `#[inline(always)]` helpers are inlined into both builds, so loops over them vectorise.
+/// Defines a function whose body is compiled once per instruction set, with its
+/// `#[inline(always)]` helpers inlined so that their loops vectorise for it. Two forms:
+///
+/// * `fn name<K>(kernel: K, args..)`: the epilogue of a kernel's products, compiled for that
+///   kernel's instruction set with `M = K::Mode`. The build is chosen by the type `K` (the
+///   call's kernel, picked once per call by [`crate::kernels::isa::with_kernel!`]), never by a
+///   test of its own; the `kernel` witness proves the CPU has the instruction set.
+/// * `fn name(args..)`: a helper whose bits must not depend on the kernel (`M = Plain` in every
+///   build, so `M::mul_add` is two roundings everywhere): the instruction set only changes its
+///   speed. Runs in the process's kernel's build ([`crate::kernels::isa::helper_isa`]).
+///
+/// The AVX-512 builds really use 512-bit vectors: the generic x86-64 tuning does not cap the
+/// vector width, and `objdump -d` of the benches shows `zmm` loops in `reduce_tile`, `pow_tile`,
+/// `max_abs_tile`, `sum_sq_tile` and `dot_tile` (`ymm` in their AVX2 builds). What keeps them whole
+/// is written at [`hsum`] and [`tail`].
 macro_rules! simd_fn {
+    ($(#[$m:meta])* $vis:vis fn $name:ident<K>($kw:ident : K $(, $arg:ident : $ty:ty)* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        #[inline]
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name<K: $crate::kernels::micro::MicroKernel>($kw: K $(, $arg: $ty)*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(unused, clippy::extra_unused_type_parameters, clippy::too_many_arguments)]
+            fn body<M: $crate::kernels::fastmath::Mode>($($arg: $ty),*) $(-> $ret)? $body
+            let _ = $kw;
+            match K::ISA {
+                #[cfg(target_arch = "x86_64")]
+                $crate::kernels::isa::Isa::Avx512 | $crate::kernels::isa::Isa::Amx => {
+                    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                    #[allow(clippy::too_many_arguments)]
+                    unsafe fn avx512<M: $crate::kernels::fastmath::Mode>($($arg: $ty),*) $(-> $ret)? {
+                        body::<M>($($arg),*)
+                    }
+                    // SAFETY: a `K` witness exists, so the CPU has `K::ISA`'s features.
+                    unsafe { avx512::<K::Mode>($($arg),*) }
+                }
+                #[cfg(target_arch = "x86_64")]
+                $crate::kernels::isa::Isa::Avx2 => {
+                    #[target_feature(enable = "avx2,fma")]
+                    #[allow(clippy::too_many_arguments)]
+                    unsafe fn avx2<M: $crate::kernels::fastmath::Mode>($($arg: $ty),*) $(-> $ret)? {
+                        body::<M>($($arg),*)
+                    }
+                    // SAFETY: a `K` witness exists, so the CPU has AVX2 and FMA.
+                    unsafe { avx2::<K::Mode>($($arg),*) }
+                }
+                _ => body::<K::Mode>($($arg),*),
+            }
+        }
+    };
     ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            #[allow(unused, clippy::extra_unused_type_parameters)]
+            #[allow(unused, clippy::extra_unused_type_parameters, clippy::too_many_arguments)]
             fn body<M: $crate::kernels::fastmath::Mode>($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-                    body::<$crate::kernels::fastmath::Fused>($($arg),*)
+            match $crate::kernels::isa::helper_isa() {
+                #[cfg(target_arch = "x86_64")]
+                $crate::kernels::isa::Isa::Avx512 | $crate::kernels::isa::Isa::Amx => {
+                    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                    #[allow(clippy::too_many_arguments)]
+                    unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                        body::<$crate::kernels::fastmath::Plain>($($arg),*)
+                    }
+                    // SAFETY: `helper_isa` is the instruction set of a kernel this CPU runs.
+                    unsafe { avx512($($arg),*) }
                 }
-                if $crate::kernels::fastmath::has_avx2() {
-                    // SAFETY: the CPU supports the features `avx2` was compiled for.
-                    return unsafe { avx2($($arg),*) };
+                #[cfg(target_arch = "x86_64")]
+                $crate::kernels::isa::Isa::Avx2 => {
+                    #[target_feature(enable = "avx2,fma")]
+                    #[allow(clippy::too_many_arguments)]
+                    unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                        body::<$crate::kernels::fastmath::Plain>($($arg),*)
+                    }
+                    // SAFETY: as above.
+                    unsafe { avx2($($arg),*) }
                 }
+                _ => body::<$crate::kernels::fastmath::Plain>($($arg),*),
             }
-            body::<$crate::kernels::fastmath::Plain>($($arg),*)
         }
     };
 }
@@ -83,7 +123,11 @@ pub(crate) use simd_fn;
 const LANES: usize = 16;
 
 /// Sums 16 lanes pairwise in a fixed order.
-#[inline(always)]
+///
+/// Deliberately not inlined (the same bits either way): inlined, this reduction tree makes
+/// LLVM's SLP vectorizer cut the 16-lane loops that feed it into 128-bit pieces (seen in the
+/// disassembly of the AVX-512 builds); called, those loops stay whole `zmm`/`ymm` vectors.
+#[inline(never)]
 pub fn hsum(mut acc: [f32; LANES]) -> f32 {
     let mut w = LANES / 2;
     while w > 0 {
@@ -106,18 +150,34 @@ pub fn dot_inline(a: &[f32], b: &[f32]) -> f32 {
     let cb = b.chunks_exact(LANES);
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
+        let x: &[f32; LANES] = x.try_into().expect("chunk of 16");
+        let y: &[f32; LANES] = y.try_into().expect("chunk of 16");
         for l in 0..LANES {
             acc[l] += x[l] * y[l];
         }
     }
-    for (l, (x, y)) in ra.iter().zip(rb).enumerate() {
-        acc[l] += x * y;
+    let (x, y) = (tail(ra, 0.0), tail(rb, 0.0));
+    for l in 0..LANES {
+        if l < ra.len() {
+            acc[l] += x[l] * y[l];
+        }
     }
     hsum(acc)
 }
 
+/// The last `r.len() < 16` values of a row, padded with `pad` to 16 lanes: remainders are
+/// handled with constant lane indices (a masked update), so the accumulators stay in
+/// registers; indexing them by a run-time lane number would force them to memory and keep the
+/// main loop from vectorising.
+#[inline(always)]
+pub fn tail(r: &[f32], pad: f32) -> [f32; LANES] {
+    let mut t = [pad; LANES];
+    t[..r.len()].copy_from_slice(r);
+    t
+}
+
 simd_fn! {
-    /// [`dot_inline`], compiled for AVX2 when available.
+    /// [`dot_inline`] in the process kernel's build (the same bits in every build).
     pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         dot_inline(a, b)
     }
@@ -228,6 +288,30 @@ mod tests {
     }
 
     #[test]
+    fn exp_in_every_kernel_build() {
+        use crate::kernels::isa::{with_kernel, Isa};
+        use crate::kernels::testutil::kernels;
+        let x: Vec<f32> =
+            (0..=20_000).map(|i| -87.0 + 175.0 * i as f32 / 20_000.0).chain([-90.0, 0.0]).collect();
+        let mut fused: Option<Vec<f32>> = None;
+        for kernel in kernels() {
+            let mut y = vec![f32::NAN; x.len()];
+            with_kernel!(kernel, k => exp_slice(k, &x, &mut y));
+            for (&a, &b) in x.iter().zip(&y) {
+                let want = if a < -87.0 { 0.0 } else { f64::from(a).exp() };
+                assert!((f64::from(b) - want).abs() <= 5e-7 * want, "{kernel} exp({a}) = {b}");
+            }
+            // Every fused build evaluates the same polynomial with the same FMAs: the same bits.
+            if kernel.isa() != Isa::Portable {
+                match &fused {
+                    Some(f) => assert_eq!(f, &y, "{kernel}"),
+                    None => fused = Some(y),
+                }
+            }
+        }
+    }
+
+    #[test]
     fn dot_matches_naive_and_both_builds_agree() {
         for n in [0usize, 1, 15, 16, 17, 127, 128, 129, 768] {
             let a: Vec<f32> = (0..n).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
@@ -282,20 +366,9 @@ pub fn fmax(a: f32, b: f32) -> f32 {
     }
 }
 
-/// `max_j v[j]` in 16 lanes.
-#[inline(always)]
-pub fn max_inline(v: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let c = v.chunks_exact(LANES);
-    let r = c.remainder();
-    for x in c {
-        for l in 0..LANES {
-            acc[l] = fmax(acc[l], x[l]);
-        }
-    }
-    for (l, x) in r.iter().enumerate() {
-        acc[l] = fmax(acc[l], *x);
-    }
+/// The maximum of 16 lanes (not inlined, for the reason given at [`hsum`]).
+#[inline(never)]
+pub fn hmax(mut acc: [f32; LANES]) -> f32 {
     let mut w = LANES / 2;
     while w > 0 {
         for l in 0..w {
@@ -306,19 +379,40 @@ pub fn max_inline(v: &[f32]) -> f32 {
     acc[0]
 }
 
+/// `max_j v[j]` in 16 lanes.
+#[inline(always)]
+pub fn max_inline(v: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let c = v.chunks_exact(LANES);
+    let r = tail(c.remainder(), f32::NEG_INFINITY);
+    for x in c {
+        let x: &[f32; LANES] = x.try_into().expect("chunk of 16");
+        for l in 0..LANES {
+            acc[l] = fmax(acc[l], x[l]);
+        }
+    }
+    for l in 0..LANES {
+        acc[l] = fmax(acc[l], r[l]);
+    }
+    hmax(acc)
+}
+
 /// `sum_j exp(v[j] - m)` in 16 lanes.
 #[inline(always)]
 pub fn sum_exp_inline<M: Mode>(v: &[f32], m: f32) -> f32 {
     let mut acc = [0f32; LANES];
     let c = v.chunks_exact(LANES);
-    let r = c.remainder();
+    let (r, k) = (tail(c.remainder(), m), c.remainder().len());
     for x in c {
+        let x: &[f32; LANES] = x.try_into().expect("chunk of 16");
         for l in 0..LANES {
             acc[l] += exp::<M>(x[l] - m);
         }
     }
-    for (l, x) in r.iter().enumerate() {
-        acc[l] += exp::<M>(*x - m);
+    for l in 0..LANES {
+        if l < k {
+            acc[l] += exp::<M>(r[l] - m);
+        }
     }
     hsum(acc)
 }
@@ -342,8 +436,8 @@ mod lse_tests {
 }
 
 simd_fn! {
-    /// `y[i] = exp(x[i])` (the benchmark of [`exp`]'s throughput).
-    pub fn exp_slice(x: &[f32], y: &mut [f32]) {
+    /// `y[i] = exp(x[i])` in `kernel`'s build (the benchmark of [`exp`]'s throughput).
+    pub fn exp_slice<K>(kernel: K, x: &[f32], y: &mut [f32]) {
         for (o, &v) in y.iter_mut().zip(x) {
             *o = exp::<M>(v);
         }

@@ -21,7 +21,8 @@ use rayon::prelude::*;
 use super::aligned::AlignedVec;
 use super::fastmath::{dot_inline, simd_fn};
 use super::matrix::Matrix;
-use super::packed::{gemm_packed_k, gemm_packed_ld, Packed, MR, NR};
+use super::micro::MicroKernel;
+use super::packed::{gemm_packed_k, gemm_packed_ld, Lhs, Packed, Rhs};
 
 /// Rows per block product (an `f32` FMA chain of this length per entry).
 pub const GRAM_BLOCK: usize = 1024;
@@ -29,21 +30,28 @@ pub const GRAM_BLOCK: usize = 1024;
 /// fixed number (not the thread count) so that the bits never depend on the machine; it also
 /// bounds the memory held by partial products (`GRAM_WAVE * d * d` floats).
 const GRAM_WAVE: usize = 8;
-/// Rows of `G` per packed `A` block: a multiple of `MR` (no padded micro-panels) and of `NR`
-/// (each block's columns start on a `B` micro-panel), small enough that the computed part hugs
-/// the diagonal (56% of the full product at `d = 768`) and its `A` block stays in L2.
+/// Rows of `G` per packed `A` block: a multiple of the kernel's `MR` (no padded micro-panels)
+/// and of its `NR` (each block's columns start on a `B` micro-panel), small enough that the
+/// computed part hugs the diagonal (56% of the full product at `d = 768`) and its `A` block
+/// stays in L2. 96 suits every kernel (blocks of 6 x 8, 6 x 16 and 8 x 32).
 const GRAM_ROWS: usize = 96;
 
-const _: () = assert!(GRAM_ROWS.is_multiple_of(MR) && GRAM_ROWS.is_multiple_of(NR));
-
-/// Columns of `X H^T` per tile of the quadratic form (a multiple of `NR`).
+/// Columns of `X H^T` per tile of the quadratic form (a multiple of the kernel's `NR`).
 const QUAD_COLS: usize = 96;
 
-const _: () = assert!(QUAD_COLS.is_multiple_of(NR));
+/// Compile-time check that `K`'s blocks tile [`GRAM_ROWS`] and [`QUAD_COLS`].
+const fn check<K: MicroKernel>() {
+    assert!(
+        GRAM_ROWS.is_multiple_of(K::MR) && GRAM_ROWS.is_multiple_of(K::NR),
+        "GRAM_ROWS must be a multiple of MR and NR"
+    );
+    assert!(QUAD_COLS.is_multiple_of(K::NR), "QUAD_COLS must be a multiple of NR");
+}
 
 /// The upper triangle of `a^T a` for `a` of `rows x d` (row-major): `c[i * d + j]` for `j >= i`
 /// (the lower triangle is left as it is, or partly overwritten near the diagonal).
-pub fn gram_upper(a: &[f32], rows: usize, d: usize, c: &mut [f32]) {
+pub fn gram_upper<K: MicroKernel>(kernel: K, a: &[f32], rows: usize, d: usize, c: &mut [f32]) {
+    const { check::<K>() };
     assert!(a.len() >= rows * d && c.len() >= d * d);
     if d == 0 {
         return;
@@ -52,26 +60,31 @@ pub fn gram_upper(a: &[f32], rows: usize, d: usize, c: &mut [f32]) {
         c[..d * d].fill(0.0);
         return;
     }
-    let b = Packed::from_columns(a, rows, d, 0, d, NR);
+    let b = Packed::<K, Rhs>::from_columns(kernel, a, rows, d, 0, d);
     for i0 in (0..d).step_by(GRAM_ROWS) {
         let mb = GRAM_ROWS.min(d - i0);
-        let ap = Packed::from_columns(a, rows, d, i0, mb, MR);
+        let ap = Packed::<K, Lhs>::from_columns(kernel, a, rows, d, i0, mb);
         // Columns from i0 (a multiple of NR) on: the block's diagonal square and what lies right.
         gemm_packed_ld(&ap, &b, i0, d - i0, 1.0, &mut c[i0 * d + i0..], d);
     }
 }
 
-/// Bytes [`gram_of`] and [`pack_quadratic`] hold at once for width `d`: the `f64` total, a
+/// Bytes [`gram_of`] and [`pack_quadratic`] hold at once for width `d` and kernel `K`: the `f64` total, a
 /// wave of `f32` block products, the `f32` result and its packed triangular form.
-pub fn gram_bytes(d: usize) -> u128 {
+pub fn gram_bytes<K: MicroKernel>(d: usize) -> u128 {
     let dd = (d as u128) * (d as u128);
-    dd * (8 + 4 * GRAM_WAVE as u128 + 4) + (d.div_ceil(NR) * NR) as u128 * d as u128 * 4
+    dd * (8 + 4 * GRAM_WAVE as u128 + 4) + (d.div_ceil(K::NR) * K::NR) as u128 * d as u128 * 4
 }
 
 /// `G = sum_{i in rows} (s_i x_i)(s_i x_i)^T` with `s_i = scale_of(i)` (rows without a scale
-/// count as zero), as `f32` (`d x d`, row-major, exactly symmetric). Runs on the current rayon
-/// pool.
-pub fn gram_of(x: &Matrix, rows: &[usize], scale_of: impl Fn(usize) -> Option<f64> + Sync) -> Vec<f32> {
+/// count as zero), as `f32` (`d x d`, row-major, exactly symmetric), computed with `kernel`.
+/// Runs on the current rayon pool.
+pub fn gram_of<K: MicroKernel>(
+    kernel: K,
+    x: &Matrix,
+    rows: &[usize],
+    scale_of: impl Fn(usize) -> Option<f64> + Sync,
+) -> Vec<f32> {
     let d = x.dim();
     let mut g = vec![0f64; d * d];
     for wave in rows.chunks(GRAM_BLOCK * GRAM_WAVE) {
@@ -84,7 +97,7 @@ pub fn gram_of(x: &Matrix, rows: &[usize], scale_of: impl Fn(usize) -> Option<f6
                 let mut buf = vec![0f32; rc.len() * d];
                 x.gather_scaled(rc, &scale_of, &mut buf);
                 let mut c = AlignedVec::zeroed(d * d);
-                gram_upper(&buf, rc.len(), d, &mut c);
+                gram_upper(kernel, &buf, rc.len(), d, &mut c);
                 c
             })
             .collect();
@@ -107,11 +120,11 @@ pub fn gram_of(x: &Matrix, rows: &[usize], scale_of: impl Fn(usize) -> Option<f6
     out
 }
 
-/// `H = diag(G) + 2 * strictly_lower(G)` (`d x d`), packed as the `B` operand of
+/// `H = diag(G) + 2 * strictly_lower(G)` (`d x d`), packed for `kernel` as the `B` operand of
 /// [`quadratic_tile`]. Doubling is exact, so `H` holds `G`'s values.
-pub fn pack_quadratic(g: &[f32], d: usize) -> Packed {
+pub fn pack_quadratic<K: MicroKernel>(kernel: K, g: &[f32], d: usize) -> Packed<K, Rhs> {
     assert!(g.len() >= d * d);
-    Packed::from_rows(d, d, NR, |r0, n, dst| {
+    Packed::from_rows(kernel, d, d, |r0, n, dst| {
         for (j, row) in (r0..r0 + n).zip(dst.chunks_exact_mut(d)) {
             for (k, h) in row.iter_mut().enumerate() {
                 *h = match k.cmp(&j) {
@@ -127,13 +140,19 @@ pub fn pack_quadratic(g: &[f32], d: usize) -> Packed {
 /// Columns `c0..c0 + cols` of `X H^T` (`c0` a multiple of `QUAD_COLS`, `rows x cols` into `z`)
 /// for the packed row block `xp` and `h` from [`pack_quadratic`]: only `k < c0 + cols`, where
 /// `H` is not zero, is computed.
-fn quadratic_tile(xp: &Packed, h: &Packed, c0: usize, cols: usize, z: &mut [f32]) {
+fn quadratic_tile<K: MicroKernel>(
+    xp: &Packed<K, Lhs>,
+    h: &Packed<K, Rhs>,
+    c0: usize,
+    cols: usize,
+    z: &mut [f32],
+) {
     gemm_packed_k(xp, h, c0, cols, c0 + cols, 1.0, z, cols);
 }
 
 simd_fn! {
     /// `acc[i] += sum_j z_ij * x[i][c0 + j]` for the rows of `x` (`d` floats each).
-    fn dot_tile(z: &[f32], cols: usize, x: &[f32], d: usize, c0: usize, acc: &mut [f64]) {
+    fn dot_tile<K>(kernel: K, z: &[f32], cols: usize, x: &[f32], d: usize, c0: usize, acc: &mut [f64]) {
         for (i, (r, a)) in z.chunks_exact(cols).zip(acc.iter_mut()).enumerate() {
             *a += f64::from(dot_inline(r, &x[i * d + c0..i * d + c0 + cols]));
         }
@@ -142,37 +161,51 @@ simd_fn! {
 
 /// `acc[i] += x_i^T G x_i` for the rows of one block: `xs` holds them (`rows x d`), `xp` the
 /// same rows packed, `h` comes from [`pack_quadratic`]. `sum_j x_j (H x)_j` tile by tile.
-pub fn quadratic_rows(xp: &Packed, xs: &[f32], h: &Packed, acc: &mut [f64]) {
+pub fn quadratic_rows<K: MicroKernel>(xp: &Packed<K, Lhs>, xs: &[f32], h: &Packed<K, Rhs>, acc: &mut [f64]) {
+    const { check::<K>() };
     let (rows, d) = (xp.rows(), xp.dim());
     let mut tile = AlignedVec::zeroed(rows * QUAD_COLS);
     for c0 in (0..d).step_by(QUAD_COLS) {
         let cols = QUAD_COLS.min(d - c0);
         let z = &mut tile[..rows * cols];
         quadratic_tile(xp, h, c0, cols, z);
-        dot_tile(z, cols, xs, d, c0, acc);
+        dot_tile(xp.kernel(), z, cols, xs, d, c0, acc);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::testutil::uniform;
+    use crate::kernels::isa::with_kernel;
+    use crate::kernels::testutil::{kernels, uniform};
     use crate::kernels::Values;
 
-    #[test]
-    fn upper_triangle_matches_naive() {
-        for &(m, d) in &[(37usize, 9usize), (1, 1), (300, 17), (0, 3), (50, 97), (130, 200)] {
+    fn upper_triangle<K: MicroKernel>(kernel: K) {
+        for &(m, d) in
+            &[(37usize, 9usize), (1, 1), (300, 17), (0, 3), (50, 97), (130, 200), (5, 95), (9, 193)]
+        {
             let a = uniform(m * d, 5);
             let mut c = vec![f32::NAN; d * d];
-            gram_upper(&a, m, d, &mut c);
+            gram_upper(kernel, &a, m, d, &mut c);
             for p in 0..d {
                 for q in p..d {
                     let term = |t: usize| f64::from(a[t * d + p]) * f64::from(a[t * d + q]);
                     let want: f64 = (0..m).map(term).sum();
                     let size: f64 = (0..m).map(|t| term(t).abs()).sum();
-                    assert!((f64::from(c[p * d + q]) - want).abs() <= 1e-6 * size, "({m},{d}) [{p},{q}]");
+                    assert!(
+                        (f64::from(c[p * d + q]) - want).abs() <= 1e-6 * size,
+                        "{} ({m},{d}) [{p},{q}]",
+                        K::ISA
+                    );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn upper_triangle_matches_naive() {
+        for kernel in kernels() {
+            with_kernel!(kernel, k => upper_triangle(k));
         }
     }
 
@@ -183,39 +216,44 @@ mod tests {
         let x = Matrix::new(Values::F32(&v), m, d, None).unwrap();
         let rows: Vec<usize> = (0..m).rev().step_by(2).collect();
         let scale = |i: usize| (!i.is_multiple_of(5)).then_some(0.5 + (i % 3) as f64);
-        let run = |threads| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| gram_of(&x, &rows, scale))
-        };
-        let g = run(1);
-        assert_eq!(g, run(3));
-        for p in 0..d {
-            for q in 0..d {
-                assert_eq!(g[p * d + q].to_bits(), g[q * d + p].to_bits());
-                let term = |&i: &usize| {
-                    let s = scale(i).unwrap_or(0.0);
-                    s * s * f64::from(v[i * d + p]) * f64::from(v[i * d + q])
-                };
-                let want: f64 = rows.iter().map(term).sum();
-                let size: f64 = rows.iter().map(|i| term(i).abs()).sum();
-                assert!((f64::from(g[p * d + q]) - want).abs() <= 1e-6 * size.max(1e-30), "[{p},{q}]");
+        for kernel in kernels() {
+            let run = |threads| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| with_kernel!(kernel, k => gram_of(k, &x, &rows, scale)))
+            };
+            let g = run(1);
+            assert_eq!(g, run(3), "{kernel}");
+            for p in 0..d {
+                for q in 0..d {
+                    assert_eq!(g[p * d + q].to_bits(), g[q * d + p].to_bits());
+                    let term = |&i: &usize| {
+                        let s = scale(i).unwrap_or(0.0);
+                        s * s * f64::from(v[i * d + p]) * f64::from(v[i * d + q])
+                    };
+                    let want: f64 = rows.iter().map(term).sum();
+                    let size: f64 = rows.iter().map(|i| term(i).abs()).sum();
+                    assert!(
+                        (f64::from(g[p * d + q]) - want).abs() <= 1e-6 * size.max(1e-30),
+                        "{kernel} [{p},{q}]"
+                    );
+                }
             }
         }
     }
 
-    #[test]
-    fn quadratic_form_through_triangular_tiles() {
+    fn quadratic_form<K: MicroKernel>(kernel: K) {
         use crate::kernels::packed::gemm_packed;
-        for &(n, d) in &[(7usize, 5usize), (13, 96), (20, 150), (3, 200)] {
+        for &(n, d) in &[(7usize, 5usize), (13, 96), (20, 150), (3, 200), (9, 31), (1, 97)] {
             let t = uniform(3 * d * d, 7);
             let g = gram_of(
+                kernel,
                 &Matrix::new(Values::F32(&t), 3 * d, d, None).unwrap(),
                 &(0..3 * d).collect::<Vec<_>>(),
                 |_| Some(1.0),
             );
             let x = uniform(n * d, 8);
-            let xp = Packed::new(&x, n, d, MR);
-            let h = pack_quadratic(&g, d);
+            let xp = Packed::<K, Lhs>::new(kernel, &x, n, d);
+            let h = pack_quadratic(kernel, &g, d);
             let mut q = vec![0f64; n];
             for c0 in (0..d).step_by(QUAD_COLS) {
                 let cols = QUAD_COLS.min(d - c0);
@@ -242,10 +280,18 @@ mod tests {
                 for (what, got) in [("tiles", q[i]), ("quadratic_rows", rows_q[i])] {
                     assert!(
                         (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                        "({n},{d}) row {i} {what}: {got} vs {want}"
+                        "{} ({n},{d}) row {i} {what}: {got} vs {want}",
+                        K::ISA
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn quadratic_form_through_triangular_tiles() {
+        for kernel in kernels() {
+            with_kernel!(kernel, k => quadratic_form(k));
         }
     }
 }

@@ -26,12 +26,14 @@
 use rayon::prelude::*;
 
 use super::aligned::AlignedVec;
-use super::fastmath::{exp, fmax, hsum, max_inline, simd_fn, Lse};
+use super::fastmath::{exp, fmax, hsum, max_inline, simd_fn, tail, Lse};
 use super::interrupt;
+use super::isa::{with_kernel, Kernel};
 use super::matrix::Matrix;
-use super::packed::{gemm_packed, Packed, MR, NR};
+use super::micro::MicroKernel;
+use super::packed::{gemm_packed, Packed, Rhs};
 use super::partition::{batch_bounds, permutation};
-use super::tile::{TILE_COLS, TILE_ROWS};
+use super::tile::{self, TILE_COLS, TILE_ROWS};
 
 /// Parameters of [`neg_clip_loss`] (see [`NegClipParams::validate`] for the accepted ranges).
 #[derive(Clone, Copy, Debug)]
@@ -95,8 +97,8 @@ simd_fn! {
     /// row sum, and `e_ij * exp(m_i - M)` (`M` the tile maximum, one `exp` per row) the column
     /// terms `exp(z_ij - M)`. Columns whose maximum is far below `M` are redone exactly.
     ///
-    /// `rows <= TILE_ROWS`.
-    pub fn reduce_tile(z: &[f32], rows: usize, cols: usize, row_lse: &mut [Lse], col_max: &mut [f32], col_sum: &mut [f32]) {
+    /// `rows <= TILE_ROWS`. Compiled for `kernel`'s instruction set.
+    pub fn reduce_tile<K>(kernel: K, z: &[f32], rows: usize, cols: usize, row_lse: &mut [Lse], col_max: &mut [f32], col_sum: &mut [f32]) {
         let col_max = &mut col_max[..cols];
         let col_sum = &mut col_sum[..cols];
         col_max.fill(f32::NEG_INFINITY);
@@ -138,10 +140,13 @@ simd_fn! {
                     cs[l] = M::mul_add(e, f, cs[l]);
                 }
             }
-            for j in full..cols {
-                let e = exp::<M>(r[j] - m);
-                acc[j - full] += e;
-                col_sum[j] = M::mul_add(e, f, col_sum[j]);
+            let (rt, k) = (tail(&r[full..], m), cols - full);
+            for l in 0..16 {
+                if l < k {
+                    let e = exp::<M>(rt[l] - m);
+                    acc[l] += e;
+                    col_sum[full + l] = M::mul_add(e, f, col_sum[full + l]);
+                }
             }
             lse.merge(m, f64::from(hsum(acc)));
         }
@@ -160,14 +165,16 @@ simd_fn! {
 /// to the diagonal: `(LSE_j z_ij - z_ii) + (LSE_j z_ji - z_ii)` per batch position. Both terms
 /// are `>= 0` (each sum holds its diagonal term) and exactly 0 for a one-row batch, because
 /// `z_ii` is the product's own diagonal entry. `t` holds the batch's normalised texts, packed
-/// once for all row blocks; `load_x(r0, rows, dst)` writes the normalised images of batch rows
-/// `r0..r0 + rows` into `dst` (`rows x d`), so images are converted one row block at a time.
-pub fn batch_lse_sum(
+/// once for all row blocks (for the kernel that computes the batch); `load_x(r0, rows, dst)`
+/// writes the normalised images of batch rows `r0..r0 + rows` into `dst` (`rows x d`), so images
+/// are converted one row block at a time.
+pub fn batch_lse_sum<K: MicroKernel>(
     load_x: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
-    t: &Packed,
+    t: &Packed<K, Rhs>,
     inv_tau: f32,
 ) -> Vec<f64> {
-    let (b, d) = (t.rows(), t.dim());
+    const { tile::check::<K>() };
+    let (b, d, kernel) = (t.rows(), t.dim(), t.kernel());
     let blocks = b.div_ceil(TILE_ROWS);
     let mut out = Vec::with_capacity(b);
     let mut zdiag: Vec<f32> = Vec::with_capacity(b);
@@ -189,7 +196,7 @@ pub fn batch_lse_sum(
                 let rows = TILE_ROWS.min(b - r0);
                 let mut xb = vec![0f32; rows * d];
                 load_x(r0, rows, &mut xb);
-                let xb = Packed::new(&xb, rows, d, MR);
+                let xb = Packed::new(kernel, &xb, rows, d);
                 let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
                 let mut row_lse = vec![Lse::EMPTY; rows];
                 let mut diag = vec![0f32; rows];
@@ -208,6 +215,7 @@ pub fn batch_lse_sum(
                         }
                     }
                     reduce_tile(
+                        kernel,
                         &tile[..rows * cols],
                         rows,
                         cols,
@@ -236,10 +244,20 @@ pub fn batch_lse_sum(
     out
 }
 
-/// negCLIPLoss of every row of `image`/`text` (same shape). Rows that are null, hold a NaN or
-/// infinity, or (when normalising) are zero get `None` and take no part in any batch.
-/// Runs on the current rayon pool.
-pub fn neg_clip_loss(image: &Matrix, text: &Matrix, p: &NegClipParams) -> Vec<Option<f32>> {
+/// negCLIPLoss of every row of `image`/`text` (same shape), computed with `kernel`. Rows that
+/// are null, hold a NaN or infinity, or (when normalising) are zero get `None` and take no part
+/// in any batch. Runs on the current rayon pool.
+pub fn neg_clip_loss(kernel: Kernel, image: &Matrix, text: &Matrix, p: &NegClipParams) -> Vec<Option<f32>> {
+    with_kernel!(kernel, k => neg_clip_loss_in(k, image, text, p))
+}
+
+/// [`neg_clip_loss`] monomorphised for one kernel.
+fn neg_clip_loss_in<K: MicroKernel>(
+    kernel: K,
+    image: &Matrix,
+    text: &Matrix,
+    p: &NegClipParams,
+) -> Vec<Option<f32>> {
     let n = image.rows();
     let d = image.dim();
     debug_assert_eq!(n, text.rows());
@@ -260,7 +278,7 @@ pub fn neg_clip_loss(image: &Matrix, text: &Matrix, p: &NegClipParams) -> Vec<Op
             let rows: Vec<usize> = perm[s..e].iter().map(|&q| valid[q]).collect();
             let b = rows.len();
             // Texts: converted and packed once for the batch (every row block reads all of them).
-            let tb = Packed::from_rows(b, d, NR, |r0, n, dst| {
+            let tb = Packed::<K, Rhs>::from_rows(kernel, b, d, |r0, n, dst| {
                 text.gather_scaled(&rows[r0..r0 + n], |i| st[i], dst);
             });
             // Images: converted a row block at a time by the task that uses them.
@@ -297,6 +315,7 @@ pub fn neg_clip_loss(image: &Matrix, text: &Matrix, p: &NegClipParams) -> Vec<Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::testutil::kernels;
     use crate::kernels::Values;
 
     fn data(n: usize, d: usize, seed: u64) -> Vec<f32> {
@@ -322,19 +341,49 @@ mod tests {
 
     #[test]
     fn one_batch_matches_naive_at_tile_edges() {
-        for &(n, d) in &[(1usize, 3usize), (2, 5), (17, 8), (255, 16), (257, 33), (600, 64)] {
-            let x = data(n, d, 1);
-            let t = data(n, d, 2);
-            let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
-            let tm = Matrix::new(Values::F32(&t), n, d, None).unwrap();
-            let p =
-                NegClipParams { batch_size: n, num_batches: 1, temperature: 0.05, seed: 3, normalize: true };
-            let got = neg_clip_loss(&xm, &tm, &p);
-            let want = naive(&x, &t, n, d, 0.05);
-            for i in 0..n {
-                let g = f64::from(got[i].unwrap());
-                assert!((g - want[i]).abs() < 2e-5, "n={n} d={d} row {i}: {g} vs {}", want[i]);
+        for kernel in kernels() {
+            for &(n, d) in &[(1usize, 3usize), (2, 5), (17, 8), (255, 16), (257, 33), (600, 64)] {
+                let x = data(n, d, 1);
+                let t = data(n, d, 2);
+                let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
+                let tm = Matrix::new(Values::F32(&t), n, d, None).unwrap();
+                let p = NegClipParams {
+                    batch_size: n,
+                    num_batches: 1,
+                    temperature: 0.05,
+                    seed: 3,
+                    normalize: true,
+                };
+                let got = neg_clip_loss(kernel, &xm, &tm, &p);
+                let want = naive(&x, &t, n, d, 0.05);
+                for i in 0..n {
+                    let g = f64::from(got[i].unwrap());
+                    assert!((g - want[i]).abs() < 2e-5, "{kernel} n={n} d={d} row {i}: {g} vs {}", want[i]);
+                }
             }
+        }
+    }
+
+    #[test]
+    fn kernels_agree() {
+        let (n, d) = (700, 200);
+        let x = data(n, d, 31);
+        let t = data(n, d, 32);
+        let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
+        let tm = Matrix::new(Values::F32(&t), n, d, None).unwrap();
+        let p =
+            NegClipParams { batch_size: 600, num_batches: 2, temperature: 0.01, seed: 5, normalize: true };
+        let portable = neg_clip_loss(Kernel::portable(), &xm, &tm, &p);
+        let fused: Vec<_> =
+            kernels().into_iter().filter(|k| k.isa() != crate::kernels::isa::Isa::Portable).collect();
+        for &kernel in &fused {
+            let got = neg_clip_loss(kernel, &xm, &tm, &p);
+            for i in 0..n {
+                let (g, w) = (got[i].unwrap(), portable[i].unwrap());
+                assert!((g - w).abs() <= 1e-5 * w.abs().max(0.01), "{kernel} row {i}: {g} vs portable {w}");
+            }
+            // The fused kernels compute the same chains on the same tiles: the same bits.
+            assert_eq!(got, neg_clip_loss(fused[0], &xm, &tm, &p), "{kernel} vs {}", fused[0]);
         }
     }
 
@@ -347,19 +396,22 @@ mod tests {
         let tm = Matrix::new(Values::F32(&t), n, d, None).unwrap();
         let p =
             NegClipParams { batch_size: 300, num_batches: 3, temperature: 0.01, seed: 9, normalize: true };
-        let run = |threads| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| neg_clip_loss(&xm, &tm, &p))
-        };
-        let one = run(1);
-        assert_eq!(one, run(3));
-        let small = NegClipParams { batch_size: 50, ..p };
-        let pool1 = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        let pool3 = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
-        assert_eq!(
-            pool1.install(|| neg_clip_loss(&xm, &tm, &small)),
-            pool3.install(|| neg_clip_loss(&xm, &tm, &small))
-        );
+        for kernel in kernels() {
+            let run = |threads| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| neg_clip_loss(kernel, &xm, &tm, &p))
+            };
+            let one = run(1);
+            assert_eq!(one, run(3), "{kernel}");
+            let small = NegClipParams { batch_size: 50, ..p };
+            let pool1 = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+            let pool3 = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+            assert_eq!(
+                pool1.install(|| neg_clip_loss(kernel, &xm, &tm, &small)),
+                pool3.install(|| neg_clip_loss(kernel, &xm, &tm, &small)),
+                "{kernel}"
+            );
+        }
     }
 
     #[test]
@@ -372,20 +424,24 @@ mod tests {
         let xm = Matrix::new(Values::F32(&x), n, d, Some(&mask)).unwrap();
         let tm = Matrix::new(Values::F32(&t), n, d, None).unwrap();
         let p = NegClipParams { batch_size: 100, num_batches: 1, temperature: 0.1, seed: 0, normalize: true };
-        let got = neg_clip_loss(&xm, &tm, &p);
-        assert!(got[2].is_none() && got[4].is_none());
         let keep = [0usize, 1, 3, 5];
         let xk: Vec<f32> = keep.iter().flat_map(|&i| x[i * d..(i + 1) * d].to_vec()).collect();
         let tk: Vec<f32> = keep.iter().flat_map(|&i| t[i * d..(i + 1) * d].to_vec()).collect();
         let want = naive(&xk, &tk, 4, d, 0.1);
-        for (q, &i) in keep.iter().enumerate() {
-            assert!((f64::from(got[i].unwrap()) - want[q]).abs() < 1e-5);
+        for kernel in kernels() {
+            let got = neg_clip_loss(kernel, &xm, &tm, &p);
+            assert!(got[2].is_none() && got[4].is_none());
+            for (q, &i) in keep.iter().enumerate() {
+                assert!((f64::from(got[i].unwrap()) - want[q]).abs() < 1e-5, "{kernel}");
+            }
         }
     }
 
     #[test]
     fn empty_input() {
         let xm = Matrix::new(Values::F32(&[]), 0, 4, None).unwrap();
-        assert!(neg_clip_loss(&xm, &xm, &NegClipParams::default()).is_empty());
+        for kernel in kernels() {
+            assert!(neg_clip_loss(kernel, &xm, &xm, &NegClipParams::default()).is_empty());
+        }
     }
 }

@@ -14,19 +14,24 @@
 //!
 //! The `n x m` matrix is never built. The target is prepared once ([`Target::prepare`]) and
 //! reused for every batch of rows Polars hands over; each row's result depends only on that row
-//! (see [`super::packed`]), so morsel boundaries never change a bit.
+//! (see [`super::packed`]), so morsel boundaries never change a bit. A target is packed for one
+//! kernel and scoring against it always runs that kernel: a layout mismatch cannot be expressed.
 
 use std::fmt;
 
 use rayon::prelude::*;
 
 use super::aligned::AlignedVec;
-use super::fastmath::{fmax, ln, max_inline, simd_fn, sum_exp_inline, Lse};
+use super::fastmath::{fmax, hmax, ln, max_inline, simd_fn, sum_exp_inline, tail, Lse};
 use super::gram::{gram_of, pack_quadratic, quadratic_rows};
 use super::interrupt;
+use super::isa::{with_kernel, Kernel};
 use super::matrix::Matrix;
-use super::packed::{gemm_packed, Packed, MR, NR};
-use super::tile::{TILE_COLS, TILE_ROWS};
+#[cfg(target_arch = "x86_64")]
+use super::micro::{Avx2, Avx512};
+use super::micro::{MicroKernel, Portable};
+use super::packed::{gemm_packed, Lhs, Packed, Rhs};
+use super::tile::{self, TILE_COLS, TILE_ROWS};
 
 /// The `p` of NormSim_p.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -87,11 +92,60 @@ impl fmt::Display for TargetError {
 
 impl std::error::Error for TargetError {}
 
+/// A target's panels, packed for one kernel: the variant is the kernel scoring uses.
+#[derive(Debug)]
+enum Panels {
+    Portable(Packed<Portable, Rhs>),
+    #[cfg(target_arch = "x86_64")]
+    Avx2(Packed<Avx2, Rhs>),
+    #[cfg(target_arch = "x86_64")]
+    Avx512(Packed<Avx512, Rhs>),
+}
+
+/// Wraps panels packed for a kernel type into [`Panels`].
+trait IntoPanels {
+    fn into_panels(self) -> Panels;
+}
+
+impl IntoPanels for Packed<Portable, Rhs> {
+    fn into_panels(self) -> Panels {
+        Panels::Portable(self)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl IntoPanels for Packed<Avx2, Rhs> {
+    fn into_panels(self) -> Panels {
+        Panels::Avx2(self)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl IntoPanels for Packed<Avx512, Rhs> {
+    fn into_panels(self) -> Panels {
+        Panels::Avx512(self)
+    }
+}
+
+/// `with_panels!(panels, p => expr)`: `expr` with `p` bound to the typed panels (one arm per
+/// kernel type, like [`with_kernel!`]).
+macro_rules! with_panels {
+    ($panels:expr, $p:ident => $body:expr) => {
+        match $panels {
+            Panels::Portable($p) => $body,
+            #[cfg(target_arch = "x86_64")]
+            Panels::Avx2($p) => $body,
+            #[cfg(target_arch = "x86_64")]
+            Panels::Avx512($p) => $body,
+        }
+    };
+}
+
 /// A target set ready for scoring: its normalised rows, or `G` when `p = 2` uses it, packed once
-/// as the `B` operand of every tile.
+/// as the `B` operand of every tile, for the kernel it was prepared with.
 #[derive(Debug)]
 pub struct Target {
-    packed: Packed,
+    panels: Panels,
     m: usize,
     d: usize,
     power: Power,
@@ -99,10 +153,11 @@ pub struct Target {
 }
 
 impl Target {
-    /// Converts (and with `normalize`, L2-normalises) the target rows and packs them; for
-    /// `p = 2` with `m > d` packs (the triangular form of) their Gram matrix `G = sum_t t t^T`
-    /// instead (see [`super::gram`]). Never holds an unpacked copy of the whole target.
-    pub fn prepare(t: &Matrix, power: Power, normalize: bool) -> Result<Self, TargetError> {
+    /// Converts (and with `normalize`, L2-normalises) the target rows and packs them for
+    /// `kernel`; for `p = 2` with `m > d` packs (the triangular form of) their Gram matrix
+    /// `G = sum_t t t^T` instead (see [`super::gram`]). Never holds an unpacked copy of the whole
+    /// target.
+    pub fn prepare(kernel: Kernel, t: &Matrix, power: Power, normalize: bool) -> Result<Self, TargetError> {
         let (m, d) = (t.rows(), t.dim());
         if m == 0 {
             return Err(TargetError::Empty);
@@ -113,12 +168,20 @@ impl Target {
         }
         let idx: Vec<usize> = (0..m).collect();
         let uses_gram = power == Power::Two && m > d;
-        let packed = if uses_gram {
-            pack_quadratic(&gram_of(t, &idx, |i| scales[i]), d)
-        } else {
-            Packed::from_rows(m, d, NR, |r0, n, dst| t.gather_scaled(&idx[r0..r0 + n], |i| scales[i], dst))
-        };
-        Ok(Self { packed, m, d, power, uses_gram })
+        let panels = with_kernel!(kernel, k => {
+            if uses_gram {
+                pack_quadratic(k, &gram_of(k, t, &idx, |i| scales[i]), d).into_panels()
+            } else {
+                Packed::<_, Rhs>::from_rows(k, m, d, |r0, n, dst| t.gather_scaled(&idx[r0..r0 + n], |i| scales[i], dst))
+                    .into_panels()
+            }
+        });
+        Ok(Self { panels, m, d, power, uses_gram })
+    }
+
+    /// The kernel this target is packed for (scoring against it runs this kernel).
+    pub fn kernel(&self) -> Kernel {
+        with_panels!(&self.panels, p => p.kernel().kernel())
     }
 
     pub fn rows(&self) -> usize {
@@ -135,26 +198,27 @@ impl Target {
 }
 
 simd_fn! {
-    fn max_abs_tile(z: &[f32], cols: usize, acc: &mut [f32]) {
+    fn max_abs_tile<K>(kernel: K, z: &[f32], cols: usize, acc: &mut [f32]) {
         for (r, a) in z.chunks_exact(cols).zip(acc.iter_mut()) {
             let mut lanes = [0f32; 16];
             let c = r.chunks_exact(16);
-            let rem = c.remainder();
+            let rem = tail(c.remainder(), 0.0);
             for x in c {
+                let x: &[f32; 16] = x.try_into().expect("chunk of 16");
                 for l in 0..16 {
                     lanes[l] = fmax(lanes[l], x[l].abs());
                 }
             }
-            for (l, x) in rem.iter().enumerate() {
-                lanes[l] = fmax(lanes[l], x.abs());
+            for l in 0..16 {
+                lanes[l] = fmax(lanes[l], rem[l].abs());
             }
-            *a = fmax(*a, max_inline(&lanes));
+            *a = fmax(*a, hmax(lanes));
         }
     }
 }
 
 simd_fn! {
-    fn sum_sq_tile(z: &[f32], cols: usize, acc: &mut [f64]) {
+    fn sum_sq_tile<K>(kernel: K, z: &[f32], cols: usize, acc: &mut [f64]) {
         for (r, a) in z.chunks_exact(cols).zip(acc.iter_mut()) {
             *a += f64::from(super::fastmath::dot_inline(r, r));
         }
@@ -165,7 +229,7 @@ simd_fn! {
     /// Online `LSE_j(p ln|z_ij|)` per row; `z` is overwritten with `p ln|z|`. A zero (or
     /// subnormal) `z` is a zero term: `-inf`, whose exponential is exactly 0, so a row
     /// orthogonal to every target scores exactly 0.
-    fn pow_tile(z: &mut [f32], cols: usize, p: f32, acc: &mut [Lse]) {
+    fn pow_tile<K>(kernel: K, z: &mut [f32], cols: usize, p: f32, acc: &mut [Lse]) {
         for (r, a) in z.chunks_exact_mut(cols).zip(acc.iter_mut()) {
             for v in r.iter_mut() {
                 let x = v.abs();
@@ -184,14 +248,20 @@ simd_fn! {
 /// (`rows x d`, unusable ones zero) and the same packed as the `A` operand. Each entry of a tile
 /// is one FMA chain over `k` (see [`super::packed`]), so a row's result never depends on the
 /// rows it was batched with: no padding needed.
-fn row_block(x: &Matrix, r0: usize, rows: usize, normalize: bool) -> (Vec<Option<f64>>, Vec<f32>, Packed) {
+fn row_block<K: MicroKernel>(
+    kernel: K,
+    x: &Matrix,
+    r0: usize,
+    rows: usize,
+    normalize: bool,
+) -> (Vec<Option<f64>>, Vec<f32>, Packed<K, Lhs>) {
     let d = x.dim();
     let mut scratch = vec![0f32; d];
     let idx: Vec<usize> = (r0..r0 + rows).collect();
     let scales: Vec<Option<f64>> = idx.iter().map(|&i| x.row_scale(i, normalize, &mut scratch)).collect();
     let mut xs = vec![0f32; rows * d];
     x.gather_scaled(&idx, |i| scales[i - r0], &mut xs);
-    let xp = Packed::new(&xs, rows, d, MR);
+    let xp = Packed::new(kernel, &xs, rows, d);
     (scales, xs, xp)
 }
 
@@ -202,19 +272,31 @@ enum Acc {
     Log(Vec<Lse>),
 }
 
-/// NormSim of every row of `x` against `target` (same width). Rows that are null, hold a NaN or
-/// infinity, or (when normalising) are zero get `None`. Runs on the current rayon pool.
+/// NormSim of every row of `x` against `target` (same width), with the kernel the target was
+/// prepared for. Rows that are null, hold a NaN or infinity, or (when normalising) are zero get
+/// `None`. Runs on the current rayon pool.
 pub fn normsim(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<f32>> {
+    with_panels!(&target.panels, p => normsim_in(x, target, p, normalize))
+}
+
+/// [`normsim`] monomorphised for the kernel of `panels` (the target's).
+fn normsim_in<K: MicroKernel>(
+    x: &Matrix,
+    target: &Target,
+    panels: &Packed<K, Rhs>,
+    normalize: bool,
+) -> Vec<Option<f32>> {
+    const { tile::check::<K>() };
     let n = x.rows();
     debug_assert_eq!(x.dim(), target.d);
-    let b_rows = target.packed.rows();
+    let (b_rows, kernel) = (panels.rows(), panels.kernel());
     let mut out = vec![None; n];
     out.par_chunks_mut(TILE_ROWS).enumerate().for_each(|(blk, dst)| {
-        let (scales, xs, xp) = row_block(x, blk * TILE_ROWS, dst.len(), normalize);
+        let (scales, xs, xp) = row_block(kernel, x, blk * TILE_ROWS, dst.len(), normalize);
         let rows = dst.len();
         let acc = if target.uses_gram {
             let mut a = vec![0.0; rows];
-            quadratic_rows(&xp, &xs, &target.packed, &mut a);
+            quadratic_rows(&xp, &xs, panels, &mut a);
             Acc::Sum(a)
         } else {
             let mut acc = match target.power {
@@ -229,11 +311,11 @@ pub fn normsim(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<f32>>
                 }
                 let cols = TILE_COLS.min(b_rows - c0);
                 let z = &mut tile[..rows * cols];
-                gemm_packed(&xp, &target.packed, c0, cols, 1.0, z);
+                gemm_packed(&xp, panels, c0, cols, 1.0, z);
                 match (&mut acc, target.power) {
-                    (Acc::Max(a), _) => max_abs_tile(z, cols, a),
-                    (Acc::Sum(a), _) => sum_sq_tile(z, cols, a),
-                    (Acc::Log(a), Power::Finite(p)) => pow_tile(z, cols, p, a),
+                    (Acc::Max(a), _) => max_abs_tile(kernel, z, cols, a),
+                    (Acc::Sum(a), _) => sum_sq_tile(kernel, z, cols, a),
+                    (Acc::Log(a), Power::Finite(p)) => pow_tile(kernel, z, cols, p, a),
                     (Acc::Log(_), _) => unreachable!("log accumulator only for finite p"),
                 }
             }
@@ -256,7 +338,7 @@ pub fn normsim(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<f32>>
 
 simd_fn! {
     /// Running argmax of each row of the tile (strict `>`: ties keep the earlier column).
-    fn argmax_tile(z: &[f32], cols: usize, c0: usize, best: &mut [(f32, u32)]) {
+    fn argmax_tile<K>(kernel: K, z: &[f32], cols: usize, c0: usize, best: &mut [(f32, u32)]) {
         for (r, b) in z.chunks_exact(cols).zip(best.iter_mut()) {
             for (j, &v) in r.iter().enumerate() {
                 if v > b.0 {
@@ -272,11 +354,23 @@ simd_fn! {
 /// are text embeddings of class prompts. `target` must not use a Gram matrix (prepare it with
 /// `Power::Inf`).
 pub fn nearest(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<u32>> {
+    with_panels!(&target.panels, p => nearest_in(x, target, p, normalize))
+}
+
+/// [`nearest`] monomorphised for the kernel of `panels` (the target's).
+fn nearest_in<K: MicroKernel>(
+    x: &Matrix,
+    target: &Target,
+    panels: &Packed<K, Rhs>,
+    normalize: bool,
+) -> Vec<Option<u32>> {
+    const { tile::check::<K>() };
     debug_assert!(!target.uses_gram);
     let n = x.rows();
+    let kernel = panels.kernel();
     let mut out = vec![None; n];
     out.par_chunks_mut(TILE_ROWS).enumerate().for_each(|(blk, dst)| {
-        let (scales, _, xp) = row_block(x, blk * TILE_ROWS, dst.len(), normalize);
+        let (scales, _, xp) = row_block(kernel, x, blk * TILE_ROWS, dst.len(), normalize);
         let rows = dst.len();
         let mut best = vec![(f32::NEG_INFINITY, 0u32); rows];
         let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
@@ -285,8 +379,8 @@ pub fn nearest(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<u32>>
                 break;
             }
             let cols = TILE_COLS.min(target.m - c0);
-            gemm_packed(&xp, &target.packed, c0, cols, 1.0, &mut tile[..rows * cols]);
-            argmax_tile(&tile[..rows * cols], cols, c0, &mut best);
+            gemm_packed(&xp, panels, c0, cols, 1.0, &mut tile[..rows * cols]);
+            argmax_tile(kernel, &tile[..rows * cols], cols, c0, &mut best);
         }
         for (k, o) in dst.iter_mut().enumerate() {
             *o = scales[k].map(|_| best[k].1);
@@ -298,6 +392,8 @@ pub fn nearest(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<u32>>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::isa::Isa;
+    use crate::kernels::testutil::kernels;
     use crate::kernels::Values;
 
     fn data(n: usize, d: usize, seed: u64) -> Vec<f32> {
@@ -326,51 +422,87 @@ mod tests {
 
     #[test]
     fn matches_naive_for_every_power() {
-        let d = 20;
-        for &(n, m) in &[(1usize, 1usize), (3, 5), (257, 19), (300, 21), (40, 600)] {
-            let x = data(n, d, 11);
-            let t = data(m, d, 12);
-            let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
-            let tm = Matrix::new(Values::F32(&t), m, d, None).unwrap();
-            for p in [f64::INFINITY, 2.0, 1.0, 3.5, 40.0] {
-                let target = Target::prepare(&tm, Power::from_p(p), true).unwrap();
-                let got = normsim(&xm, &target, true);
-                let want = naive(&x, &t, d, p);
-                for i in 0..n {
-                    let g = f64::from(got[i].unwrap());
-                    assert!(
-                        (g - want[i]).abs() <= 2e-5 * want[i].max(1e-3),
-                        "n={n} m={m} p={p} row {i}: {g} vs {}",
-                        want[i]
-                    );
+        for kernel in kernels() {
+            for &(n, m, d) in &[
+                (1usize, 1usize, 20usize),
+                (3, 5, 20),
+                (257, 19, 20),
+                (300, 21, 20),
+                (40, 600, 20),
+                (9, 33, 31),
+                (17, 31, 7),
+            ] {
+                let x = data(n, d, 11);
+                let t = data(m, d, 12);
+                let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
+                let tm = Matrix::new(Values::F32(&t), m, d, None).unwrap();
+                for p in [f64::INFINITY, 2.0, 1.0, 2.5, 3.0, 3.5, 40.0] {
+                    let target = Target::prepare(kernel, &tm, Power::from_p(p), true).unwrap();
+                    assert_eq!(target.kernel(), kernel);
+                    let got = normsim(&xm, &target, true);
+                    let want = naive(&x, &t, d, p);
+                    for i in 0..n {
+                        let g = f64::from(got[i].unwrap());
+                        assert!(
+                            (g - want[i]).abs() <= 2e-5 * want[i].max(1e-3),
+                            "{kernel} n={n} m={m} d={d} p={p} row {i}: {g} vs {}",
+                            want[i]
+                        );
+                    }
                 }
             }
         }
     }
 
     #[test]
+    fn kernels_agree() {
+        let (n, m, d) = (300, 700, 96);
+        let x = data(n, d, 41);
+        let t = data(m, d, 42);
+        let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
+        let tm = Matrix::new(Values::F32(&t), m, d, None).unwrap();
+        for p in [f64::INFINITY, 2.0, 2.5, 3.0] {
+            let run = |k| normsim(&xm, &Target::prepare(k, &tm, Power::from_p(p), true).unwrap(), true);
+            let portable = run(Kernel::portable());
+            let fused: Vec<Kernel> = kernels().into_iter().filter(|k| k.isa() != Isa::Portable).collect();
+            for &kernel in &fused {
+                let got = run(kernel);
+                for i in 0..n {
+                    let (g, w) = (got[i].unwrap(), portable[i].unwrap());
+                    assert!((g - w).abs() <= 1e-5 * w.abs().max(0.01), "{kernel} p={p} row {i}: {g} vs {w}");
+                }
+                assert_eq!(got, run(fused[0]), "p={p}: {kernel} vs {}", fused[0]);
+            }
+        }
+    }
+
+    #[test]
     fn bad_targets_and_rows() {
-        let t = [1.0f32, 0.0, 0.0, 0.0];
-        let tm = Matrix::new(Values::F32(&t), 2, 2, None).unwrap();
-        assert_eq!(Target::prepare(&tm, Power::Inf, true).unwrap_err(), TargetError::BadRow(1));
-        let empty = Matrix::new(Values::F32(&[]), 0, 2, None).unwrap();
-        assert_eq!(Target::prepare(&empty, Power::Inf, true).unwrap_err(), TargetError::Empty);
-        let good = Target::prepare(&Matrix::new(Values::F32(&t[..2]), 1, 2, None).unwrap(), Power::Inf, true)
-            .unwrap();
-        let x = [0.0f32, 0.0, 3.0, 4.0];
-        let got = normsim(&Matrix::new(Values::F32(&x), 2, 2, None).unwrap(), &good, true);
-        assert_eq!(got[0], None);
-        assert!((got[1].unwrap() - 0.6).abs() < 1e-7);
+        for kernel in kernels() {
+            let t = [1.0f32, 0.0, 0.0, 0.0];
+            let tm = Matrix::new(Values::F32(&t), 2, 2, None).unwrap();
+            assert_eq!(Target::prepare(kernel, &tm, Power::Inf, true).unwrap_err(), TargetError::BadRow(1));
+            let empty = Matrix::new(Values::F32(&[]), 0, 2, None).unwrap();
+            assert_eq!(Target::prepare(kernel, &empty, Power::Inf, true).unwrap_err(), TargetError::Empty);
+            let tm1 = Matrix::new(Values::F32(&t[..2]), 1, 2, None).unwrap();
+            let good = Target::prepare(kernel, &tm1, Power::Inf, true).unwrap();
+            let x = [0.0f32, 0.0, 3.0, 4.0];
+            let got = normsim(&Matrix::new(Values::F32(&x), 2, 2, None).unwrap(), &good, true);
+            assert_eq!(got[0], None);
+            assert!((got[1].unwrap() - 0.6).abs() < 1e-7, "{kernel}");
+        }
     }
 
     #[test]
     fn nearest_is_argmax_with_ties_to_lower_index() {
-        let t = [1.0f32, 0.0, 0.0, 1.0, 1.0, 0.0, -1.0, 0.0];
-        let target =
-            Target::prepare(&Matrix::new(Values::F32(&t), 4, 2, None).unwrap(), Power::Inf, true).unwrap();
-        let x = [0.9f32, 0.1, 0.1, 0.9, -1.0, 0.1, 0.0, 0.0];
-        let got = nearest(&Matrix::new(Values::F32(&x), 4, 2, None).unwrap(), &target, true);
-        assert_eq!(got, vec![Some(0), Some(1), Some(3), None]);
+        for kernel in kernels() {
+            let t = [1.0f32, 0.0, 0.0, 1.0, 1.0, 0.0, -1.0, 0.0];
+            let tm = Matrix::new(Values::F32(&t), 4, 2, None).unwrap();
+            let target = Target::prepare(kernel, &tm, Power::Inf, true).unwrap();
+            let x = [0.9f32, 0.1, 0.1, 0.9, -1.0, 0.1, 0.0, 0.0];
+            let got = nearest(&Matrix::new(Values::F32(&x), 4, 2, None).unwrap(), &target, true);
+            assert_eq!(got, vec![Some(0), Some(1), Some(3), None], "{kernel}");
+        }
     }
 
     #[test]
@@ -379,16 +511,18 @@ mod tests {
         let x = data(n, d, 21);
         let t = data(m, d, 22);
         let tm = Matrix::new(Values::F32(&t), m, d, None).unwrap();
-        for p in [f64::INFINITY, 2.0, 3.0] {
-            let target = Target::prepare(&tm, Power::from_p(p), true).unwrap();
-            let all = normsim(&Matrix::new(Values::F32(&x), n, d, None).unwrap(), &target, true);
-            for (s, e) in [(0, 1), (3, 40), (250, 600), (599, 600)] {
-                let part = normsim(
-                    &Matrix::new(Values::F32(&x[s * d..e * d]), e - s, d, None).unwrap(),
-                    &target,
-                    true,
-                );
-                assert_eq!(part, all[s..e].to_vec(), "p={p} rows {s}..{e}");
+        for kernel in kernels() {
+            for p in [f64::INFINITY, 2.0, 3.0] {
+                let target = Target::prepare(kernel, &tm, Power::from_p(p), true).unwrap();
+                let all = normsim(&Matrix::new(Values::F32(&x), n, d, None).unwrap(), &target, true);
+                for (s, e) in [(0, 1), (3, 40), (250, 600), (599, 600)] {
+                    let part = normsim(
+                        &Matrix::new(Values::F32(&x[s * d..e * d]), e - s, d, None).unwrap(),
+                        &target,
+                        true,
+                    );
+                    assert_eq!(part, all[s..e].to_vec(), "{kernel} p={p} rows {s}..{e}");
+                }
             }
         }
     }

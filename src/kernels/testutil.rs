@@ -1,4 +1,9 @@
-//! Seeded test data for the kernels' unit tests.
+//! Seeded test data and the kernels under test, for the kernels' unit tests.
+
+use std::io::Write;
+use std::sync::Once;
+
+use super::isa::{Isa, Kernel};
 
 /// `n` values uniform in `[-0.5, 0.5)` from a 64-bit LCG seeded with `seed` (portable, fast,
 /// good enough for test inputs).
@@ -10,4 +15,22 @@ pub fn uniform(n: usize, seed: u64) -> Vec<f32> {
             ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         })
         .collect()
+}
+
+/// Every kernel this machine runs (the tests run each). The first call reports, by name, the
+/// kernels that are skipped here and why, on the test binary's stderr (written directly, so the
+/// test harness does not swallow it).
+pub fn kernels() -> Vec<Kernel> {
+    static REPORT: Once = Once::new();
+    REPORT.call_once(|| {
+        let mut lines = String::new();
+        for isa in Isa::ALL {
+            match Kernel::new(isa) {
+                Ok(_) => lines += &format!("kernel tests: {isa} runs on this machine\n"),
+                Err(e) => lines += &format!("kernel tests: SKIPPED {isa}: {e}\n"),
+            }
+        }
+        let _ = std::io::stderr().write_all(lines.as_bytes());
+    });
+    Kernel::available()
 }

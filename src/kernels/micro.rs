@@ -1,0 +1,442 @@
+//! The micro-kernels: one type per instruction set, each declaring its register block and the
+//! packing layout it reads, and computing one `MR x NR` block of `C` from packed panels.
+//!
+//! Layout (every kernel so far): `f32` panels, k-major. An `A` micro-panel holds `MR` rows
+//! (`a[k * MR + i]`), a `B` micro-panel `NR` rows (`b[k * NR + j]`); see [`super::packed`].
+//! The loop nest ([`super::packed::gemm_packed_k`]) and the packing take `MR`/`NR` from the
+//! kernel type, so a packed operand is typed by the kernel it was packed for.
+//!
+//! The kernel types are zero-sized witnesses (see [`super::isa`]): safe code gets one only from
+//! a [`Kernel`] the CPU runs, so holding one proves its instruction set is there.
+
+use super::fastmath::{Mode, Plain};
+use super::isa::{Isa, Kernel};
+
+/// A micro-kernel: its register block, its arithmetic, and the block computation.
+///
+/// # Safety
+/// Implementors must only be constructible (by safe code) when the CPU supports [`Self::ISA`]:
+/// generic code relies on that to call `ISA`'s `#[target_feature]` functions.
+pub unsafe trait MicroKernel: Copy + Send + Sync + 'static {
+    /// The instruction set (also that of the epilogues compiled for this kernel).
+    const ISA: Isa;
+    /// Rows of `A` per micro-panel (the broadcast side).
+    const MR: usize;
+    /// Rows of `B` per micro-panel (the vector side).
+    const NR: usize;
+    /// `k` per block of the loop nest ([`super::packed::gemm_packed_k`]). Partial sums are carried
+    /// across k-blocks in `C`, so this changes speed, never bits.
+    const KC: usize;
+    /// How the epilogues evaluate `a * b + c` in this kernel's build.
+    type Mode: Mode;
+
+    /// The [`Kernel`] this witness stands for.
+    fn kernel(self) -> Kernel;
+
+    /// The witness, if this CPU runs the kernel (for benchmarks and tests that name a kernel type;
+    /// entry points take a [`Kernel`] instead).
+    fn detect() -> Option<Self>;
+
+    /// One block of `C` (row stride `ldc`, `c` starting at the block's top-left):
+    ///
+    /// ```text
+    /// c[i * ldc + j] = scale * (c0_ij + sum_{k < kc} a[k * MR + i] * b[k * NR + j])   i < mr, j < nr
+    /// ```
+    ///
+    /// with `c0_ij = c[i * ldc + j]` when `load`, else `0`; the sum is one chain in `k` order
+    /// (fused multiply-adds, except in the portable kernel), so an entry's bits depend only on
+    /// its row of `A`, its row of `B` and `kc`. Nothing else of `c` is written.
+    ///
+    /// # Panics
+    /// If a panel is shorter than `kc` steps, `mr > MR`, `nr > NR` or `c` is too short (caller
+    /// bugs, never user data).
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        self,
+        kc: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+        load: bool,
+        scale: f32,
+    );
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn check<K: MicroKernel>(kc: usize, a: &[f32], b: &[f32], c: &[f32], ldc: usize, mr: usize, nr: usize) {
+    assert!(a.len() >= kc * K::MR && b.len() >= kc * K::NR && mr <= K::MR && nr <= K::NR);
+    assert!(mr == 0 || nr == 0 || ((mr == 1 || nr <= ldc) && c.len() >= (mr - 1) * ldc + nr));
+}
+
+/// The portable kernel: plain `f32` arithmetic the compiler vectorises for the baseline target,
+/// with an `MR x NR` block. [`Portable`] is the block chosen by measurement; the others exist for
+/// the benchmarks that chose it.
+///
+/// Every product is rounded and then added (`c += a * b`, never a fused multiply-add:
+/// `f32::mul_add` is a library call per element on CPUs without FMA). So results are the same on
+/// every CPU and every build of this kernel (deterministic per build, whatever the target), and
+/// differ from the FMA kernels' in the last bits.
+#[derive(Clone, Copy, Debug)]
+pub struct PortableBlock<const MR: usize, const NR: usize>(());
+
+/// The portable kernel: 6 x 8. Measured on an AMD EPYC (Zen 5) with the x86-64 baseline (SSE2,
+/// 16 registers), one core, a 256-row block against 4096 packed columns, median GFLOP/s at d = 512
+/// / 768: 6 x 8 41.6 / 41.0, 4 x 8 41.8 / 42.2, 6 x 16 23.0 / 22.9, 4 x 16 22.9 / 22.7, 8 x 8
+/// 22.5 / 22.4: twelve `f32x4` accumulators fit the registers, 24 or 16 spill. (The block shape
+/// never changes a bit: every entry is the same chain.)
+pub type Portable = PortableBlock<6, 8>;
+
+impl<const MR: usize, const NR: usize> PortableBlock<MR, NR> {
+    /// Every CPU runs the portable kernel.
+    pub(crate) fn new() -> Self {
+        PortableBlock(())
+    }
+}
+
+// SAFETY: the portable kernel needs no instruction-set extension.
+unsafe impl<const MR: usize, const NR: usize> MicroKernel for PortableBlock<MR, NR> {
+    const ISA: Isa = Isa::Portable;
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const KC: usize = 1024;
+    type Mode = Plain;
+
+    fn kernel(self) -> Kernel {
+        Kernel::portable()
+    }
+
+    fn detect() -> Option<Self> {
+        Some(Self::new())
+    }
+
+    #[inline]
+    fn block(
+        self,
+        kc: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+        load: bool,
+        scale: f32,
+    ) {
+        check::<Self>(kc, a, b, c, ldc, mr, nr);
+        let mut acc = [[0f32; NR]; MR];
+        if load {
+            for (i, row) in acc.iter_mut().enumerate().take(mr) {
+                row[..nr].copy_from_slice(&c[i * ldc..i * ldc + nr]);
+            }
+        }
+        for (ak, bk) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(kc) {
+            let bk: &[f32; NR] = bk.try_into().expect("NR floats");
+            for (row, &x) in acc.iter_mut().zip(ak) {
+                for (s, &y) in row.iter_mut().zip(bk) {
+                    *s += x * y;
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate().take(mr) {
+            for (o, &v) in c[i * ldc..i * ldc + nr].iter_mut().zip(row) {
+                *o = scale * v;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use x86::{Avx2, Avx512, Avx512Block};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::super::fastmath::Fused;
+    use super::*;
+
+    /// The AVX2+FMA kernel: 6 x 16 (12 `ymm` accumulators, two vectors of `B` and one broadcast
+    /// per step: 15 of the 16 registers). Measured at the GEMM ceiling of AVX2 EPYCs.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Avx2(());
+
+    impl Avx2 {
+        /// # Safety
+        /// The CPU must have AVX2 and FMA.
+        pub(crate) unsafe fn new_unchecked() -> Self {
+            Avx2(())
+        }
+    }
+
+    // SAFETY: `Avx2` is only constructed (`new_unchecked`) when the CPU has AVX2 and FMA.
+    unsafe impl MicroKernel for Avx2 {
+        const ISA: Isa = Isa::Avx2;
+        const MR: usize = 6;
+        const NR: usize = 16;
+        /// Embeddings have `d <= 1024`, so this is one block: every entry of `C` is written once.
+        /// Measured on an AVX2 EPYC, negCLIPLoss batches of 4096 (GEMM plus epilogue, both cores,
+        /// the block sizes interleaved in one process, median of 25): 174 / 171 / 165 / 165
+        /// GFLOP/s at d = 512 and 191 / 178 / 184 / 177 at d = 768 for `KC` = 1024 / 512 / 384 /
+        /// 256: the `B` micro-panel leaving L1 for L2 (which the prefetcher streams well) costs less
+        /// than reloading the partial sums of every `C` block once per extra k-block.
+        const KC: usize = 1024;
+        type Mode = Fused;
+
+        fn kernel(self) -> Kernel {
+            Kernel::trusted(Isa::Avx2)
+        }
+
+        fn detect() -> Option<Self> {
+            // SAFETY: `Kernel::new` checked that the CPU has AVX2 and FMA.
+            Kernel::new(Isa::Avx2).ok().map(|_| unsafe { Self::new_unchecked() })
+        }
+
+        #[inline]
+        fn block(
+            self,
+            kc: usize,
+            a: &[f32],
+            b: &[f32],
+            c: &mut [f32],
+            ldc: usize,
+            mr: usize,
+            nr: usize,
+            load: bool,
+            scale: f32,
+        ) {
+            check::<Self>(kc, a, b, c, ldc, mr, nr);
+            if mr == Self::MR && nr == Self::NR {
+                // SAFETY: the witness proves AVX2+FMA; `check` bounds every access.
+                unsafe { block_avx2(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, load, scale) }
+            } else if mr > 0 && nr > 0 {
+                // An edge block: computed whole into a scratch block, its `mr x nr` part copied
+                // (AVX2 masked stores are microcoded on AMD cores).
+                let mut t = [0f32; 6 * 16];
+                if load {
+                    for i in 0..mr {
+                        t[i * 16..i * 16 + nr].copy_from_slice(&c[i * ldc..i * ldc + nr]);
+                    }
+                }
+                // SAFETY: as above; `t` is a full 6 x 16 block with stride 16.
+                unsafe { block_avx2(kc, a.as_ptr(), b.as_ptr(), t.as_mut_ptr(), 16, load, scale) }
+                for i in 0..mr {
+                    c[i * ldc..i * ldc + nr].copy_from_slice(&t[i * 16..i * 16 + nr]);
+                }
+            }
+        }
+    }
+
+    /// The full 6 x 16 block of [`MicroKernel::block`].
+    ///
+    /// # Safety
+    /// AVX2+FMA; `a`, `b` hold `kc` steps; `c` holds 6 rows of 16 floats `ldc` apart.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block_avx2(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        load: bool,
+        scale: f32,
+    ) {
+        let ld = |r: usize| {
+            if load {
+                // SAFETY: row `r < 6` of `c` holds 16 floats.
+                unsafe { (_mm256_loadu_ps(c.add(r * ldc)), _mm256_loadu_ps(c.add(r * ldc + 8))) }
+            } else {
+                (_mm256_setzero_ps(), _mm256_setzero_ps())
+            }
+        };
+        let ((mut c00, mut c01), (mut c10, mut c11), (mut c20, mut c21)) = (ld(0), ld(1), ld(2));
+        let ((mut c30, mut c31), (mut c40, mut c41), (mut c50, mut c51)) = (ld(3), ld(4), ld(5));
+        for k in 0..kc {
+            // SAFETY: k < kc and the panels hold kc steps.
+            unsafe {
+                let b0 = _mm256_loadu_ps(b.add(k * 16));
+                let b1 = _mm256_loadu_ps(b.add(k * 16 + 8));
+                let ak = a.add(k * 6);
+                let x = _mm256_broadcast_ss(&*ak);
+                c00 = _mm256_fmadd_ps(x, b0, c00);
+                c01 = _mm256_fmadd_ps(x, b1, c01);
+                let x = _mm256_broadcast_ss(&*ak.add(1));
+                c10 = _mm256_fmadd_ps(x, b0, c10);
+                c11 = _mm256_fmadd_ps(x, b1, c11);
+                let x = _mm256_broadcast_ss(&*ak.add(2));
+                c20 = _mm256_fmadd_ps(x, b0, c20);
+                c21 = _mm256_fmadd_ps(x, b1, c21);
+                let x = _mm256_broadcast_ss(&*ak.add(3));
+                c30 = _mm256_fmadd_ps(x, b0, c30);
+                c31 = _mm256_fmadd_ps(x, b1, c31);
+                let x = _mm256_broadcast_ss(&*ak.add(4));
+                c40 = _mm256_fmadd_ps(x, b0, c40);
+                c41 = _mm256_fmadd_ps(x, b1, c41);
+                let x = _mm256_broadcast_ss(&*ak.add(5));
+                c50 = _mm256_fmadd_ps(x, b0, c50);
+                c51 = _mm256_fmadd_ps(x, b1, c51);
+            }
+        }
+        let s = _mm256_set1_ps(scale);
+        for (r, (lo, hi)) in
+            [(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)].into_iter().enumerate()
+        {
+            // SAFETY: row `r < 6` of `c` holds 16 floats.
+            unsafe {
+                _mm256_storeu_ps(c.add(r * ldc), _mm256_mul_ps(s, lo));
+                _mm256_storeu_ps(c.add(r * ldc + 8), _mm256_mul_ps(s, hi));
+            }
+        }
+    }
+
+    /// The AVX-512 kernel with an `MR x 16·NV` register block (`MR · NV` `zmm` accumulators).
+    /// [`Avx512`] is the block chosen by measurement; the others exist for the benchmarks that
+    /// chose it.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Avx512Block<const MR: usize, const NV: usize, const KC: usize = 1024>(());
+
+    /// The AVX-512 kernel: 8 x 32 (16 `zmm` accumulators, two vectors of `B`, one broadcast).
+    ///
+    /// Register block, measured on an AMD EPYC (Zen 5, family 26, 2 cores), median GFLOP/s at
+    /// d = 512 / 768 (`make bench-rust` re-runs it):
+    ///
+    /// | block   | one core, 256 rows x 4096 packed columns | GEMM of a 4096 batch, 2 cores | with the negCLIPLoss epilogue |
+    /// |---------|-----------|-----------|-----------|
+    /// | 6 x 64  | 233 / 228 | 236 (a noisy run) / 462 | 395 / 398 |
+    /// | 8 x 32  | 230 / 217 | 464 / 462 | 400 / 409 |
+    /// | 12 x 32 | 224 / 226 | 456 / 457 | 349 / 385 |
+    /// | 14 x 32 | 227 / 220 | 451 / 446 | 382 / 419 |
+    ///
+    /// (the AVX2 6 x 16 block: 115 / 117 on one core). The four are within this VM's noise; 8 x 32
+    /// is kept because 8 rows and 32 columns tile the 256 x 256 tiles and the 96-row Gram blocks
+    /// with no partial micro-panel, and it needs the fewest accumulators (latency 4 x 2 FMA pipes
+    /// = 8 in flight; it has 16).
+    ///
+    /// `KC` (the same batch with its epilogue, two rounds, d = 512 / 768): 1024: 405 / 416 and
+    /// 427 / 434; 512: 398 / 393 and 421 / 419; 384: 390 / 396 and 399 / 411; 256: 386 / 396 and
+    /// 388 / 400; 128: 361 (d = 768) and 376 / 388. As for AVX2, one k-block is best: the
+    /// `32 x k` panel of `B` (64 KiB at d = 512) streams from L2 faster than partial sums reload.
+    pub type Avx512 = Avx512Block<8, 2, 1024>;
+
+    impl<const MR: usize, const NV: usize, const KC: usize> Avx512Block<MR, NV, KC> {
+        /// # Safety
+        /// The CPU must have AVX-512 F/BW/DQ/VL and FMA.
+        pub(crate) unsafe fn new_unchecked() -> Self {
+            Avx512Block(())
+        }
+    }
+
+    // SAFETY: only constructed when the CPU has AVX-512 F/BW/DQ/VL and FMA.
+    unsafe impl<const MR: usize, const NV: usize, const KC: usize> MicroKernel for Avx512Block<MR, NV, KC> {
+        const ISA: Isa = Isa::Avx512;
+        const MR: usize = MR;
+        const NR: usize = 16 * NV;
+        const KC: usize = KC;
+        type Mode = Fused;
+
+        fn kernel(self) -> Kernel {
+            Kernel::trusted(Isa::Avx512)
+        }
+
+        fn detect() -> Option<Self> {
+            // SAFETY: `Kernel::new` checked that the CPU has the AVX-512 features.
+            Kernel::new(Isa::Avx512).ok().map(|_| unsafe { Self::new_unchecked() })
+        }
+
+        #[inline]
+        fn block(
+            self,
+            kc: usize,
+            a: &[f32],
+            b: &[f32],
+            c: &mut [f32],
+            ldc: usize,
+            mr: usize,
+            nr: usize,
+            load: bool,
+            scale: f32,
+        ) {
+            check::<Self>(kc, a, b, c, ldc, mr, nr);
+            if mr > 0 && nr > 0 {
+                // SAFETY: the witness proves the features; `check` bounds every access (edge
+                // blocks store `mr` rows under a column mask of `nr`).
+                unsafe {
+                    block_avx512::<MR, NV>(
+                        kc,
+                        a.as_ptr(),
+                        b.as_ptr(),
+                        c.as_mut_ptr(),
+                        ldc,
+                        mr,
+                        nr,
+                        load,
+                        scale,
+                    )
+                }
+            }
+        }
+    }
+
+    /// [`MicroKernel::block`] for [`Avx512Block`]: rows `mr..MR` are computed (from the panel's
+    /// zero padding) and not stored; columns beyond `nr` are masked off.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/DQ/VL + FMA; `a`, `b` hold `kc` steps; `c` holds `mr` rows of `nr` floats
+    /// `ldc` apart.
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block_avx512<const MR: usize, const NV: usize>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+        load: bool,
+        scale: f32,
+    ) {
+        let nrr = 16 * NV;
+        let mut mask = [0u16; NV];
+        for (v, m) in mask.iter_mut().enumerate() {
+            let cols = nr.saturating_sub(16 * v).min(16);
+            *m = ((1u32 << cols) - 1) as u16;
+        }
+        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        if load {
+            for (i, row) in acc.iter_mut().enumerate().take(mr) {
+                for (v, r) in row.iter_mut().enumerate() {
+                    // SAFETY: masked: only columns < nr of row i < mr are read.
+                    *r = unsafe { _mm512_maskz_loadu_ps(mask[v], c.add(i * ldc + 16 * v)) };
+                }
+            }
+        }
+        for k in 0..kc {
+            // SAFETY: k < kc and the panels hold kc steps.
+            unsafe {
+                let bk = b.add(k * nrr);
+                let mut bv = [_mm512_setzero_ps(); NV];
+                for (v, x) in bv.iter_mut().enumerate() {
+                    *x = _mm512_loadu_ps(bk.add(16 * v));
+                }
+                let ak = a.add(k * MR);
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*ak.add(i));
+                    for (r, &y) in row.iter_mut().zip(&bv) {
+                        *r = _mm512_fmadd_ps(x, y, *r);
+                    }
+                }
+            }
+        }
+        let s = _mm512_set1_ps(scale);
+        for (i, row) in acc.iter().enumerate().take(mr) {
+            for (v, &r) in row.iter().enumerate() {
+                // SAFETY: masked: only columns < nr of row i < mr are written.
+                unsafe { _mm512_mask_storeu_ps(c.add(i * ldc + 16 * v), mask[v], _mm512_mul_ps(s, r)) };
+            }
+        }
+    }
+}
