@@ -28,6 +28,16 @@ def _unit_rows(text: str) -> int | None:
     return n
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="polars-curate",
@@ -117,6 +127,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--base", help="base uid subset (.npy) for the overlap")
     r.add_argument("--subset", help="a subset from `select` (its .select.json is read too)")
     r.add_argument("--pool", help="the pool, to show captions")
+    r.add_argument(
+        "--examples",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="captions shown on each side of every cut (default: 5)",
+    )
     return p
 
 
@@ -178,7 +195,12 @@ def _run(args: argparse.Namespace) -> int:
             from polars_curate.report import write_report
 
             out = write_report(
-                args.scores_dir, args.out, base=args.base, subset=args.subset, pool=args.pool
+                args.scores_dir,
+                args.out,
+                base=args.base,
+                subset=args.subset,
+                pool=args.pool,
+                examples=args.examples,
             )
             print(f"wrote {out}")
     except Exception as e:  # every error: one line naming its source, never a traceback

@@ -40,7 +40,7 @@ from polars_curate._expr import _fraction
 from polars_curate.io import PathLike, atomic_write, read_uids, uid_key_exprs, write_keys
 from polars_curate.pipeline import SCORES, check_complete
 
-__all__ = ["Rule", "SelectResult", "keep_count", "parse_rule", "select"]
+__all__ = ["Rule", "SelectResult", "keep_count", "parse_rule", "select", "step_predicate"]
 
 KEYS = ["uid_hi", "uid_lo"]
 #: A candidate region this small is sorted in memory (rows of three 8-byte keys).
@@ -210,16 +210,18 @@ def _top_predicate(lf: pl.LazyFrame, col: str, k: int, available: int) -> tuple[
         return valid, None
     neg = -pl.col(col).cast(pl.Float64)
     t0, t1, t2 = _kth(lf.filter(valid), [neg, pl.col("uid_hi"), pl.col("uid_lo")], k)
-    s = pl.col(col).cast(pl.Float64)
     v = -t0
-    pred = valid & (
-        (s > v)
-        | (
-            (s == v)
-            & ((pl.col("uid_hi") < t1) | ((pl.col("uid_hi") == t1) & (pl.col("uid_lo") <= t2)))
-        )
+    return _cut_predicate(col, v, t1, t2), (v, t1, t2)
+
+
+def _cut_predicate(col: str, value: float, uid_hi: int, uid_lo: int) -> pl.Expr:
+    """The rows a fraction rule keeps, given its cut: a valid score above ``value``, or equal
+    to it with the key ``(uid_hi, uid_lo)`` at most the cut's (ties go to the smaller uid)."""
+    s = pl.col(col).cast(pl.Float64)
+    hi, lo = pl.col("uid_hi"), pl.col("uid_lo")
+    return _valid(col) & (
+        (s > value) | ((s == value) & ((hi < uid_hi) | ((hi == uid_hi) & (lo <= uid_lo))))
     )
-    return pred, (v, t1, t2)
 
 
 _OPS: dict[str, Callable[[pl.Expr, float], pl.Expr]] = {
@@ -228,6 +230,44 @@ _OPS: dict[str, Callable[[pl.Expr, float], pl.Expr]] = {
     "<=": lambda e, v: e <= v,
     "<": lambda e, v: e < v,
 }
+
+
+def _threshold_predicate(col: str, op: str, value: float) -> pl.Expr:
+    return _valid(col) & _OPS[op](pl.col(col).cast(pl.Float64), value)
+
+
+def step_predicate(step: dict[str, Any], column: str | None = None) -> pl.Expr:
+    """The rows one logged step passes on its own, as a predicate on its score column
+    (``column``, default ``step["score"]``) and ``uid_hi``/``uid_lo``.
+
+    ``step`` is an entry of ``steps`` in the ``.select.json`` that :func:`select` writes. Rule
+    ``i`` of a log keeps the rows of the start set that pass steps ``1..i``.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> from polars_curate.selection import step_predicate
+    >>> df = pl.DataFrame({"uid_hi": [0, 0, 1], "uid_lo": [5, 9, 0], "ncl": [0.2, 0.2, 0.9]},
+    ...                   schema_overrides={"uid_hi": pl.UInt64, "uid_lo": pl.UInt64})
+    >>> step = {"kind": "fraction", "score": "ncl", "k": 2, "value": 0.2,
+    ...         "cut_uid_hi": 0, "cut_uid_lo": 5}
+    >>> df.filter(step_predicate(step))["uid_lo"].to_list()
+    [5, 0]
+    >>> df.filter(step_predicate({"kind": "threshold", "score": "ncl", "op": ">=",
+    ...                           "value": 0.5}))["uid_lo"].to_list()
+    [0]
+    """
+    col = step["score"] if column is None else column
+    if step.get("kind") == "threshold":
+        return _threshold_predicate(col, step["op"], float(step["value"]))
+    if step.get("kind") != "fraction":
+        raise ValueError(f"step {step.get('rule')!r}: unknown kind {step.get('kind')!r}")
+    if "value" in step:
+        return _cut_predicate(
+            col, float(step["value"]), int(step["cut_uid_hi"]), int(step["cut_uid_lo"])
+        )
+    # No cut logged: the rule kept nothing (k = 0) or every valid score.
+    return pl.lit(False) if int(step["k"]) <= 0 else _valid(col)
 
 
 def select(
@@ -308,7 +348,7 @@ def select(
                 step["file"] = str(rule.source)
             if rule.fraction is None:
                 assert rule.op is not None and rule.value is not None
-                cond = cond & _valid(col) & _OPS[rule.op](pl.col(col).cast(pl.Float64), rule.value)
+                cond = cond & _threshold_predicate(col, rule.op, rule.value)
                 step.update(kind="threshold", op=rule.op, value=rule.value)
             else:
                 k = keep_count(start, rule.fraction)
