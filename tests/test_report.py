@@ -22,6 +22,7 @@ from polars_curate.datasets import synthetic_pool
 from polars_curate.report import BINS, GRID, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
+OPS = {">=": np.greater_equal, ">": np.greater, "<=": np.less_equal, "<": np.less}
 
 
 def figures(page: str) -> dict[str, tuple[list[dict], dict]]:
@@ -122,7 +123,7 @@ def test_overlap_bars_count_rows_in_exactly_each_combination(run):
     for s in log["steps"]:  # each rule alone, from its logged cut (ties: the smaller uid)
         x = df[s["score"]].cast(pl.Float64).to_numpy()
         if s["kind"] == "threshold":
-            sets.append(x >= s["value"])
+            sets.append(OPS[s["op"]](x, s["value"]))
         else:
             cut = f"{s['cut_uid_hi']:016x}{s['cut_uid_lo']:016x}"
             sets.append((x > s["value"]) | ((x == s["value"]) & np.array([u <= cut for u in uid])))
@@ -178,17 +179,21 @@ def test_captions_are_the_rows_nearest_each_cut(run):
 def test_parameters_and_version_are_shown(run):
     page = run["page"]
     assert f"polars-curate {pc.__version__}" in page
-    assert "&quot;batch_size&quot;: 512" in page or '"batch_size": 512' in page
-    assert "Parameters" in page
+    params = page.split("id='parameters'")[1]
+    assert "&quot;batch_size&quot;: 512" in params
+    assert f"<td>{pc.__version__}</td>" in params  # each score's version, from its record
 
 
 def test_the_report_does_not_grow_with_the_pool(tmp_path):
+    from plotly.offline import get_plotlyjs
+
     sizes = []
-    for n in (500, 6000):
+    for n in (500, 8000):
         p = synthetic_pool(tmp_path / str(n), n=n, d=16, shards=2)
         pc.score_pool(p["pool"], tmp_path / f"s{n}", scores=["ncl", "clip"], progress=False)
-        sizes.append(write_report(tmp_path / f"s{n}", tmp_path / f"r{n}.html").stat().st_size)
-    assert abs(sizes[1] - sizes[0]) < 0.02 * sizes[0], sizes
+        page = write_report(tmp_path / f"s{n}", tmp_path / f"r{n}.html").read_text()
+        sizes.append(len(page) - len(get_plotlyjs()))  # the report itself, without plotly.js
+    assert sizes[1] < 1.05 * sizes[0], sizes
 
 
 def test_a_report_without_a_select_log_says_so(run, tmp_path):
@@ -250,3 +255,47 @@ def test_the_demo_report_renders_in_a_browser(tmp_path):
     assert shot.returncode == 0, shot.stderr[-2000:]
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 100_000
+
+
+def test_edge_cases_constant_missing_and_infinite_scores_external_and_empty_rules(tmp_path):
+    from test_cli import fake_scores
+
+    uids = [f"{i:032x}" for i in range(1, 21)]
+    a = np.linspace(-1, 1, 20)
+    a[[2, 5]] = np.nan
+    a[7] = np.inf
+    d = fake_scores(tmp_path / "s", uids, ncl=a, clip=np.full(20, 0.25))
+    ext = tmp_path / "dfn_scores.parquet"
+    pl.DataFrame({"uid": uids[::2], "dfn": np.arange(10, dtype=np.float64)}).write_parquet(ext)
+    rules = ["ncl:0.5", "clip<0.3", f"{ext}#dfn>=3", "clip:0"]
+    pc.select(d, tmp_path / "sub.npy", rules, log=lambda _: None)
+    page = write_report(d, tmp_path / "r.html", subset=tmp_path / "sub.npy").read_text()
+    figs = figures(page)
+    # ncl: 17 finite rows binned, 3 counted as missing; the constant clip is one full bin.
+    hist = figs["fig-hist-ncl"][0]
+    assert int(sum(values(t["y"]).sum() for t in hist)) == 17
+    assert "<td>3</td>" in page.split("id='distributions'")[1].split("</table>")[0]
+    clip = figs["fig-hist-clip"][0]
+    assert int(sum(values(t["y"]).sum() for t in clip)) == 20
+    assert "0.25" in page and "-0.49" not in page  # percentiles stay inside [min, max]
+    # Rules: the external rule's rows are a set of the overlap, the empty rule keeps none.
+    log = json.loads((tmp_path / "sub.select.json").read_text())
+    funnel = figures(page)["fig-rules"][0][0]
+    assert list(values(funnel["x"])) == [20, *[s["kept"] for s in log["steps"]]]
+    ticks = figs["fig-overlap"][1]["yaxis2"]["ticktext"]
+    assert len(ticks) == 1 + len(rules) and any("dfn" in t for t in ticks)
+    assert any(t.startswith("rule 4") and "(0)" in t for t in ticks)
+    # The log moved away from its external file: the page says so instead of failing.
+    ext.unlink()
+    page = write_report(d, tmp_path / "r2.html", subset=tmp_path / "sub.npy").read_text()
+    assert "Not shown: rule" in page and "dfn_scores.parquet" in page
+
+
+def test_urls_other_than_http_are_not_links(tmp_path):
+    paths = synthetic_pool(tmp_path, n=200, d=8, shards=1, layout="parquet")
+    f = next(Path(paths["pool"]).glob("*.parquet"))
+    df = pl.read_parquet(f)
+    df.with_columns(url=pl.lit("javascript:alert(1)")).write_parquet(f)
+    pc.score_pool(paths["pool"], tmp_path / "s", scores=["clip"], progress=False)
+    page = write_report(tmp_path / "s", tmp_path / "r.html", pool=paths["pool"]).read_text()
+    assert "javascript:alert(1)" in page and "href='javascript" not in page

@@ -23,6 +23,7 @@ import polars as pl
 __all__ = [
     "UID_DTYPE",
     "read_datacomp",
+    "read_keys",
     "read_uids",
     "uid_key_exprs",
     "write_keys",
@@ -91,6 +92,24 @@ def read_uids(path: PathLike) -> pl.DataFrame:
     >>> pool.filter(pl.col("uid").is_in(subset.implode()))["score"].to_list()
     [0.3]
     """
+    keys = read_keys(path)
+    return keys.select(uids_from_keys(keys["uid_hi"].to_numpy(), keys["uid_lo"].to_numpy()), *keys)
+
+
+def read_keys(path: PathLike) -> pl.DataFrame:
+    """The binary keys of a DataComp subset file: ``uid_hi``/``uid_lo`` (UInt64), without
+    building the hex strings (16 bytes a row; what ``select`` and ``report`` join on).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, polars as pl
+    >>> from polars_curate.io import read_keys, write_uids
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "subset.npy"
+    >>> write_uids(pl.Series("uid", ["00" * 15 + "0a"]), p)
+    1
+    >>> read_keys(p).rows()
+    [(0, 10)]
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"uid file not found: {path}")
@@ -113,7 +132,7 @@ def read_uids(path: PathLike) -> pl.DataFrame:
             f"{path}: expected a DataComp uid array of dtype ('u8', 'u8'), got {arr.dtype} "
             f"with shape {arr.shape}"
         )
-    return pl.DataFrame([uids_from_keys(hi, lo), pl.Series("uid_hi", hi), pl.Series("uid_lo", lo)])
+    return pl.DataFrame([pl.Series("uid_hi", hi), pl.Series("uid_lo", lo)])
 
 
 def write_uids(uids: pl.DataFrame | pl.Series | Iterable[str], path: PathLike) -> int:

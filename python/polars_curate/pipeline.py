@@ -612,7 +612,21 @@ def check_complete(out: PathLike, columns: Sequence[str] | None = None) -> list[
 
 def scan_scores(out: PathLike, columns: Sequence[str] | None = None) -> pl.LazyFrame:
     """The scores of a complete score directory as one lazy frame (``uid``, ``uid_hi``,
-    ``uid_lo`` and the score columns); ``RecordError`` when it is incomplete."""
+    ``uid_lo`` and the score columns); ``RecordError`` when it is incomplete.
+
+    Examples
+    --------
+    >>> import tempfile, polars as pl, polars_curate as pc
+    >>> from polars_curate.datasets import synthetic_pool
+    >>> tmp = tempfile.mkdtemp()
+    >>> paths = synthetic_pool(tmp, n=500, d=16, shards=2)
+    >>> _ = pc.score_pool(paths["pool"], f"{tmp}/s", scores=["clip"], progress=False)
+    >>> lf = pc.scan_scores(f"{tmp}/s")
+    >>> lf.collect_schema().names()
+    ['uid', 'uid_hi', 'uid_lo', 'clip']
+    >>> lf.select(pl.len()).collect().item()
+    500
+    """
     files = check_complete(out, columns)
     return pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore")
 

@@ -35,9 +35,9 @@ import numpy as np
 import polars as pl
 
 import polars_curate as pc
-from polars_curate.io import atomic_write, read_uids
+from polars_curate.io import atomic_write, read_keys, uids_from_keys
 from polars_curate.pipeline import SCORES, check_complete, read_record
-from polars_curate.selection import KEYS, _external, parse_rule, step_predicate
+from polars_curate.selection import KEYS, Rule, _external, step_predicate
 
 __all__ = ["write_report"]
 
@@ -71,7 +71,14 @@ def _label(col: str) -> str:
 
 
 def _steps_for(steps: list[dict[str, Any]], col: str) -> list[dict[str, Any]]:
-    return [s for s in steps if s.get("file") is None and s.get("score") == col and "value" in s]
+    return [
+        s
+        for s in steps
+        if s.get("file") is None
+        and s.get("score") == col
+        and "value" in s
+        and math.isfinite(float(s["value"]))
+    ]
 
 
 def _finite(col: str) -> pl.Expr:
@@ -81,11 +88,11 @@ def _finite(col: str) -> pl.Expr:
 def _stats(lf: pl.LazyFrame, scores: list[str]) -> dict[str, dict[str, Any]]:
     exprs = []
     for c in scores:
-        x = pl.col(c).cast(pl.Float64)
-        f = x.filter(_finite(c))
+        fin = _finite(c)
+        f = pl.when(fin).then(pl.col(c).cast(pl.Float64))
         exprs += [
-            f.len().alias(f"{c}|n"),
-            (~_finite(c)).sum().alias(f"{c}|missing"),
+            fin.sum().alias(f"{c}|n"),
+            (~fin).sum().alias(f"{c}|missing"),
             f.min().alias(f"{c}|min"),
             f.max().alias(f"{c}|max"),
             f.mean().alias(f"{c}|mean"),
@@ -130,7 +137,7 @@ def _histogram(lf: pl.LazyFrame, col: str, st: dict[str, Any], split: bool) -> d
             dropped[b] += r["rows"]
         else:
             kept[b] += r["rows"]
-    return {"edges": edges, "kept": kept, "dropped": dropped}
+    return {"edges": edges, "kept": kept, "dropped": dropped, "lo": lo, "hi": hi}
 
 
 def _percentiles(h: dict[str, Any], qs: tuple[float, ...]) -> list[float]:
@@ -143,7 +150,8 @@ def _percentiles(h: dict[str, Any], qs: tuple[float, ...]) -> list[float]:
         target = q * total
         i = int(np.clip(np.searchsorted(cum, target, side="left") - 1, 0, len(counts) - 1))
         inside = (target - cum[i]) / counts[i] if counts[i] else 0.0
-        out.append(float(h["edges"][i] + inside * (h["edges"][i + 1] - h["edges"][i])))
+        v = float(h["edges"][i] + inside * (h["edges"][i + 1] - h["edges"][i]))
+        out.append(min(max(v, h["lo"]), h["hi"]))
     return out
 
 
@@ -195,12 +203,14 @@ class _Page:
             "window.__errors.push(String(e.message));document.documentElement.setAttribute("
             "'data-errors',window.__errors.join(' | '));});</script>"
         )
-        # How many figures Plotly drew, for a test that loads the page in a browser.
+        # How many figures Plotly drew (divs holding its SVG), for a test in a browser.
         done = (
-            "<script>window.addEventListener('load',function(){document.documentElement."
-            "setAttribute('data-figures-drawn',String(document.querySelectorAll("
-            "'.js-plotly-plot .main-svg').length>0?document.querySelectorAll("
-            "'.js-plotly-plot').length:0));});</script>"
+            "<script>window.addEventListener('unhandledrejection',function(e){"
+            "window.__errors.push(String(e.reason));document.documentElement.setAttribute("
+            "'data-errors',window.__errors.join(' | '));});window.addEventListener('load',"
+            "function(){var n=0;document.querySelectorAll('.plotly-graph-div').forEach("
+            "function(d){if(d.querySelector('.main-svg'))n++;});document.documentElement."
+            "setAttribute('data-figures-drawn',String(n));});</script>"
         )
         return (
             "<!doctype html><html><head><meta charset='utf-8'>"
@@ -261,44 +271,61 @@ def write_report(
             except ValueError as e:
                 raise ValueError(f"{log_path}: not a select log ({e})") from None
     steps: list[dict[str, Any]] = list(log["steps"]) if log else []
-    if base is None and log and log.get("base") and Path(log["base"]).is_file():
-        base = log["base"]
+    notes: list[str] = []  # what the report could not show, said on the page
+    if log and log.get("scores_dir"):
+        if Path(log["scores_dir"]).resolve() != scores_dir.resolve():
+            notes.append(f"the select log was written for {log['scores_dir']}, not this directory")
+    if base is None and log and log.get("base"):
+        if Path(log["base"]).is_file():
+            base = log["base"]
+        else:
+            notes.append(f"the select log's base {log['base']} is not there: no base shown")
 
     page = _Page()
     tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out.parent if out.parent.is_dir() else None))
     try:
-        lf = pl.scan_parquet(files).select("uid", *KEYS, *scores)
+        lf = pl.scan_parquet(files, missing_columns="insert").select(*KEYS, *scores)
         n_base = n_subset = None
         if base is not None:
-            bk = read_uids(base).select(KEYS).unique()
+            bk = read_keys(base).unique()
             n_base = bk.height
             lf = lf.join(bk.lazy().with_columns(in_base=pl.lit(True)), on=KEYS, how="left")
+            del bk
         if subset is not None:
-            sk = read_uids(subset).select(KEYS).unique()
+            sk = read_keys(subset).unique()
             n_subset = sk.height
             lf = lf.join(sk.lazy().with_columns(in_subset=pl.lit(True)), on=KEYS, how="left")
+            del sk
         ext_cols: dict[int, str] = {}
+        shown: list[int] = []  # the steps drawn as sets
         for i, s in enumerate(steps):
             if s.get("file"):
-                try:
-                    rule = parse_rule(s["rule"])
-                except ValueError:
-                    continue  # the external file is gone: that rule is shown from its log only
                 col = f"__rule{i}"
-                lf = lf.join(
-                    _external(rule).rename({rule.column: col}), on=KEYS, how="left", validate="m:1"
-                )
+                try:
+                    ext = _external(Rule(s["rule"], s["score"], Path(s["file"])))
+                    lf = lf.join(
+                        ext.rename({f"__ext_{s['score']}": col}),
+                        on=KEYS,
+                        how="left",
+                        validate="m:1",
+                    )
+                except Exception as e:  # the external file moved or changed since `select`
+                    notes.append(f"rule {s['rule']!r}: {e}; its rows are not shown")
+                    continue
                 ext_cols[i] = col
+            elif s.get("score") not in scores:
+                notes.append(f"rule {s['rule']!r}: this directory has no score {s['score']!r}")
+                continue
+            shown.append(i)
         member: list[tuple[str, pl.Expr]] = []
         if base is not None:
             member.append(("base", pl.col("in_base").fill_null(False)))
         if subset is not None:
             member.append(("subset", pl.col("in_subset").fill_null(False)))
-        for i, s in enumerate(steps):
-            if s.get("file") and i not in ext_cols:
-                continue
+        for i in shown:
+            s = steps[i]
             pred = step_predicate(s, ext_cols.get(i, s.get("score")))
-            member.append((f"rule {i + 1}: {s['rule']}", pred.fill_null(False)))
+            member.append((f"rule {i + 1}: {html.escape(s['rule'])}", pred.fill_null(False)))
         lf = lf.with_columns(
             *[e.alias(f"__set{j}") for j, (_, e) in enumerate(member)],
             *([pl.col("in_subset").fill_null(False)] if subset is not None else []),
@@ -348,6 +375,7 @@ def write_report(
             + (f"; captions: {examples} rows on each side of every cut" if pool else "")
             + "</li>"
         )
+        items += [f"<li class='note'>Not shown: {html.escape(n)}</li>" for n in notes]
         page.add(f"<ul>{''.join(items)}</ul>")
 
         # ---- distributions
@@ -373,7 +401,7 @@ def write_report(
                 [
                     "score",
                     "rows",
-                    "null/NaN",
+                    "null/NaN/inf",
                     "min",
                     "p1",
                     "p10",
@@ -428,7 +456,10 @@ def write_report(
             start_label = "start: pool" if not log or not log.get("base") else "start: base"
             fig = go.Figure(
                 go.Funnel(
-                    y=[start_label, *[f"{i + 1}. {s['rule']}" for i, s in enumerate(steps)]],
+                    y=[
+                        start_label,
+                        *[f"{i + 1}. {html.escape(s['rule'])}" for i, s in enumerate(steps)],
+                    ],
                     x=[log["start"], *[s["kept"] for s in steps]] if log else [],
                     textinfo="value+percent initial",
                     marker={"color": KEPT},
@@ -442,7 +473,7 @@ def write_report(
             page.figure(fig, "rules")
             rows = []
             for i, s in enumerate(steps):
-                cut = _num(s.get("value")) if "value" in s else "-"
+                cut = repr(float(s["value"]) + 0.0) if "value" in s else "-"
                 what = (
                     f"top {s['k']:,} of the start set ({s['fraction']})"
                     if s["kind"] == "fraction"
@@ -507,7 +538,7 @@ def write_report(
             fig.update_yaxes(title_text="rows", row=1, col=1)
             fig.update_yaxes(
                 tickvals=list(range(len(sets))),
-                ticktext=[f"{n} ({sz:,})" for n, sz in zip(names, sizes)],
+                ticktext=[f"{n} ({sz:,})" for n, sz in zip(names, sizes)],  # escaped above
                 autorange="reversed",
                 row=2,
                 col=1,
@@ -597,7 +628,7 @@ def write_report(
             [
                 html.escape(_label(c)),
                 f"<code>{html.escape(json.dumps(r.get('params', {}), sort_keys=True))}</code>",
-                html.escape(str(r.get("version", ""))),
+                html.escape(str(r.get("created_by", ""))),
             ]
             for c, r in record["scores"].items()
         ]
@@ -635,7 +666,8 @@ def _captions(
 
     picks: list[pl.DataFrame] = []
     groups: list[tuple[str, str, str]] = []  # (score, heading, group id)
-    cols = ["uid", *scores, *(["in_subset"] if split else [])]
+    cols = [*KEYS, *scores, *(["in_subset"] if split else [])]
+    order = [pl.col("uid_hi"), pl.col("uid_lo")]
     for c in scores:
         if c not in hists:
             continue
@@ -654,8 +686,8 @@ def _captions(
             ]
         for j, (head, v) in enumerate(cuts):
             gid = f"{c}|{j}"
-            above = fin.filter(x >= v).bottom_k(k, by=[x, pl.col("uid")]).select(cols)
-            below = fin.filter(x < v).top_k(k, by=[x, pl.col("uid")]).select(cols)
+            above = fin.filter(x >= v).bottom_k(k, by=[x, *order]).select(cols)
+            below = fin.filter(x < v).top_k(k, by=[x, *order]).select(cols)
             got = pl.collect_all([above, below], engine="streaming")
             picks += [
                 d.with_columns(group=pl.lit(gid), side=pl.lit(side))
@@ -663,14 +695,17 @@ def _captions(
             ]
             groups.append((c, head, gid))
         gid = f"{c}|ends"
-        low = fin.bottom_k(k, by=[x, pl.col("uid")]).select(cols)
-        high = fin.top_k(k, by=[x, pl.col("uid")]).select(cols)
+        low = fin.bottom_k(k, by=[x, *order]).select(cols)
+        high = fin.top_k(k, by=[x, *order]).select(cols)
         for d, side in zip(pl.collect_all([high, low], engine="streaming"), ["highest", "lowest"]):
             picks.append(d.with_columns(group=pl.lit(gid), side=pl.lit(side)))
         groups.append((c, "the highest and the lowest", gid))
     if not picks:
         return "<p>No scores to show captions for.</p>"
     chosen = pl.concat(picks, how="diagonal_relaxed")
+    chosen = chosen.with_columns(
+        uids_from_keys(chosen["uid_hi"].to_numpy(), chosen["uid_lo"].to_numpy())
+    )
     wanted = chosen.select("uid").unique()
     src = scan_pool(pool, embeddings=[])
     names = src.collect_schema().names()
@@ -699,11 +734,14 @@ def _captions(
                 if split:
                     kept = "<span class='kept'>kept</span>" if r.get("in_subset") else "dropped"
                 url = r.get("url")
-                link = (
-                    f"<a href='{html.escape(url, quote=True)}'>{html.escape(url[:60])}</a>"
-                    if isinstance(url, str) and url
-                    else ""
-                )
+                link = ""
+                if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
+                    link = (
+                        f"<a href='{html.escape(url, quote=True)}' rel='noopener noreferrer'>"
+                        f"{html.escape(url[:60])}</a>"
+                    )
+                elif isinstance(url, str):
+                    link = html.escape(url[:60])
                 caption = r.get("text")
                 caption = "" if caption is None else str(caption)
                 rows.append(

@@ -37,7 +37,7 @@ import polars as pl
 
 import polars_curate as pc
 from polars_curate._expr import _fraction
-from polars_curate.io import PathLike, atomic_write, read_uids, uid_key_exprs, write_keys
+from polars_curate.io import PathLike, atomic_write, read_keys, uid_key_exprs, write_keys
 from polars_curate.pipeline import SCORES, check_complete
 
 __all__ = ["Rule", "SelectResult", "keep_count", "parse_rule", "select", "step_predicate"]
@@ -309,13 +309,13 @@ def select(
     files = check_complete(scores_dir, internal)
     base_keys = None
     if base is not None:
-        b = read_uids(base)
+        b = read_keys(base)
         base_keys = b.select(KEYS).unique()
     externals = [_external(r) for r in rules if r.source is not None]
     result_steps: list[dict[str, Any]] = []
     tmp = None
     try:
-        lf = pl.scan_parquet(files).select(*KEYS, *internal)
+        lf = pl.scan_parquet(files, missing_columns="insert").select(*KEYS, *internal)
         if base_keys is not None or externals:
             # Joins run once: the start set with every score the rules read is written to a
             # temporary Parquet file, and every later pass reads that.
@@ -345,7 +345,7 @@ def select(
             col = rule.column
             step: dict[str, Any] = {"rule": rule.text, "score": rule.score, "before": now}
             if rule.source is not None:
-                step["file"] = str(rule.source)
+                step["file"] = str(rule.source.resolve())
             if rule.fraction is None:
                 assert rule.op is not None and rule.value is not None
                 cond = cond & _threshold_predicate(col, rule.op, rule.value)
@@ -369,8 +369,8 @@ def select(
         res.steps = result_steps
         log(f"wrote {n:,} uids to {out}")
         record = {
-            "scores_dir": str(Path(scores_dir)),
-            "base": None if base is None else str(Path(base)),
+            "scores_dir": str(Path(scores_dir).resolve()),
+            "base": None if base is None else str(Path(base).resolve()),
             "start": start,
             "base_without_scores": res.base_without_scores,
             "steps": result_steps,
