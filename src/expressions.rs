@@ -20,7 +20,7 @@ use crate::kernels::clipcov::{clipcov as clipcov_kernel, ClipCovParams};
 use crate::kernels::dynamic::{normsim2_dynamic as dynamic_kernel, DynamicParams};
 use crate::kernels::isa::Kernel;
 use crate::kernels::negclip::{neg_clip_loss as neg_clip_loss_kernel, NegClipParams};
-use crate::kernels::normsim::{nearest, normsim as normsim_kernel, Power};
+use crate::kernels::normsim::{nearest, normsim as normsim_kernel, Power, Target};
 use crate::kernels::{
     clip_score::clip_score as clip_score_kernel, interrupt, pool::try_pool, Matrix, Values,
 };
@@ -171,8 +171,17 @@ where
     let kernel = kernel()?;
     let _active = interrupt::Active::enter();
     let pool = try_pool().map_err(|e| polars_err!(ComputeError: "{e}"))?;
-    let result = match catch_unwind(AssertUnwindSafe(|| pool.install(|| f(kernel)))) {
-        Ok(r) => r,
+    let result = unpanicked(what, || pool.install(|| f(kernel)))?;
+    if interrupt::pending() {
+        polars_bail!(ComputeError: "{what} interrupted (KeyboardInterrupt)");
+    }
+    result
+}
+
+/// `f()`, with a panic (a bug) turned into an error naming `what`.
+fn unpanicked<T>(what: &str, f: impl FnOnce() -> PolarsResult<T>) -> PolarsResult<PolarsResult<T>> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => Ok(r),
         Err(payload) => {
             let msg = payload
                 .downcast_ref::<&str>()
@@ -181,11 +190,21 @@ where
                 .unwrap_or_else(|| "unknown panic".into());
             polars_bail!(ComputeError: "polars-curate internal error in {what}: {msg} (please report this)")
         }
-    };
-    if interrupt::pending() {
-        polars_bail!(ComputeError: "{what} interrupted (KeyboardInterrupt)");
     }
-    result
+}
+
+/// The prepared target of an expression, fetched on the calling (Polars) thread, never inside
+/// the plugin's pool: concurrent morsels wait for one preparation there, and a pool worker
+/// that waited for it while holding stolen work of that preparation would deadlock the pool.
+fn prepared_target(
+    what: &str,
+    spec: &TargetSpec,
+    p: f64,
+    normalize: bool,
+    arg: &str,
+) -> PolarsResult<std::sync::Arc<Target>> {
+    let kernel = kernel()?;
+    unpanicked(what, || targets::get(kernel, spec, p, normalize, arg))?
 }
 
 fn same_width(a: &Embeddings, an: &str, b: &Embeddings, bn: &str) -> PolarsResult<()> {
@@ -279,10 +298,9 @@ fn normsim(inputs: &[Series], kwargs: NormSimKwargs) -> PolarsResult<Series> {
         emb.width() == kwargs.target.dim,
         ComputeError: "`embedding` and `target` must have the same embedding width, got {} and {}", emb.width(), kwargs.target.dim
     );
-    let out = guarded("normsim", |kernel| {
-        let target = targets::get(kernel, &kwargs.target, kwargs.p, kwargs.normalize, "target")?;
-        Ok(normsim_kernel(&emb.matrix("embedding")?, &target, kwargs.normalize))
-    })?;
+    let target = prepared_target("normsim", &kwargs.target, kwargs.p, kwargs.normalize, "target")?;
+    let out =
+        guarded("normsim", |_| Ok(normsim_kernel(&emb.matrix("embedding")?, &target, kwargs.normalize)))?;
     Ok(to_series(inputs[0].name().clone(), out))
 }
 
@@ -361,11 +379,14 @@ fn zero_shot_labels(inputs: &[Series], kwargs: ZeroShotKwargs) -> PolarsResult<S
         ComputeError: "`image` and `class_embeddings` must have the same embedding width, got {} and {}",
         emb.width(), kwargs.target.dim
     );
-    let out = guarded("zero_shot_labels", |kernel| {
-        let target =
-            targets::get(kernel, &kwargs.target, f64::INFINITY, kwargs.normalize, "class_embeddings")?;
-        Ok(nearest(&emb.matrix("image")?, &target, kwargs.normalize))
-    })?;
+    let target = prepared_target(
+        "zero_shot_labels",
+        &kwargs.target,
+        f64::INFINITY,
+        kwargs.normalize,
+        "class_embeddings",
+    )?;
+    let out = guarded("zero_shot_labels", |_| Ok(nearest(&emb.matrix("image")?, &target, kwargs.normalize)))?;
     Ok(to_u32_series(inputs[0].name().clone(), out))
 }
 

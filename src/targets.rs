@@ -141,6 +141,10 @@ fn evict(c: &mut Cache, now: Instant) {
 /// The prepared target of `spec` for `p` and `normalize`, packed for `kernel`: from the cache,
 /// or loaded, checked against its key and prepared (once, even when many morsels ask at the
 /// same time).
+///
+/// Call it outside the plugin's pool: the callers that wait for a preparation block their
+/// thread, and a pool worker blocked here while it holds work stolen from that preparation
+/// would never let it finish (a deadlock seen in about one run in six before this rule).
 pub fn get(
     kernel: Kernel,
     spec: &TargetSpec,
@@ -148,6 +152,10 @@ pub fn get(
     normalize: bool,
     arg: &str,
 ) -> PolarsResult<Arc<Target>> {
+    debug_assert!(
+        crate::kernels::pool::try_pool().map_or(true, |pool| pool.current_thread_index().is_none()),
+        "targets::get called inside the plugin's pool"
+    );
     let ck = (spec.key, p.to_bits(), normalize, kernel);
     let slot: Slot = {
         let mut c = cache().lock().unwrap_or_else(PoisonError::into_inner);

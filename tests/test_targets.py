@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import polars as pl
@@ -105,3 +106,27 @@ def test_expression_is_cheap_to_build_and_prepares_on_use():
     assert _internal.target_cache_info() == before, "nothing is prepared until a query runs"
     buf = io.BytesIO(pl.LazyFrame(schema={"img": pl.Array(pl.Float32, 8)}).select(expr).serialize())
     assert buf.getbuffer().nbytes > 300 * 8 * 4, "the values travel inside the plan"
+
+
+def test_concurrent_morsels_preparing_a_target_never_deadlock():
+    """Many morsels ask for a target that is still being prepared (in parallel, on the plugin's
+    pool). They used to wait for it inside the pool, where a waiting worker could hold work of
+    the preparation itself: about one run in six of the quickstart hung forever."""
+    code = textwrap.dedent(
+        """
+        import numpy as np, polars as pl, polars_curate as pc
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((40_000, 64)).astype(np.float32)
+        df = pl.DataFrame({"a": x}).with_columns(pl.col("a").cast(pl.Array(pl.Float32, 64)))
+        for i in range(40):  # a new target each time: prepared while the morsels wait
+            t = rng.standard_normal((6_000, 64)).astype(np.float32)
+            df.lazy().select(pc.normsim("a", t, p="inf")).collect(engine="streaming")
+            df.select(pc.normsim("a", t[:3000], p=3)).to_series()
+        print("ok")
+        """
+    )
+    env = {**os.environ, "POLARS_MAX_THREADS": "4", "POLARS_IDEAL_MORSEL_SIZE": "1000"}
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
