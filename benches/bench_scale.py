@@ -12,6 +12,8 @@
    ``--select-rows`` synthetic score rows (units of 1M rows, written the way `score` writes
    them): time and peak RSS, and the subset compared with a brute-force sort on a slice that
    fits in memory.
+3. `report` on that directory with the subset and its select log: time, peak RSS and the size
+   of the HTML file.
 
 Nothing generated is committed; the data is left in ``--dir`` for reruns (``--clean`` removes
 it).
@@ -265,12 +267,34 @@ def bench_select(root: Path, rows: int) -> dict:
     return m
 
 
+REPORT = """
+from polars_curate.report import write_report
+write_report({scores!r}, {out!r}, subset={subset!r})
+"""
+
+
+def bench_report(root: Path, rows: int) -> dict:
+    """`report` with the select log of `bench_select` (base, two rules) on the same directory."""
+    scores, subset = root / f"scores-{rows}", root / "subset.npy"
+    if not subset.is_file():
+        raise SystemExit("run the select step first (it writes the subset the report reads)")
+    out = root / "report.html"
+    m = measured(REPORT.format(scores=str(scores), out=str(out), subset=str(subset)))
+    m.update(rows=rows, html_mib=out.stat().st_size / 2**20)
+    print(
+        f"  report on {rows:,} rows: {m['seconds']:.1f} s, peak RSS {m['peak_mib']:.0f} MiB, "
+        f"{m['html_mib']:.1f} MiB of HTML",
+        flush=True,
+    )
+    return m
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", default=str(HERE.parent / "bench-results" / "scale"))
     ap.add_argument("--rows", type=int, default=2_000_000, help="rows of the scored pool")
     ap.add_argument("--select-rows", type=int, default=128_000_000, help="score rows for select")
-    ap.add_argument("--only", choices=["score", "select"], action="append")
+    ap.add_argument("--only", choices=["score", "select", "report"], action="append")
     ap.add_argument("--clean", action="store_true", help="remove the generated data afterwards")
     args = ap.parse_args()
     root = Path(args.dir)
@@ -286,6 +310,9 @@ def main() -> None:
             "rules ncl:0.9 then normsim-inf:0.7"
         )
         results["select"] = bench_select(root, args.select_rows)
+    if not args.only or "report" in args.only:
+        print(f"report: the select step's subset and log on {args.select_rows:,} score rows")
+        results["report"] = bench_report(root, args.select_rows)
     (root / "results.json").write_text(json.dumps(results, indent=1))
     if args.clean:
         shutil.rmtree(root)

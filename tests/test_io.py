@@ -137,3 +137,20 @@ def test_scores_join_with_a_subset(tmp_path):
     dfn = io.read_uids(tmp_path / "dfn.npy")
     kept = pool.lazy().filter(pl.col("uid").is_in(dfn["uid"].implode())).collect()
     assert sorted(kept["uid"].to_list()) == sorted(uids[::2])
+
+
+@pytest.mark.parametrize("case", ["sorted", "shuffled", "duplicates", "empty", "one", "equal_hi"])
+def test_sorted_distinct_keys_against_numpy(case):
+    rng = np.random.default_rng(7)
+    n = {"empty": 0, "one": 1}.get(case, 5000)
+    hi = rng.integers(0, 50 if case == "equal_hi" else 2**63, n, dtype=np.uint64)
+    lo = rng.integers(0, 2**64 - 1, n, dtype=np.uint64)
+    if case == "duplicates":
+        hi, lo = np.concatenate([hi, hi[:700]]), np.concatenate([lo, lo[:700]])
+    if case == "sorted":
+        pairs = sorted(set(zip(hi.tolist(), lo.tolist())))
+        hi = np.array([p[0] for p in pairs], np.uint64)
+        lo = np.array([p[1] for p in pairs], np.uint64)
+    want = sorted(set(zip(hi.tolist(), lo.tolist())))
+    got_hi, got_lo = io.sorted_distinct_keys(hi, lo)
+    assert list(zip(got_hi.tolist(), got_lo.tolist())) == want

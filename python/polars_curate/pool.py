@@ -343,10 +343,11 @@ def scan_pool(
     Notes
     -----
     Elementwise expressions (``clip_score``, ``normsim``, ``zero_shot_labels``) stream: a
-    ``sink_parquet`` of them holds a few morsels at a time. Whole-frame expressions
-    (``neg_clip_loss``, ``normsim2_dynamic``, ``clipcov``, ``top_fraction``) need all rows they
-    see at once: group them by shard (``.over("shard")``) and run shard by shard (what
-    :func:`polars_curate.score_pool` does, in bounded units) rather than over the whole pool.
+    ``sink_parquet(..., row_group_size=...)`` of them holds a few morsels at a time.
+    Whole-frame expressions (``neg_clip_loss``, ``normsim2_dynamic``, ``clipcov``,
+    ``top_fraction``) need all rows they see at once: group them by shard
+    (``.over("shard")``) and run shard by shard (what :func:`polars_curate.score_pool` does, in
+    bounded units) rather than over the whole pool.
 
     Examples
     --------

@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 
 import polars_curate as pc
-from polars_curate.io import atomic_write, read_keys, uids_from_keys
+from polars_curate.io import SINK_ROW_GROUP, atomic_write, read_distinct_keys, uids_from_keys
 from polars_curate.pipeline import SCORES, check_complete, read_record
 from polars_curate.selection import KEYS, Rule, _external, step_predicate
 
@@ -286,15 +286,23 @@ def write_report(
     try:
         lf = pl.scan_parquet(files, missing_columns="insert").select(*KEYS, *scores)
         n_base = n_subset = None
+
+        def staged(lf: pl.LazyFrame, name: str) -> pl.LazyFrame:
+            # One join at a time, written out: only one hash table is ever held.
+            lf.sink_parquet(tmp / name, row_group_size=SINK_ROW_GROUP)
+            return pl.scan_parquet(tmp / name)
+
         if base is not None:
-            bk = read_keys(base).unique()
+            bk = read_distinct_keys(base)
             n_base = bk.height
             lf = lf.join(bk.lazy().with_columns(in_base=pl.lit(True)), on=KEYS, how="left")
+            lf = staged(lf, "base.parquet")
             del bk
         if subset is not None:
-            sk = read_keys(subset).unique()
+            sk = read_distinct_keys(subset)
             n_subset = sk.height
             lf = lf.join(sk.lazy().with_columns(in_subset=pl.lit(True)), on=KEYS, how="left")
+            lf = staged(lf, "subset.parquet")
             del sk
         ext_cols: dict[int, str] = {}
         shown: list[int] = []  # the steps drawn as sets
@@ -331,9 +339,7 @@ def write_report(
             *([pl.col("in_subset").fill_null(False)] if subset is not None else []),
         )
         if base is not None or subset is not None or ext_cols:
-            # The joins run once: every later pass reads this file.
-            lf.sink_parquet(tmp / "rows.parquet")
-            lf = pl.scan_parquet(tmp / "rows.parquet")
+            lf = staged(lf, "rows.parquet")  # the later passes read the joined rows
         split = subset is not None
 
         stats = _stats(lf, scores)

@@ -37,7 +37,14 @@ import polars as pl
 
 import polars_curate as pc
 from polars_curate._expr import _fraction
-from polars_curate.io import PathLike, atomic_write, read_keys, uid_key_exprs, write_keys
+from polars_curate.io import (
+    SINK_ROW_GROUP,
+    PathLike,
+    atomic_write,
+    read_distinct_keys,
+    uid_key_exprs,
+    write_keys,
+)
 from polars_curate.pipeline import SCORES, check_complete
 
 __all__ = ["Rule", "SelectResult", "keep_count", "parse_rule", "select", "step_predicate"]
@@ -309,8 +316,7 @@ def select(
     files = check_complete(scores_dir, internal)
     base_keys = None
     if base is not None:
-        b = read_keys(base)
-        base_keys = b.select(KEYS).unique()
+        base_keys = read_distinct_keys(base)
     externals = [_external(r) for r in rules if r.source is not None]
     result_steps: list[dict[str, Any]] = []
     tmp = None
@@ -326,7 +332,7 @@ def select(
             tmp = Path(
                 tempfile.mkdtemp(prefix=".select-", dir=out.parent if out.parent.exists() else None)
             )
-            lf.sink_parquet(tmp / "start.parquet")
+            lf.sink_parquet(tmp / "start.parquet", row_group_size=SINK_ROW_GROUP)
             lf = pl.scan_parquet(tmp / "start.parquet")
         start = _count(lf)
         res = SelectResult(start=start, kept=start)
