@@ -20,12 +20,10 @@ def _unit_rows(text: str) -> int | None:
     if text.strip().lower() in ("shard", "none"):
         return None
     try:
-        n = int(text)
+        int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a row count or 'shard', got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
+    return _positive_int(text)
 
 
 def _positive_int(text: str) -> int:

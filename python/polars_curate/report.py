@@ -602,20 +602,10 @@ def write_report(
                     row=1,
                     col=k + 1,
                 )
-                for s in _steps_for(steps, "clip"):
-                    fig.add_vline(
-                        x=float(s["value"]),
-                        line={"color": "#d62828", "dash": "dash"},
-                        row=1,
-                        col=k + 1,
-                    )
-                for s in _steps_for(steps, "ncl"):
-                    fig.add_hline(
-                        y=float(s["value"]),
-                        line={"color": "#d62828", "dash": "dash"},
-                        row=1,
-                        col=k + 1,
-                    )
+                for score, draw in (("clip", fig.add_vline), ("ncl", fig.add_hline)):
+                    for s in _steps_for(steps, score):
+                        at = {"x" if score == "clip" else "y": float(s["value"])}
+                        draw(**at, line={"color": "#d62828", "dash": "dash"}, row=1, col=k + 1)
                 fig.update_xaxes(title_text=_label("clip"), row=1, col=k + 1)
             fig.update_yaxes(title_text=_label("ncl"), row=1, col=1)
             fig.update_layout(
