@@ -60,9 +60,7 @@ def _num(v: float | None, digits: int = 4) -> str:
     """A score for people: ``digits`` significant digits, never ``-0``."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    v = float(v) + 0.0  # -0.0 -> 0.0
-    text = f"{v:.{digits}g}"
-    return "0" if text in ("-0", "0") else text
+    return f"{float(v) + 0.0:.{digits}g}"  # + 0.0 turns -0.0 into 0.0
 
 
 def _label(col: str) -> str:
@@ -96,7 +94,6 @@ def _stats(lf: pl.LazyFrame, scores: list[str]) -> dict[str, dict[str, Any]]:
             f.min().alias(f"{c}|min"),
             f.max().alias(f"{c}|max"),
             f.mean().alias(f"{c}|mean"),
-            f.std().alias(f"{c}|std"),
         ]
     row = lf.select(exprs).collect(engine="streaming").row(0, named=True)
     out: dict[str, dict[str, Any]] = {c: {} for c in scores}
@@ -119,13 +116,11 @@ def _bin(col: str, lo: float, hi: float, bins: int) -> pl.Expr:
 
 def _histogram(lf: pl.LazyFrame, col: str, st: dict[str, Any], split: bool) -> dict[str, Any]:
     lo, hi = float(st["min"]), float(st["max"])
-    keys = [f"{col}|bin", *(["in_subset"] if split else [])]
     counts = (
         lf.filter(_finite(col))
         .group_by(_bin(col, lo, hi, BINS), *(["in_subset"] if split else []))
         .agg(pl.len().alias("rows"))
         .collect(engine="streaming")
-        .sort(keys)
     )
     edges = np.linspace(lo, hi, BINS + 1) if hi > lo else np.array([lo - 0.5, lo + 0.5])
     nb = len(edges) - 1
@@ -166,13 +161,11 @@ class _Page:
 
     def __init__(self) -> None:
         self.parts: list[str] = []
-        self.figures = 0
 
     def add(self, text: str) -> None:
         self.parts.append(text)
 
     def figure(self, fig: Any, name: str) -> None:
-        self.figures += 1
         fig.update_layout(
             template="plotly_white",
             margin={"l": 60, "r": 20, "t": 50, "b": 50},
@@ -197,26 +190,23 @@ class _Page:
             "vertical-align:top;text-align:left}.caption td{max-width:560px}"
             ".note{color:#555;font-size:13px}.kept{color:" + KEPT + ";font-weight:600}"
         )
-        # Errors in the page (a figure that fails to draw) are recorded where a test can see them.
+        # Errors in the page (a figure that fails to draw, a rejected promise) and how many
+        # figures Plotly drew (divs holding its SVG) are recorded where a test can see them.
         guard = (
-            "<script>window.__errors=[];window.addEventListener('error',function(e){"
-            "window.__errors.push(String(e.message));document.documentElement.setAttribute("
-            "'data-errors',window.__errors.join(' | '));});</script>"
-        )
-        # How many figures Plotly drew (divs holding its SVG), for a test in a browser.
-        done = (
-            "<script>window.addEventListener('unhandledrejection',function(e){"
-            "window.__errors.push(String(e.reason));document.documentElement.setAttribute("
-            "'data-errors',window.__errors.join(' | '));});window.addEventListener('load',"
-            "function(){var n=0;document.querySelectorAll('.plotly-graph-div').forEach("
-            "function(d){if(d.querySelector('.main-svg'))n++;});document.documentElement."
-            "setAttribute('data-figures-drawn',String(n));});</script>"
+            "<script>(function(){var seen=[],root=document.documentElement;"
+            "function fail(m){seen.push(String(m));"
+            "root.setAttribute('data-errors',seen.join(' | '));}"
+            "window.addEventListener('error',function(e){fail(e.message);});"
+            "window.addEventListener('unhandledrejection',function(e){fail(e.reason);});"
+            "window.addEventListener('load',function(){var n=0;document.querySelectorAll("
+            "'.plotly-graph-div').forEach(function(d){if(d.querySelector('.main-svg'))n++;});"
+            "root.setAttribute('data-figures-drawn',String(n));});})();</script>"
         )
         return (
             "<!doctype html><html><head><meta charset='utf-8'>"
             f"<title>{html.escape(title)}</title><style>{style}</style>{guard}"
             f"<script>{get_plotlyjs()}</script></head><body>"
-            f"{''.join(self.parts)}{done}</body></html>"
+            f"{''.join(self.parts)}</body></html>"
         )
 
 
@@ -285,34 +275,31 @@ def write_report(
     tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out.parent if out.parent.is_dir() else None))
     try:
         lf = pl.scan_parquet(files, missing_columns="insert").select(*KEYS, *scores)
-        n_base = n_subset = None
 
         def staged(lf: pl.LazyFrame, name: str) -> pl.LazyFrame:
             # One join at a time, written out: only one hash table is ever held.
             lf.sink_parquet(tmp / name, row_group_size=SINK_ROW_GROUP)
             return pl.scan_parquet(tmp / name)
 
-        if base is not None:
-            bk = read_distinct_keys(base)
-            n_base = bk.height
-            lf = lf.join(bk.lazy().with_columns(in_base=pl.lit(True)), on=KEYS, how="left")
-            lf = staged(lf, "base.parquet")
-            del bk
-        if subset is not None:
-            sk = read_distinct_keys(subset)
-            n_subset = sk.height
-            lf = lf.join(sk.lazy().with_columns(in_subset=pl.lit(True)), on=KEYS, how="left")
-            lf = staged(lf, "subset.parquet")
-            del sk
+        sizes: dict[str, int] = {}  # uids in the base and the subset files
+        for name, path in (("base", base), ("subset", subset)):
+            if path is None:
+                continue
+            keys = read_distinct_keys(path)
+            sizes[name] = keys.height
+            flag = f"in_{name}"
+            lf = lf.join(keys.lazy().with_columns(pl.lit(True).alias(flag)), on=KEYS, how="left")
+            lf = staged(lf.with_columns(pl.col(flag).fill_null(False)), f"{name}.parquet")
+            del keys
         ext_cols: dict[int, str] = {}
         shown: list[int] = []  # the steps drawn as sets
         for i, s in enumerate(steps):
             if s.get("file"):
                 col = f"__rule{i}"
+                rule = Rule(s["rule"], s["score"], Path(s["file"]))
                 try:
-                    ext = _external(Rule(s["rule"], s["score"], Path(s["file"])))
                     lf = lf.join(
-                        ext.rename({f"__ext_{s['score']}": col}),
+                        _external(rule).rename({rule.column: col}),
                         on=KEYS,
                         how="left",
                         validate="m:1",
@@ -325,25 +312,18 @@ def write_report(
                 notes.append(f"rule {s['rule']!r}: this directory has no score {s['score']!r}")
                 continue
             shown.append(i)
-        member: list[tuple[str, pl.Expr]] = []
-        if base is not None:
-            member.append(("base", pl.col("in_base").fill_null(False)))
-        if subset is not None:
-            member.append(("subset", pl.col("in_subset").fill_null(False)))
+        member: list[tuple[str, pl.Expr]] = [(n, pl.col(f"in_{n}")) for n in sizes]
         for i in shown:
             s = steps[i]
             pred = step_predicate(s, ext_cols.get(i, s.get("score")))
             member.append((f"rule {i + 1}: {html.escape(s['rule'])}", pred.fill_null(False)))
-        lf = lf.with_columns(
-            *[e.alias(f"__set{j}") for j, (_, e) in enumerate(member)],
-            *([pl.col("in_subset").fill_null(False)] if subset is not None else []),
-        )
-        if base is not None or subset is not None or ext_cols:
-            lf = staged(lf, "rows.parquet")  # the later passes read the joined rows
+        lf = lf.with_columns(*[e.alias(f"__set{j}") for j, (_, e) in enumerate(member)])
+        if ext_cols:
+            lf = staged(lf, "rows.parquet")  # the later passes read the external scores joined
         split = subset is not None
 
         stats = _stats(lf, scores)
-        total = int(lf.select(pl.len()).collect(engine="streaming").item())
+        total = stats[scores[0]]["n"] + stats[scores[0]]["missing"]
         hists = {c: _histogram(lf, c, stats[c], split) for c in scores if stats[c]["n"]}
 
         # ---- summary
@@ -356,7 +336,7 @@ def write_report(
         if subset is not None:
             kept_rows = int(lf.select(pl.col("in_subset").sum()).collect(engine="streaming").item())
             items.append(
-                f"<li>subset <code>{html.escape(str(subset))}</code>: {n_subset:,} uids, "
+                f"<li>subset <code>{html.escape(str(subset))}</code>: {sizes['subset']:,} uids, "
                 f"<span class='kept'>{kept_rows:,} of them scored here</span>"
                 + (
                     f"; select log <code>{html.escape(log_path.name)}</code>"
@@ -367,7 +347,7 @@ def write_report(
             )
         if base is not None:
             items.append(
-                f"<li>base <code>{html.escape(str(base))}</code>: {n_base:,} uids"
+                f"<li>base <code>{html.escape(str(base))}</code>: {sizes['base']:,} uids"
                 + (
                     f", {log['base_without_scores']:,} of them without scores"
                     if log and log.get("base_without_scores") is not None
