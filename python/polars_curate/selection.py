@@ -24,6 +24,7 @@ base's keys and an external score file's keys and scores are held.
 from __future__ import annotations
 
 import json
+import operator
 import re
 import shutil
 import tempfile
@@ -232,10 +233,10 @@ def _cut_predicate(col: str, value: float, uid_hi: int, uid_lo: int) -> pl.Expr:
 
 
 _OPS: dict[str, Callable[[pl.Expr, float], pl.Expr]] = {
-    ">=": lambda e, v: e >= v,
-    ">": lambda e, v: e > v,
-    "<=": lambda e, v: e <= v,
-    "<": lambda e, v: e < v,
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
 }
 
 
