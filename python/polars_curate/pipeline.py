@@ -543,17 +543,15 @@ def score_pool(
     run = ScoreRun(out, len(units), sum(u.rows for u in units))
     bar = Progress(len(units), run.rows, enabled=progress)
     try:
-        if runner is None:
-            for u in units:
-                n = score_unit(u, out, configs, f32)
-                bar.done(u.name, u.rows, skipped=n == 0)
-                run.scored_units += n > 0
-                run.scored_rows += n
-        else:
-            for u, n in runner.run(units, out.absolute(), configs, f32):
-                bar.done(u.name, u.rows, skipped=n == 0)
-                run.scored_units += n > 0
-                run.scored_rows += n
+        done = (
+            ((u, score_unit(u, out, configs, f32)) for u in units)
+            if runner is None
+            else runner.run(units, out.absolute(), configs, f32)
+        )
+        for u, n in done:  # n = rows scored now; 0 for a unit found finished
+            bar.done(u.name, u.rows, skipped=n == 0)
+            run.scored_units += n > 0
+            run.scored_rows += n
     finally:
         bar.close()
     run.files = [out / f"{u.name}.parquet" for u in units]
