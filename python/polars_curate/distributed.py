@@ -120,7 +120,10 @@ class LocalCluster:
     """A Ray cluster of ``nodes`` node processes on this machine (``ray start --block``, one
     process group each, ``cpus`` CPUs each): to try ``--ray`` locally, and for the tests and
     ``make bench-ray``. :meth:`stop` stops exactly the processes it started (never
-    ``ray stop``, which would stop every Ray process of the machine).
+    ``ray stop``, which would stop every Ray process of the machine). Its nodes listen on
+    127.0.0.1 only, with Ray's token authentication off (``RAY_AUTH_MODE=disabled``): Ray 2.60
+    turns it on for a new cluster but its own ``ray status`` and a driver without the variable
+    then cannot connect.
 
     Examples
     --------
@@ -133,7 +136,7 @@ class LocalCluster:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.address = f"127.0.0.1:{self.port}"
-        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
         self.ray = str(Path(sys.executable).with_name("ray"))
         head = ["--head", f"--port={self.port}", "--include-dashboard=false"]
         if temp_dir is not None:
@@ -145,7 +148,7 @@ class LocalCluster:
         self.wait_for(nodes)
 
     def _start(self, args: list[str], cpus: int) -> subprocess.Popen:
-        cmd = [self.ray, "start", "--block", f"--num-cpus={cpus}", *args]
+        cmd = [self.ray, "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}", *args]
         return subprocess.Popen(
             cmd,
             env=self.env,
