@@ -148,7 +148,14 @@ class LocalCluster:
         self.wait_for(nodes)
 
     def _start(self, args: list[str], cpus: int) -> subprocess.Popen:
-        cmd = [self.ray, "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}", *args]
+        cmd = [
+            self.ray,
+            "start",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={cpus}",
+            *args,
+        ]
         return subprocess.Popen(
             cmd,
             env=self.env,
