@@ -67,13 +67,13 @@ lint: build
 	cargo fmt --check
 	$(CARGO_KERNELS) clippy --release --all-targets -- -D warnings
 	$(CARGO_KERNELS) clippy --release --all-targets --no-default-features -- -D warnings
-	$(VENV)/bin/ruff check python tests examples benches
-	$(VENV)/bin/ruff format --check python tests examples benches
+	$(VENV)/bin/ruff check python tests examples benches conftest.py
+	$(VENV)/bin/ruff format --check python tests examples benches conftest.py
 
 fmt:
 	cargo fmt
-	$(VENV)/bin/ruff format python tests examples benches
-	$(VENV)/bin/ruff check --fix python tests examples benches
+	$(VENV)/bin/ruff format python tests examples benches conftest.py
+	$(VENV)/bin/ruff check --fix python tests examples benches conftest.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -159,7 +159,7 @@ def bench_score(root: Path, rows: int) -> list[dict]:
 
 def make_scores(root: Path, rows: int, per_unit: int = 1_000_000) -> tuple[Path, Path]:
     """A complete score directory of `rows` synthetic rows, as `score` writes one, and a base."""
-    from polars_curate import pipeline
+    from polars_curate import scoredir
     from polars_curate.io import uid_key_exprs, write_keys
 
     d = root / f"scores-{rows}"
@@ -169,7 +169,7 @@ def make_scores(root: Path, rows: int, per_unit: int = 1_000_000) -> tuple[Path,
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
     rng = np.random.default_rng(1)
-    (d / pipeline.DIR_RECORD).write_text(json.dumps({"format": 1, "unit_rows": per_unit}))
+    (d / scoredir.DIR_RECORD).write_text(json.dumps({"format": 1, "unit_rows": per_unit}))
     (d / "_scores").mkdir()
     for c in ("ncl", "normsim_inf"):
         (d / "_scores" / f"{c}.json").write_text(
@@ -219,12 +219,12 @@ pc.select({scores!r}, {out!r}, ["ncl:0.9", "normsim-inf:0.7"], base={base!r}, lo
 def brute_force_slice(scores: Path, base: Path, units: int, out: Path) -> bool:
     """`select` on the first `units` units equals a sort of everything in memory."""
     import polars_curate as pc
-    from polars_curate import pipeline
+    from polars_curate import scoredir
 
     sub = scores.parent / f"{scores.name}-slice"
     shutil.rmtree(sub, ignore_errors=True)
     sub.mkdir()
-    for f in [pipeline.DIR_RECORD, "_scores"]:
+    for f in [scoredir.DIR_RECORD, "_scores"]:
         src = scores / f
         (shutil.copytree if src.is_dir() else shutil.copy)(src, sub / f)
     run = json.loads((scores / "_runs" / "bench.json").read_text())

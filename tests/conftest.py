@@ -1,70 +1,23 @@
+"""Fixtures for every test, the `job` marker, and what pytest must not import."""
+
 from __future__ import annotations
 
-import numpy as np
-import polars as pl
+from pathlib import Path
+
 import pytest
 
-# A helper script run in subprocesses by test_determinism.py, not a test module.
-collect_ignore = ["_determinism_job.py"]
+# A helper script run in subprocesses by the determinism tests, not a test module.
+collect_ignore = ["expressions/_determinism_job.py"]
 
-DTYPES = {
-    "f16": (np.float16, pl.Float16),
-    "f32": (np.float32, pl.Float32),
-    "f64": (np.float64, pl.Float64),
-}
+JOB = Path(__file__).parent / "job"
 
 
-def unit(a: np.ndarray) -> np.ndarray:
-    return a / np.linalg.norm(a, axis=1, keepdims=True)
-
-
-def clip_like(n: int, d: int, seed: int, clusters: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """CLIP-like pairs: unit vectors clustered on the sphere; matched pairs have cosine about
-    0.3, other pairs of the same cluster about 0.15, of different clusters about 0."""
-    rng = np.random.default_rng(seed)
-    centers = unit(rng.normal(size=(clusters, d)))
-    label = rng.integers(0, clusters, n)
-    noise = lambda: rng.normal(size=(n, d)) / np.sqrt(d)  # noqa: E731
-    img = unit(0.55 * centers[label] + 0.8 * noise())
-    txt = unit(0.2 * img + 0.15 * centers[label] + 0.9 * noise())
-    return img, txt
-
-
-def random_pairs(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, d)), rng.normal(size=(n, d))
-
-
-def as_dtype(a: np.ndarray, dtype: str) -> np.ndarray:
-    """The values the plugin will see: ``a`` stored as ``dtype`` by Polars (exactly as
-    ``series``/``frame`` store it), read back as float64."""
-    if a.shape[0] == 0:
-        return a.astype(np.float64)
-    return series("x", a, dtype).cast(pl.Array(pl.Float64, a.shape[1])).to_numpy()
-
-
-def series(name: str, a: np.ndarray, dtype: str = "f32") -> pl.Series:
-    d = a.shape[1]
-    return pl.Series(name, a.astype(np.float64)).cast(pl.Array(DTYPES[dtype][1], d))
-
-
-def frame(dtype: str = "f32", **cols: np.ndarray) -> pl.DataFrame:
-    return pl.DataFrame([series(k, v, dtype) for k, v in cols.items()])
-
-
-def assert_rel(
-    ours: np.ndarray, ref: np.ndarray, scale: np.ndarray | None = None, tol: float = 1e-4
-):
-    """|ours - ref| <= tol * scale (scale defaults to |ref|, floored at 1e-6)."""
-    ours = np.asarray(ours, np.float64)
-    ref = np.asarray(ref, np.float64)
-    scale = np.abs(ref) if scale is None else np.asarray(scale)
-    scale = np.maximum(scale, 1e-6)
-    err = np.abs(ours - ref) / scale
-    worst = int(np.argmax(err)) if err.size else 0
-    assert err.size == 0 or err.max() <= tol, (
-        f"max relative error {err.max():.3g} at row {worst}: {ours[worst]} vs {ref[worst]}"
-    )
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under ``tests/job/`` (pools, the score directory, select, report, Ray, the CLI) are
+    marked ``job``: ``pytest -m "not job"`` runs only the expressions' tests."""
+    for item in items:
+        if JOB in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.job)
 
 
 @pytest.fixture(params=["f16", "f32", "f64"])

@@ -24,9 +24,14 @@ from polars_curate._expr import (
     zero_shot_labels,
 )
 from polars_curate._internal import __version__
-from polars_curate.io import read_datacomp, read_uids, write_uids
-from polars_curate.pipeline import scan_scores, score_pool
-from polars_curate.pool import scan_pool
+from polars_curate._internal import set_thread_count as _set_thread_count
+from polars_curate._internal import thread_count as _thread_count
+from polars_curate._validate import as_int
+from polars_curate.io import read_uids, write_uids
+from polars_curate.pipeline import score_pool
+from polars_curate.pool import read_datacomp, scan_pool
+from polars_curate.scoredir import scan_scores
+from polars_curate.scores import ScoreOptions
 from polars_curate.selection import select
 
 
@@ -34,20 +39,16 @@ def set_thread_count(n: int) -> None:
     """Use ``n`` threads for the plugin's work from the next call on (``0``: back to
     ``POLARS_MAX_THREADS`` or the number of cores). Polars' own threads are set by
     ``POLARS_MAX_THREADS`` before Polars is imported."""
-    from polars_curate._expr import _int
-    from polars_curate._internal import set_thread_count as _set
-
-    _set(_int(n, "n", 0, 1 << 16))
+    _set_thread_count(as_int(n, "n", 0, 1 << 16))
 
 
 def thread_count() -> int:
     """Threads the plugin's next call uses."""
-    from polars_curate._internal import thread_count as _count
-
-    return _count()
+    return _thread_count()
 
 
 __all__ = [
+    "ScoreOptions",
     "__version__",
     "clip_score",
     "clipcov",

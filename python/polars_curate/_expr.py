@@ -3,28 +3,37 @@
 Argument problems raise ``ValueError``/``TypeError`` here, when the expression is built; problems
 that depend on the data (dtypes, widths, row counts) are raised by the plugin when the query
 runs, as ``polars.exceptions.ComputeError`` naming the argument.
+
+The examples assume ``import numpy as np``, ``import polars as pl`` and
+``import polars_curate as pc``, as Polars' own do.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import pickle
-from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 from polars.plugins import register_plugin_function
 
 from polars_curate import _internal
+from polars_curate._targets import target_spec
+from polars_curate._types import IntoExpr, TargetLike
+from polars_curate._validate import (
+    as_bool,
+    as_expr,
+    as_fraction,
+    as_int,
+    as_keep,
+    as_number,
+    as_seed,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-IntoExpr = Union[str, pl.Expr]
-TargetLike = Union[np.ndarray, pl.Series, "str", "os.PathLike[str]", "Sequence[Sequence[float]]"]
 
 _LIB = Path(__file__).parent
 
@@ -37,67 +46,6 @@ __all__ = [
     "top_fraction",
     "zero_shot_labels",
 ]
-
-
-def _expr(x: IntoExpr, arg: str) -> pl.Expr:
-    if isinstance(x, str):
-        return pl.col(x)
-    if isinstance(x, pl.Expr):
-        return x
-    raise TypeError(f"`{arg}` must be a column name or a Polars expression, got {type(x).__name__}")
-
-
-def _bool(x: Any, arg: str) -> bool:
-    if not isinstance(x, (bool, np.bool_)):
-        raise TypeError(f"`{arg}` must be True or False, got {x!r}")
-    return bool(x)
-
-
-def _int(x: Any, arg: str, lo: int = 1, hi: int = 2**63 - 1) -> int:
-    """An integer in ``[lo, hi]`` (the kwargs travel to Rust as pickled 64-bit integers)."""
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
-        raise TypeError(f"`{arg}` must be an integer, got {x!r}")
-    if not lo <= x <= hi:
-        raise ValueError(f"`{arg}` must be in [{lo}, {hi}], got {x}")
-    return int(x)
-
-
-def _number(x: Any, arg: str) -> float:
-    if isinstance(x, (bool, np.bool_)) or not isinstance(
-        x, (int, float, np.integer, np.floating, Fraction)
-    ):
-        raise TypeError(f"`{arg}` must be a number, got {x!r}")
-    return float(x)
-
-
-def _seed(seed: Any) -> int:
-    return _int(seed, "seed", 0)
-
-
-def _fraction(x: Any, arg: str) -> Fraction:
-    """``x`` in ``[0, 1]`` as the nearest fraction with denominator at most 10**9 (``0.3`` is
-    exactly 3/10). Accepts Python and NumPy numbers and ``Fraction``."""
-    if isinstance(x, (bool, np.bool_)) or not isinstance(
-        x, (int, float, np.integer, np.floating, Fraction)
-    ):
-        raise TypeError(f"`{arg}` must be a number in [0, 1], got {x!r}")
-    v = float(x)
-    if not 0 <= v <= 1:  # also rejects NaN
-        raise ValueError(f"`{arg}` must be in [0, 1], got {x}")
-    f = x if isinstance(x, Fraction) else Fraction(v)
-    return f.limit_denominator(10**9)
-
-
-def _keep(keep: Any) -> tuple[int, int]:
-    """``(num, den)``: a count as ``(keep, 0)``, a fraction as an exact ratio."""
-    if isinstance(keep, (bool, np.bool_)):
-        raise TypeError(f"`keep` must be a row count (int) or a fraction (float), got {keep!r}")
-    if isinstance(keep, (int, np.integer)):
-        return _int(keep, "keep", 0), 0
-    if isinstance(keep, (float, np.floating, Fraction)):
-        f = _fraction(keep, "keep")
-        return f.numerator, f.denominator
-    raise TypeError(f"`keep` must be a row count (int) or a fraction (float), got {keep!r}")
 
 
 def _checked(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -137,29 +85,18 @@ def clip_score(image: IntoExpr, text: IntoExpr, *, normalize: bool = True) -> pl
 
     Examples
     --------
-    >>> import polars as pl
-    >>> import polars_curate as pc
     >>> emb = pl.Array(pl.Float32, 2)
     >>> df = pl.DataFrame(
     ...     {"img": [[1.0, 0.0], [3.0, 4.0], None], "txt": [[1.0, 1.0], [3.0, 4.0], [1.0, 0.0]]},
     ...     schema={"img": emb, "txt": emb},
     ... )
-    >>> df.select(pc.clip_score("img", "txt").round(4))
-    shape: (3, 1)
-    ┌────────┐
-    │ img    │
-    │ ---    │
-    │ f32    │
-    ╞════════╡
-    │ 0.7071 │
-    │ 1.0    │
-    │ null   │
-    └────────┘
+    >>> df.select(pc.clip_score("img", "txt").cast(pl.Float64).round(4))["img"].to_list()
+    [0.7071, 1.0, None]
     """
     return _call(
         "clip_score",
-        [_expr(image, "image"), _expr(text, "text")],
-        {"normalize": _bool(normalize, "normalize")},
+        [as_expr(image, "image"), as_expr(text, "text")],
+        {"normalize": as_bool(normalize, "normalize")},
         elementwise=True,
     )
 
@@ -216,8 +153,6 @@ def neg_clip_loss(
     --------
     With one batch holding every row, the result does not depend on the seed:
 
-    >>> import polars as pl
-    >>> import polars_curate as pc
     >>> emb = pl.Array(pl.Float32, 2)
     >>> df = pl.DataFrame(
     ...     {"img": [[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]],
@@ -237,16 +172,16 @@ def neg_clip_loss(
     └────────┘
     """
     kwargs = {
-        "batch_size": _int(batch_size, "batch_size"),
-        "num_batches": _int(num_batches, "num_batches"),
-        "temperature": _number(temperature, "temperature"),
-        "seed": _seed(seed),
-        "normalize": _bool(normalize, "normalize"),
+        "batch_size": as_int(batch_size, "batch_size"),
+        "num_batches": as_int(num_batches, "num_batches"),
+        "temperature": as_number(temperature, "temperature"),
+        "seed": as_seed(seed),
+        "normalize": as_bool(normalize, "normalize"),
     }
     _checked("neg_clip_loss", kwargs)
     return _call(
         "neg_clip_loss",
-        [_expr(image, "image"), _expr(text, "text")],
+        [as_expr(image, "image"), as_expr(text, "text")],
         kwargs,
         elementwise=False,
     )
@@ -260,172 +195,6 @@ def _parse_p(p: float | str) -> float:
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer, np.floating)):
         raise TypeError(f'`p` must be a number or "inf", got {p!r}')
     return float(p)  # its range is checked by the plugin (`_checked`)
-
-
-def _series_to_numpy(s: pl.Series, arg: str, where: str) -> np.ndarray:
-    if isinstance(s.dtype, pl.List):
-        raise ValueError(
-            f"`{arg}` {where} is a List column; cast it to a fixed-width Array, "
-            f"e.g. .cast(pl.Array(pl.Float32, width))"
-        )
-    if not isinstance(s.dtype, pl.Array) or s.dtype.inner not in (
-        pl.Float16,
-        pl.Float32,
-        pl.Float64,
-    ):
-        raise ValueError(
-            f"`{arg}` {where} must be an Array of Float16, Float32 or Float64, got {s.dtype}"
-        )
-    if s.null_count():
-        first = s.is_null().arg_max()
-        raise ValueError(f"`{arg}` {where} has a null row (row {first})")
-    if s.len() == 0:
-        return np.zeros((0, s.dtype.size), dtype=np.float32)
-    if s.dtype.inner == pl.Float16:
-        s = s.cast(pl.Array(pl.Float32, s.dtype.size))
-    return s.to_numpy()
-
-
-def _load_target(target: TargetLike, arg: str) -> tuple[np.ndarray, Path | None]:
-    """The target as a 2-D array of numbers and, when it came from a ``.npy`` file, its path.
-    Every problem is a ``ValueError``/``TypeError``/``FileNotFoundError`` naming ``arg``."""
-    source: Path | None = None
-    if isinstance(target, (str, os.PathLike)):
-        path = Path(target)
-        if not path.is_file():
-            raise FileNotFoundError(f"`{arg}` file not found: {path}")
-        suffix = path.suffix.lower()
-        if suffix == ".npy":
-            try:
-                arr = np.load(path, allow_pickle=False)
-            except Exception as e:
-                raise ValueError(f"`{arg}` file {path} is not a readable .npy file ({e})") from None
-            source = path
-        elif suffix == ".parquet":
-            try:
-                df = pl.read_parquet(path)
-            except Exception as e:
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ValueError(
-                    f"`{arg}` file {path} is not a readable Parquet file ({msg})"
-                ) from None
-            cols = [c for c, t in df.schema.items() if isinstance(t, (pl.Array, pl.List))]
-            if len(cols) != 1:
-                raise ValueError(
-                    f"`{arg}` file {path} must hold exactly one embedding column, found "
-                    f"{cols or 'none'}; pass the column itself: pl.read_parquet(path)['name']"
-                )
-            arr = _series_to_numpy(df[cols[0]], arg, f"column {cols[0]!r} of {path}")
-        else:
-            raise ValueError(f"`{arg}` file must be .npy or .parquet, got {path}")
-    elif isinstance(target, pl.Series):
-        arr = _series_to_numpy(target, arg, f"Series {target.name!r}")
-    elif isinstance(target, (pl.Expr, str)):
-        raise TypeError(f"`{arg}` must be data (an array, a Series or a file path), not a column")
-    else:
-        try:
-            arr = np.asarray(target)
-        except (ValueError, TypeError) as e:
-            raise ValueError(
-                f"`{arg}` must be a rectangular array of numbers (m, d): {str(e).splitlines()[0]}"
-            ) from None
-    if arr.ndim == 1 and arr.size:
-        arr = arr.reshape(1, -1)
-    if arr.ndim != 2:
-        raise ValueError(f"`{arg}` must be a 2-D array (m, d), got shape {arr.shape}")
-    if arr.dtype.kind not in "fiu":
-        raise ValueError(f"`{arg}` must hold numbers, got dtype {arr.dtype}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"`{arg}` is empty: it needs at least one embedding")
-    if arr.shape[1] == 0:
-        raise ValueError(f"`{arg}` has width 0")
-    return arr, source
-
-
-def target_array(
-    target: TargetLike, arg: str = "target", *, normalize: bool = True
-) -> tuple[np.ndarray, Path | None]:
-    """The float32 values (C order) an expression computes with, and the ``.npy`` they came
-    from when they are that file's values unchanged. Every row is checked, so a bad target
-    fails here, when the expression is built, with an error naming ``arg`` and the row."""
-    arr, source = _load_target(target, arg)
-    finite = np.isfinite(arr).all(axis=1)
-    if not finite.all():
-        raise ValueError(f"`{arg}` row {int(np.argmin(finite))} holds a NaN or infinity")
-    big = np.abs(arr).max(axis=1).astype(np.float64)
-    if normalize:
-        if (big == 0).any():
-            raise ValueError(f"`{arg}` row {int(np.argmax(big == 0))} is a zero vector")
-        # Rows beyond what float32 holds (or so small that it would lose them) are scaled to
-        # unit length in float64 first: any finite vector is a direction. (A copy: the
-        # caller's array is never modified.)
-        extreme = (big > 1e30) | (big < 1e-30)
-        if extreme.any():
-            arr = arr.astype(np.float64)
-            rows = arr[extreme] / big[extreme, None]
-            arr[extreme] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
-            source = None
-    elif (big > np.finfo(np.float32).max).any():
-        row = int(np.argmax(big > np.finfo(np.float32).max))
-        raise ValueError(
-            f"`{arg}` row {row} holds {big[row]:.3g}, beyond float32; "
-            "products run in float32 (pass normalize=True to use its direction)"
-        )
-    f32 = np.ascontiguousarray(arr, dtype="<f4")
-    if source is not None and not _is_plain_f32_npy(source, *f32.shape):
-        source = None
-    return f32, source
-
-
-def target_key(f32: np.ndarray) -> int:
-    """The content key of a float32 target (what the plugin checks before using it)."""
-    m, d = f32.shape
-    hasher = _internal.TargetHasher(m, d)
-    step = max(1, _internal.INLINE_TARGET_MAX // (4 * d))
-    for r in range(0, m, step):
-        hasher.update(np.ascontiguousarray(f32[r : r + step]).tobytes())
-    return hasher.digest()
-
-
-def _target_spec(target: TargetLike, arg: str, normalize: bool) -> dict[str, Any]:
-    """What an expression carries: the target's float32 values (inline, or the path of a
-    ``.npy`` holding them when larger than ``_internal.INLINE_TARGET_MAX``) and their content
-    key."""
-    f32, source = target_array(target, arg, normalize=normalize)
-    m, d = f32.shape
-    spec: dict[str, Any] = {"rows": m, "dim": d}
-    if f32.nbytes <= _internal.INLINE_TARGET_MAX:
-        spec["data"] = f32.tobytes()
-        spec["key"] = _internal.target_key(spec["data"], m, d)
-        return spec
-    spec["key"] = key = target_key(f32)
-    spec["path"] = (
-        str(source.resolve()) if source is not None else str(_cached_target_file(f32, key))
-    )
-    return spec
-
-
-def _is_plain_f32_npy(path: Path, m: int, d: int) -> bool:
-    try:
-        a = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception:
-        return False
-    return a.dtype == np.dtype("<f4") and a.shape == (m, d) and a.flags.c_contiguous
-
-
-def _cached_target_file(f32: np.ndarray, key: int) -> Path:
-    """A content-addressed ``.npy`` of a large target (``POLARS_CURATE_CACHE_DIR``, default
-    ``~/.cache/polars-curate/targets``), written once, atomically."""
-    from polars_curate.io import atomic_write
-
-    root = Path(
-        os.environ.get("POLARS_CURATE_CACHE_DIR")
-        or Path.home() / ".cache" / "polars-curate" / "targets"
-    )
-    path = root / f"{key:016x}-{f32.shape[0]}x{f32.shape[1]}.npy"
-    if not path.exists():
-        atomic_write(path, lambda f: np.save(f, f32, allow_pickle=False))
-    return path
 
 
 def normsim(
@@ -466,9 +235,6 @@ def normsim(
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import polars as pl
-    >>> import polars_curate as pc
     >>> emb = pl.Array(pl.Float32, 2)
     >>> df = pl.DataFrame({"img": [[1.0, 0.0], [0.6, 0.8]]}, schema={"img": emb})
     >>> target = np.array([[1.0, 0.0], [0.0, 1.0]])
@@ -484,12 +250,12 @@ def normsim(
     └─────┴─────┘
     """
     pv = _parse_p(p)
-    norm = _bool(normalize, "normalize")
+    norm = as_bool(normalize, "normalize")
     _checked("normsim", {"target": {"key": 0, "rows": 1, "dim": 1}, "p": pv, "normalize": norm})
-    spec = _target_spec(target, "target", norm)
+    spec = target_spec(target, "target", norm)
     return _call(
         "normsim",
-        [_expr(embedding, "embedding")],
+        [as_expr(embedding, "embedding")],
         {"target": spec, "p": pv, "normalize": norm},
         elementwise=True,
     )
@@ -515,8 +281,6 @@ def top_fraction(
 
     Examples
     --------
-    >>> import polars as pl
-    >>> import polars_curate as pc
     >>> df = pl.DataFrame({"s": [0.1, 0.9, None, 0.5, 0.9], "uid": [5, 4, 3, 2, 1]})
     >>> df.with_columns(top=pc.top_fraction("s", 0.2), by_uid=pc.top_fraction("s", 0.2, by="uid"))
     shape: (5, 4)
@@ -532,8 +296,8 @@ def top_fraction(
     │ 0.9  ┆ 1   ┆ false ┆ true   │
     └──────┴─────┴───────┴────────┘
     """
-    frac = _fraction(fraction, "fraction")
-    s = _expr(score, "score")
+    frac = as_fraction(fraction, "fraction")
+    s = as_expr(score, "score")
     valid = s.is_not_null() & s.cast(pl.Float64).is_not_nan()
     ranked = pl.when(valid).then(s)
     k = (pl.len().cast(pl.Int64) * frac.numerator) // frac.denominator
@@ -541,7 +305,7 @@ def top_fraction(
         rank = ranked.rank(method="ordinal", descending=True)
         return (rank <= k).fill_null(False)
     keys = [by] if isinstance(by, (str, pl.Expr)) else list(by)
-    keys = [_expr(b, "by") for b in keys]
+    keys = [as_expr(b, "by") for b in keys]
     order = pl.int_range(pl.len(), dtype=pl.Int64).sort_by(
         [ranked, *keys], descending=[True] + [False] * len(keys), nulls_last=True
     )
@@ -592,8 +356,6 @@ def normsim2_dynamic(
 
     Examples
     --------
-    >>> import polars as pl
-    >>> import polars_curate as pc
     >>> df = pl.DataFrame(
     ...     {"img": [[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.8, 0.3]]},
     ...     schema={"img": pl.Array(pl.Float32, 2)},
@@ -612,14 +374,14 @@ def normsim2_dynamic(
     └───────────────┴─────┘
     """
     kwargs = {
-        "keep": _keep(keep),
-        "steps": _int(steps, "steps"),
-        "sample_fraction": _number(sample_fraction, "sample_fraction"),
-        "seed": _seed(seed),
-        "normalize": _bool(normalize, "normalize"),
+        "keep": as_keep(keep),
+        "steps": as_int(steps, "steps"),
+        "sample_fraction": as_number(sample_fraction, "sample_fraction"),
+        "seed": as_seed(seed),
+        "normalize": as_bool(normalize, "normalize"),
     }
     _checked("normsim2_dynamic", kwargs)
-    return _call("normsim2_dynamic", [_expr(embedding, "embedding")], kwargs, elementwise=False)
+    return _call("normsim2_dynamic", [as_expr(embedding, "embedding")], kwargs, elementwise=False)
 
 
 def clipcov(
@@ -628,10 +390,10 @@ def clipcov(
     *,
     classes: IntoExpr,
     keep: int | float,
+    normalize: bool = True,
     lambda_: float = 1.0,
     easiness_weight: float = 2.0,
     pick_batch: int = 1,
-    normalize: bool = True,
 ) -> pl.Expr:
     """ClipCov: per-class subsets whose image-text cross-covariance covers the pool's.
 
@@ -672,8 +434,6 @@ def clipcov(
 
     Examples
     --------
-    >>> import polars as pl
-    >>> import polars_curate as pc
     >>> emb = pl.Array(pl.Float32, 2)
     >>> df = pl.DataFrame(
     ...     {"img": [[1.0, 0.0], [0.0, 1.0], [0.7, 0.7], [1.0, 0.1]],
@@ -686,17 +446,17 @@ def clipcov(
     [1, None, 0, None]
     """
     kwargs = {
-        "keep": _keep(keep),
-        "lambda": _number(lambda_, "lambda_"),
-        "easiness_weight": _number(easiness_weight, "easiness_weight"),
-        "pick_batch": _int(pick_batch, "pick_batch"),
-        "normalize": _bool(normalize, "normalize"),
+        "keep": as_keep(keep),
+        "normalize": as_bool(normalize, "normalize"),
+        "lambda": as_number(lambda_, "lambda_"),
+        "easiness_weight": as_number(easiness_weight, "easiness_weight"),
+        "pick_batch": as_int(pick_batch, "pick_batch"),
     }
     _checked("clipcov", kwargs)
-    codes = _expr(classes, "classes").rank("dense")
+    codes = as_expr(classes, "classes").rank("dense")
     return _call(
         "clipcov",
-        [_expr(image, "image"), _expr(text, "text"), codes],
+        [as_expr(image, "image"), as_expr(text, "text"), codes],
         kwargs,
         elementwise=False,
     )
@@ -727,19 +487,16 @@ def zero_shot_labels(
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import polars as pl
-    >>> import polars_curate as pc
     >>> emb = pl.Array(pl.Float32, 2)
     >>> df = pl.DataFrame({"img": [[1.0, 0.1], [0.2, 0.9]]}, schema={"img": emb})
     >>> df.select(pc.zero_shot_labels("img", np.eye(2)))["img"].to_list()
     [0, 1]
     """
-    norm = _bool(normalize, "normalize")
-    spec = _target_spec(class_embeddings, "class_embeddings", norm)
+    norm = as_bool(normalize, "normalize")
+    spec = target_spec(class_embeddings, "class_embeddings", norm)
     return _call(
         "zero_shot_labels",
-        [_expr(image, "image")],
+        [as_expr(image, "image")],
         {"target": spec, "normalize": norm},
         elementwise=True,
     )

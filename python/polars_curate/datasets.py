@@ -22,6 +22,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from polars_curate.atomic import write_atomic
+from polars_curate.io import write_uids
+
 __all__ = ["synthetic_embeddings", "synthetic_pool"]
 
 _GENERIC = ["a photo of", "image", "picture of the day", "photo", "an image of something"]
@@ -141,7 +144,6 @@ def synthetic_pool(
 
     Returns the paths as ``{"pool": ..., "target": ..., "dfn": ...}``.
     """
-    from polars_curate.io import atomic_write, write_uids
 
     out = Path(out_dir)
     pool_dir = out / "pool"
@@ -181,17 +183,17 @@ def synthetic_pool(
         }
         if layout == "parquet":
             part = part.with_columns(pl.Series(k, v) for k, v in arrays.items())
-            atomic_write(
+            write_atomic(
                 pool_dir / f"{name}.parquet",
                 lambda f, p=part: p.write_parquet(f, row_group_size=row_group_size),
             )
         else:
-            atomic_write(
+            write_atomic(
                 pool_dir / f"{name}.parquet",
                 lambda f, p=part: p.write_parquet(f, row_group_size=row_group_size),
             )
-            atomic_write(pool_dir / f"{name}.npz", lambda f, a=arrays: np.savez(f, **a))
-    atomic_write(out / "target.npy", lambda f: np.save(f, target))
+            write_atomic(pool_dir / f"{name}.npz", lambda f, a=arrays: np.savez(f, **a))
+    write_atomic(out / "target.npy", lambda f: np.save(f, target))
     # DFN-like: a noisy quality filter that mostly keeps good pairs.
     quality = (frame["kind"] == "good").to_numpy() + 1.5 * rng.random(n)
     keep = np.argsort(-quality, kind="stable")[: int(dfn_fraction * n)]

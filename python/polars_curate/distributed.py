@@ -1,5 +1,5 @@
 """The scoring job on a Ray cluster: one Ray task per unit, the same unit function as a local
-run, so the output is the same bytes.
+run (:func:`polars_curate.unit.score_unit`), so the output is the same bytes.
 
 * Each task reads its own unit from the pool, scores it with the same expressions and writes
   ``OUT/<unit>.parquet`` atomically; the driver only plans, shows progress and collects counts.
@@ -25,26 +25,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from polars_curate import _internal
 from polars_curate.pool import Unit
+from polars_curate.unit import Work
 
 __all__ = ["LocalCluster", "RayRunner"]
 
 INSTALL = 'Ray is not installed: pip install "polars-curate[ray]"'
 
 
-def _score_unit_task(
-    unit: Unit, out: str, configs: Sequence[Any], target: np.ndarray | None, cpus: int
-) -> int:
-    from polars_curate import _internal
-    from polars_curate.pipeline import score_unit
-
+def _score_unit_task(unit: Unit, work: Work, cpus: int) -> int:
     _internal.set_thread_count(cpus)
-    return score_unit(unit, Path(out), configs, target)
+    return work.score(unit)
 
 
 class RayRunner:
@@ -75,13 +71,7 @@ class RayRunner:
             "runtime_env": {"env_vars": env},
         }
 
-    def run(
-        self,
-        units: Sequence[Unit],
-        out: Path,
-        configs: Sequence[Any],
-        target: np.ndarray | None,
-    ) -> Iterator[tuple[Unit, int]]:
+    def run(self, units: Sequence[Unit], work: Work) -> Iterator[tuple[Unit, int]]:
         """Yields ``(unit, rows scored)`` as tasks finish (in completion order)."""
         import ray
 
@@ -95,9 +85,9 @@ class RayRunner:
                 configure_logging=False,
             )
         task = ray.remote(_score_unit_task).options(**self.options())
-        target_ref = ray.put(target) if target is not None else None
-        configs_ref = ray.put(list(configs))
-        refs = {task.remote(u, str(out), configs_ref, target_ref, self.cpus): u for u in units}
+        # Once in the object store (the target with it); absolute: workers run elsewhere.
+        work_ref = ray.put(replace(work, out=work.out.absolute()))
+        refs = {task.remote(u, work_ref, self.cpus): u for u in units}
         pending = list(refs)
         try:
             while pending:

@@ -1,24 +1,23 @@
-"""DataComp on-disk formats: uid subset files and pool shards.
+"""DataComp's subset files, and the public names of the uid codec and the pool reader.
 
-* A **subset** (DataComp's own, DFN's, HYPE's) is a ``.npy`` array of dtype ``("u8", "u8")``: the
-  uid's first 16 hex digits and last 16 as two unsigned 64-bit integers, sorted
-  lexicographically, without duplicates (DataComp's resharder binary-searches it).
-* A **pool** is shards ``<name>.parquet`` + ``<name>.npz`` whose rows line up; the npz holds float16
-  embeddings under keys such as ``l14_img``, ``l14_txt``, ``b32_img``, ``b32_txt``.
+A **subset** (DataComp's own, DFN's, HYPE's) is a ``.npy`` array of dtype ``("u8", "u8")``: the
+uid's first 16 hex digits and last 16 as two unsigned 64-bit integers, sorted lexicographically,
+without duplicates (DataComp's resharder binary-searches it). Pools: :mod:`polars_curate.pool`;
+the codec: :mod:`polars_curate.uids`.
 """
 
 from __future__ import annotations
 
-import binascii
-import os
-import socket
-import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import polars as pl
+
+from polars_curate._types import PathLike
+from polars_curate.atomic import write_atomic
+from polars_curate.pool import read_datacomp
+from polars_curate.uids import keys_from_uids, uid_key_exprs, uids_from_keys
 
 __all__ = [
     "SINK_ROW_GROUP",
@@ -29,11 +28,10 @@ __all__ = [
     "read_uids",
     "sorted_distinct_keys",
     "uid_key_exprs",
+    "uids_from_keys",
     "write_keys",
     "write_uids",
 ]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: Row group size of every Parquet file we stream out. Polars 2.1's ``sink_parquet`` without an
 #: explicit ``row_group_size`` held about the whole output in memory when its input was read
@@ -42,38 +40,6 @@ SINK_ROW_GROUP = 262_144
 
 #: DataComp's subset dtype: two little-endian unsigned 64-bit fields.
 UID_DTYPE = np.dtype("u8,u8")
-
-_UID_RE = r"^[0-9a-fA-F]{32}$"
-
-
-def uid_key_exprs(uid: pl.Expr | str = "uid") -> tuple[pl.Expr, pl.Expr]:
-    """``(uid_hi, uid_lo)``: the binary key of a 32-hex-digit uid column as two ``UInt64``
-    expressions (Polars' own string-to-integer conversion; null for an invalid uid)."""
-    u = pl.col(uid) if isinstance(uid, str) else uid
-    return (
-        u.str.slice(0, 16).str.to_integer(base=16, dtype=pl.UInt64, strict=False).alias("uid_hi"),
-        u.str.slice(16, 16).str.to_integer(base=16, dtype=pl.UInt64, strict=False).alias("uid_lo"),
-    )
-
-
-def uids_from_keys(hi: np.ndarray, lo: np.ndarray) -> pl.Series:
-    """The 32-hex-digit uids of ``(hi, lo)`` key pairs, as a String Series named ``uid``."""
-    pairs = np.empty((len(hi), 2), dtype=">u8")  # big-endian: hex digits most significant first
-    pairs[:, 0], pairs[:, 1] = hi, lo
-    digits = np.frombuffer(binascii.hexlify(pairs.tobytes()), dtype="S32")
-    return pl.Series("uid", digits).cast(pl.String)
-
-
-def keys_from_uids(uids: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-    """``(hi, lo)`` uint64 keys of 32-hex-digit uids; ``ValueError`` naming the first bad uid."""
-    if uids.dtype != pl.String:
-        raise ValueError(f"uids must be strings of 32 hex digits, got dtype {uids.dtype}")
-    bad = uids.is_null() | ~uids.str.contains(_UID_RE)
-    if bad.any():
-        first = int(bad.arg_max())
-        raise ValueError(f"invalid uid at row {first}: {uids[first]!r} (expected 32 hex digits)")
-    keys = uids.to_frame("uid").select(*uid_key_exprs("uid"))
-    return keys["uid_hi"].to_numpy(), keys["uid_lo"].to_numpy()
 
 
 def read_uids(path: PathLike) -> pl.DataFrame:
@@ -203,87 +169,5 @@ def write_keys(hi: np.ndarray, lo: np.ndarray, path: PathLike) -> int:
     arr = np.empty(len(hi), dtype=UID_DTYPE)
     arr["f0"], arr["f1"] = hi, lo
     del hi, lo
-    atomic_write(Path(path), lambda f: np.save(f, arr, allow_pickle=False))
+    write_atomic(Path(path), lambda f: np.save(f, arr, allow_pickle=False))
     return len(arr)
-
-
-_HOST = socket.gethostname().replace(".", "-")
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to
-    ``path`` (atomic on POSIX). On any error the temporary file is removed and ``path`` is left
-    as it was. The temporary name holds this host and process id (``.<name>.<host>.<pid>.*.tmp``),
-    so concurrent writers never touch each other's files and :func:`remove_stale_temporaries`
-    can tell a dead writer's leftovers from a live one's."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent
-    )
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def remove_stale_temporaries(directory: Path) -> int:
-    """Remove temporary files that a writer on this host left when it died (its process no
-    longer exists); files of live writers and of other hosts are left alone. Returns the count."""
-    removed = 0
-    for f in directory.glob(f".*.{_HOST}.*.tmp"):
-        parts = f.name.rsplit(".", 3)  # [".<name>.<host>", "<pid>", "<random>", "tmp"]
-        try:
-            pid = int(parts[1])
-        except (IndexError, ValueError):
-            continue
-        try:
-            os.kill(pid, 0)
-            continue  # alive (or not ours to signal): leave it
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        f.unlink(missing_ok=True)
-        removed += 1
-    return removed
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def read_datacomp(
-    path: PathLike, *, keys: Sequence[str] | None = None, shard_column: str | None = "shard"
-) -> pl.DataFrame:
-    """Read a whole pool (either layout: DataComp's ``<name>.parquet`` + ``<name>.npz`` pairs,
-    or Parquet files with embedding columns) into one frame; for pools that fit in memory.
-    Larger ones: :func:`polars_curate.scan_pool` (lazy) and :func:`polars_curate.score_pool`.
-
-    Parameters
-    ----------
-    path
-        One shard (either file of a pair), a directory of shards, or a glob.
-    keys
-        The npz arrays to attach as ``Array(Float16, d)`` columns (default: all of them), e.g.
-        ``["l14_img", "l14_txt"]``.
-    shard_column
-        Name of a String column holding each row's shard name (for ``.over("shard")``), or
-        ``None`` for none.
-
-    Rows keep the shard's order; shards are read in name order. A missing twin file,
-    mismatched row counts or an unknown key raises an error naming the file.
-    """
-    from polars_curate.pool import scan_pool
-
-    lf = scan_pool(path, embeddings=keys, shard_column=shard_column or "__shard__")
-    if shard_column is None:
-        lf = lf.drop("__shard__")
-    return lf.collect()

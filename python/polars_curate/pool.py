@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import glob as _glob
 import hashlib
-import os
 import zipfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import polars as pl
+
+from polars_curate._errors import first_line
+from polars_curate._types import PathLike
 
 __all__ = [
     "DEFAULT_UNIT_ROWS",
@@ -39,10 +41,9 @@ __all__ = [
     "Unit",
     "list_pool",
     "plan_units",
+    "read_datacomp",
     "scan_pool",
 ]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: Units hold at most this many rows unless told otherwise: about 0.8 GB of float16 image and
 #: text embeddings at d = 768. DataComp's shards (about 10,000 rows) are one unit each.
@@ -75,6 +76,21 @@ class Shard:
             if n == name:
                 return dtype, width
         return None
+
+    def require(self, name: str, purpose: str = "", hint: str = "") -> tuple[str, int]:
+        """``(inner dtype name, width)`` of embedding column ``name``; ``PoolError`` naming the
+        shard and the embedding columns it has when there is none (``purpose``: what wanted
+        it, e.g. ``"for ncl"``; ``hint``: how to choose another column)."""
+        found = self.embedding(name)
+        if found is None:
+            have = ", ".join(n for n, _, _ in self.embeddings) or "none"
+            why = f" {purpose}" if purpose else ""
+            how = f"; {hint}" if hint else ""
+            raise PoolError(
+                f"{self.describe()}: no embedding column {name!r}{why} "
+                f"(embedding columns there: {have}{how})"
+            )
+        return found
 
     def describe(self) -> str:
         return str(self.parquet if self.npz is None else f"{self.parquet} + {self.npz.name}")
@@ -145,8 +161,7 @@ def _describe_shard(parquet: Path, npz: Path | None) -> Shard:
         meta = pq.read_metadata(parquet)
         schema = pl.read_parquet_schema(parquet)
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PoolError(f"{parquet}: not a readable Parquet file ({msg})") from None
+        raise PoolError(f"{parquet}: not a readable Parquet file ({first_line(e)})") from None
     rows = meta.num_rows
     groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
     emb: list[tuple[str, str, int]] = []
@@ -268,15 +283,6 @@ def _npz_rows(npz: Path, key: str, start: int, rows: int) -> np.ndarray:
     return np.frombuffer(buf, dtype=dtype).reshape(rows, width)
 
 
-def _check_embedding(shard: Shard, name: str) -> None:
-    if shard.embedding(name) is None:
-        have = [n for n, _, _ in shard.embeddings]
-        raise PoolError(
-            f"{shard.describe()}: no embedding column {name!r} "
-            f"(embedding columns there: {', '.join(have) or 'none'})"
-        )
-
-
 def _parquet_columns(shard: Shard) -> list[str]:
     return list(pl.read_parquet_schema(shard.parquet))
 
@@ -286,7 +292,7 @@ def read_unit(unit: Unit, columns: Sequence[str], embeddings: Sequence[str]) -> 
     the Parquet or the npz), each one contiguous chunk. Errors name the file."""
     s = unit.shard
     for e in embeddings:
-        _check_embedding(s, e)
+        s.require(e)
     in_parquet = set(_parquet_columns(s))
     pq_cols = list(dict.fromkeys([*columns, *(e for e in embeddings if e in in_parquet)]))
     missing = [c for c in pq_cols if c not in in_parquet]
@@ -295,9 +301,9 @@ def read_unit(unit: Unit, columns: Sequence[str], embeddings: Sequence[str]) -> 
     try:
         df = pl.scan_parquet(s.parquet).select(pq_cols).slice(unit.start, unit.rows).collect()
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PoolError(
-            f"{s.parquet}: cannot read rows {unit.start}..{unit.start + unit.rows} ({msg})"
+            f"{s.parquet}: cannot read rows {unit.start}..{unit.start + unit.rows} "
+            f"({first_line(e)})"
         ) from None
     df = df.rechunk()
     extra = []
@@ -390,10 +396,7 @@ def _scan_pairs(
     )
     schema: dict[str, Any] = dict(base)
     for n in names:
-        info = first.embedding(n)
-        if info is None:
-            _check_embedding(first, n)
-        dtype, width = info  # type: ignore[misc]
+        dtype, width = first.require(n)
         schema[n] = pl.Array(getattr(pl, dtype), width)
     schema[shard_column] = pl.String
 
@@ -428,3 +431,30 @@ def _scan_pairs(
                 yield df.select(wanted)
 
     return register_io_source(io_source=source, schema=schema)
+
+
+def read_datacomp(
+    path: PathLike, *, keys: Sequence[str] | None = None, shard_column: str | None = "shard"
+) -> pl.DataFrame:
+    """Read a whole pool (either layout: DataComp's ``<name>.parquet`` + ``<name>.npz`` pairs,
+    or Parquet files with embedding columns) into one frame; for pools that fit in memory.
+    Larger ones: :func:`polars_curate.scan_pool` (lazy) and :func:`polars_curate.score_pool`.
+
+    Parameters
+    ----------
+    path
+        One shard (either file of a pair), a directory of shards, or a glob.
+    keys
+        The npz arrays to attach as ``Array(Float16, d)`` columns (default: all of them), e.g.
+        ``["l14_img", "l14_txt"]``.
+    shard_column
+        Name of a String column holding each row's shard name (for ``.over("shard")``), or
+        ``None`` for none.
+
+    Rows keep the shard's order; shards are read in name order. A missing twin file,
+    mismatched row counts or an unknown key raises an error naming the file.
+    """
+    lf = scan_pool(path, embeddings=keys, shard_column=shard_column or "__shard__")
+    if shard_column is None:
+        lf = lf.drop("__shard__")
+    return lf.collect()

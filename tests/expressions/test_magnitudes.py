@@ -8,12 +8,12 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from support import assert_rel, clip_like
 
 import polars_curate as pc
 from polars_curate import _internal
 
 import reference as ref
-from conftest import assert_rel, clip_like
 
 SCALES = [
     ("f32", 1e20),

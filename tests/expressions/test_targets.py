@@ -13,12 +13,12 @@ import textwrap
 import numpy as np
 import polars as pl
 import pytest
+from support import assert_rel, clip_like, frame
 
 import polars_curate as pc
 from polars_curate import _internal
 
 import reference as ref
-from conftest import assert_rel, clip_like, frame
 
 
 def test_a_serialised_plan_runs_in_another_process(tmp_path):

@@ -1,7 +1,6 @@
 """The command line on a pool in DataComp's exact layout: exit codes, messages, resume after a
 real kill -9, identical reruns, and the selection rules against a hand-computed expectation."""
 
-import json
 import os
 import signal
 import subprocess
@@ -11,6 +10,7 @@ import time
 import numpy as np
 import polars as pl
 import pytest
+from support import fake_scores
 
 from polars_curate import io
 from polars_curate.cli import main
@@ -115,37 +115,6 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_output(tmp_path):
     assert not list(out.glob(".*.tmp")), "no temporary file is left once the rerun finished"
     for name in names:
         assert (out / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()
-
-
-def fake_scores(d, uids, **cols):
-    """A complete score directory holding the given columns (one unit per chunk of 5 rows),
-    written the way `score` writes one, for selection tests."""
-    from polars_curate import pipeline
-
-    d.mkdir()
-    (d / pipeline.DIR_RECORD).write_text('{"format": 1, "unit_rows": 5}')
-    (d / "_scores").mkdir()
-    for c in cols:
-        (d / "_scores" / f"{c}.json").write_text(
-            f'{{"score": "{c}", "column": "{c}", "params": {{}}, "digest": "d-{c}"}}'
-        )
-    units = []
-    for i in range(0, len(uids), 5):
-        name = f"{i // 5:02d}"
-        df = pl.DataFrame({"uid": uids[i : i + 5]}).with_columns(io.uid_key_exprs("uid"))
-        df = df.with_columns(pl.Series(c, v[i : i + 5], dtype=pl.Float32) for c, v in cols.items())
-        meta = {
-            "unit": name,
-            "fingerprint": "f",
-            "start": 0,
-            "rows": df.height,
-            "scores": {c: f"d-{c}" for c in cols},
-        }
-        df.write_parquet(d / f"{name}.parquet", metadata={"polars_curate": json.dumps(meta)})
-        units.append({"unit": name, "fingerprint": "f", "start": 0, "rows": df.height})
-    (d / "_runs").mkdir()
-    (d / "_runs" / "r.json").write_text(json.dumps({"scores": list(cols), "units": units}))
-    return d
 
 
 def test_select_matches_a_hand_computed_expectation(tmp_path, capsys):

@@ -2,11 +2,11 @@ import numpy as np
 import polars as pl
 import pytest
 from polars.exceptions import ComputeError
+from support import as_dtype, clip_like, frame
 
 import polars_curate as pc
 
 import reference as ref
-from conftest import as_dtype, clip_like, frame
 
 
 def data(n=60, d=12, seed=41, classes=3):

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 import polars_curate as pc
-from polars_curate import pipeline
+from polars_curate import unit
 from polars_curate.cli import main
 from polars_curate.datasets import synthetic_pool
 
@@ -104,8 +104,8 @@ def test_adding_a_score_does_not_recompute_the_others(pools, tmp_path, monkeypat
     assert score(a, out, scores="ncl,clip") == 0
     first = pl.concat([pl.read_parquet(p) for p in sorted(out.glob("*.parquet"))])
     read = []
-    real = pipeline.read_unit
-    monkeypatch.setattr(pipeline, "read_unit", lambda u, c, e: read.append(e) or real(u, c, e))
+    real = unit.read_unit
+    monkeypatch.setattr(unit, "read_unit", lambda u, c, e: read.append(e) or real(u, c, e))
     # Reordered, plus NormSim on the B/32 embeddings: only b32_img is read.
     assert (
         score(
@@ -165,9 +165,9 @@ def test_two_processes_on_one_directory_both_succeed(pools, tmp_path):
     # A live writer's temporary file (this process is alive) must survive the start-up of
     # another; a dead writer's is cleaned up.
     out.mkdir()
-    live = out / f".00000009.parquet.{pc.io._HOST}.{os.getpid()}.abcdefgh.tmp"
+    live = out / f".00000009.parquet.{pc.atomic.HOST}.{os.getpid()}.abcdefgh.tmp"
     live.write_bytes(b"in flight")
-    dead = out / f".00000009.parquet.{pc.io._HOST}.999999999.abcdefgh.tmp"
+    dead = out / f".00000009.parquet.{pc.atomic.HOST}.999999999.abcdefgh.tmp"
     dead.write_bytes(b"left by a killed run")
     opts = ["--out", str(out), "--scores", "ncl,clip", "--batch-size", "256", "--no-progress"]
     procs = [

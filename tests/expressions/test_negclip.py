@@ -1,12 +1,12 @@
 import numpy as np
 import polars as pl
 import pytest
+from support import as_dtype, assert_rel, clip_like, frame, random_pairs
 
 import polars_curate as pc
 from polars_curate import _internal
 
 import reference as ref
-from conftest import as_dtype, assert_rel, clip_like, frame, random_pairs
 
 
 def partitions(n: int, batch_size: int, num_batches: int, seed: int) -> list[list[np.ndarray]]:

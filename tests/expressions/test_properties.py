@@ -6,12 +6,12 @@ import numpy as np
 import polars as pl
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from support import as_dtype, assert_rel, series
 
 import polars_curate as pc
 from polars_curate import _internal
 
 import reference as ref
-from conftest import as_dtype, assert_rel, series
 
 # Derandomized: the same examples on every run, so CI is reproducible.
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None)

@@ -7,10 +7,9 @@ import hashlib
 import sys
 
 import polars as pl
+from support import clip_like, frame
 
 import polars_curate as pc
-
-from conftest import clip_like, frame
 
 x, t = clip_like(3000, 48, seed=3)
 target, _ = clip_like(400, 48, seed=4)

@@ -2,11 +2,11 @@ import numpy as np
 import polars as pl
 import pytest
 from polars.exceptions import ComputeError
+from support import as_dtype, clip_like, frame, random_pairs
 
 import polars_curate as pc
 
 import reference as ref
-from conftest import as_dtype, clip_like, frame, random_pairs
 
 
 @pytest.mark.parametrize("keep,steps", [(30, 5), (1, 20), (150, 1), (0, 3), (299, 7)])

@@ -3,12 +3,12 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from support import as_dtype, assert_rel, clip_like, frame, random_pairs, series
 
 import polars_curate as pc
 from polars_curate import _internal
 
 import reference as ref
-from conftest import as_dtype, assert_rel, clip_like, frame, random_pairs, series
 
 P_VALUES = [2.0, "inf", 1.0, 3.0, 10.0]
 

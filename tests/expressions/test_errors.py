@@ -8,10 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 from polars.exceptions import ComputeError
+from support import frame, random_pairs
 
 import polars_curate as pc
-
-from conftest import frame, random_pairs
 
 X, T = random_pairs(8, 4, seed=0)
 GOOD = frame(img=X, txt=T)

@@ -9,11 +9,12 @@ from fractions import Fraction
 import numpy as np
 import polars as pl
 import pytest
-from test_cli import fake_scores
+from support import fake_scores
 
 import polars_curate as pc
-from polars_curate import io
-from polars_curate import selection as sel
+from polars_curate import io, kth
+from polars_curate import rules as sel
+from polars_curate._validate import as_fraction
 
 
 def uids(n, seed):
@@ -41,8 +42,8 @@ def brute(df: pl.DataFrame, rules, start: int) -> set[str]:
 @pytest.fixture(params=[True, False], ids=["refined", "in-memory"])
 def tiny_cap(request, monkeypatch):
     if request.param:  # force histogram passes and the tie-refinement on the uid
-        monkeypatch.setattr(sel, "SORT_CAP", 40)
-        monkeypatch.setattr(sel, "BUCKETS", 4)
+        monkeypatch.setattr(kth, "SORT_CAP", 40)
+        monkeypatch.setattr(kth, "BUCKETS", 4)
     return request.param
 
 
@@ -161,4 +162,4 @@ def test_rule_syntax():
     # floor(F * n) exactly: where the float product int(n * 0.7) keeps one row fewer (the
     # paper's code), the rule keeps the exact count.
     n = next(m for m in range(1, 10_000) if int(m * 0.7) != m * 7 // 10)
-    assert sel.keep_count(n, sel._fraction(0.7, "f")) == n * 7 // 10 == int(n * 0.7) + 1
+    assert sel.keep_count(n, as_fraction(0.7, "f")) == n * 7 // 10 == int(n * 0.7) + 1

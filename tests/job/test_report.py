@@ -21,7 +21,7 @@ import polars_curate as pc
 from polars_curate.datasets import synthetic_pool
 from polars_curate.report import BINS, GRID, write_report
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OPS = {">=": np.greater_equal, ">": np.greater, "<=": np.less_equal, "<": np.less}
 
 
@@ -258,7 +258,7 @@ def test_the_demo_report_renders_in_a_browser(tmp_path):
 
 
 def test_edge_cases_constant_missing_and_infinite_scores_external_and_empty_rules(tmp_path):
-    from test_cli import fake_scores
+    from support import fake_scores
 
     uids = [f"{i:032x}" for i in range(1, 21)]
     a = np.linspace(-1, 1, 20)

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from support import clip_like, frame
 
 import polars_curate as pc
 
-from conftest import clip_like, frame
-
 HERE = Path(__file__).parent
+SUPPORT = HERE.parent  # support.py, on the children's PYTHONPATH
 
 
 def hashes(threads: int) -> list[str]:
-    env = dict(os.environ, POLARS_MAX_THREADS=str(threads), PYTHONPATH=str(HERE))
+    env = dict(os.environ, POLARS_MAX_THREADS=str(threads), PYTHONPATH=str(SUPPORT))
     r = subprocess.run(
         [sys.executable, str(HERE / "_determinism_job.py")], env=env, capture_output=True, text=True
     )

@@ -1,11 +1,11 @@
 import numpy as np
 import polars as pl
 import pytest
+from support import as_dtype, assert_rel, clip_like, frame, random_pairs, series
 
 import polars_curate as pc
 
 import reference as ref
-from conftest import as_dtype, assert_rel, clip_like, frame, random_pairs, series
 
 
 @pytest.mark.parametrize("make", [random_pairs, clip_like])

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import as_dtype, clip_like
 
 from polars_curate import _internal
 
 import reference as ref
-from conftest import as_dtype, clip_like
 
 HERE = Path(__file__).parent
+SUPPORT = HERE.parent  # support.py, on the children's PYTHONPATH
 KERNELS = ["portable", "avx2", "avx512", "amx"]
 AVAILABLE = _internal.available_kernels()
 
@@ -37,7 +38,7 @@ import json, sys
 import numpy as np
 import polars_curate as pc
 from polars_curate import _internal
-from conftest import clip_like, frame
+from support import clip_like, frame
 
 x, t = clip_like({N}, {D}, seed=31)
 target, _ = clip_like({M}, {D}, seed=32)
@@ -56,7 +57,7 @@ print(json.dumps({{"kernel": _internal.kernel()}}))
 
 
 def run_child(code: str, kernel: str, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, POLARS_CURATE_KERNEL=kernel, PYTHONPATH=str(HERE))
+    env = dict(os.environ, POLARS_CURATE_KERNEL=kernel, PYTHONPATH=str(SUPPORT))
     return subprocess.run(
         [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True
     )
@@ -116,7 +117,7 @@ def test_kernel_is_deterministic_across_threads_and_engines(kernel):
             os.environ,
             POLARS_CURATE_KERNEL=kernel,
             POLARS_MAX_THREADS=str(threads),
-            PYTHONPATH=str(HERE),
+            PYTHONPATH=str(SUPPORT),
         )
         r = subprocess.run(
             [sys.executable, "-c", job], env=env, capture_output=True, text=True, cwd=HERE
@@ -152,7 +153,7 @@ ERROR_JOB = """
 import polars as pl
 import polars_curate as pc
 from polars_curate import _internal
-from conftest import clip_like, frame
+from support import clip_like, frame
 
 x, t = clip_like(10, 8, seed=1)
 df = frame("f32", img=x, txt=t)

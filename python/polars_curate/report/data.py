@@ -1,0 +1,367 @@
+"""What the report shows, as plain data: its inputs read and checked, the score files joined
+with the base, the subset and each rule (staged once), and every aggregation the sections draw,
+each a streaming Polars pass returning NumPy arrays or small frames (no Plotly here)."""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from polars_curate._types import PathLike
+from polars_curate.io import read_distinct_keys
+from polars_curate.pool import scan_pool
+from polars_curate.rules import KEYS, SelectLog, Step, join_external
+from polars_curate.scoredir import check_complete, read_record
+from polars_curate.scores import SCORES
+from polars_curate.staging import Staging, scan_units
+from polars_curate.uids import uids_from_keys
+
+__all__ = [
+    "BINS",
+    "GRID",
+    "MAX_COMBINATIONS",
+    "CaptionGroup",
+    "ReportData",
+    "caption_rows",
+    "density",
+    "finite",
+    "histogram",
+    "join_sets",
+    "overlap",
+    "percentiles",
+    "read_inputs",
+    "steps_for",
+]
+
+#: Histogram bins per score, and 2-D bins per axis of the density.
+BINS = 80
+GRID = 60
+#: Set combinations drawn in the overlap chart (the largest ones).
+MAX_COMBINATIONS = 24
+
+
+@dataclass
+class ReportData:
+    """The report's inputs and the joined rows every section aggregates."""
+
+    scores_dir: Path
+    record: dict[str, Any]
+    files: list[Path]
+    scores: list[str]
+    subset: Path | None
+    base: Path | None
+    log: SelectLog | None
+    pool: PathLike | None
+    examples: int
+    notes: list[str] = field(default_factory=list)  # what it could not show, said on the page
+    sizes: dict[str, int] = field(default_factory=dict)  # uids in the base and subset files
+    members: list[str] = field(default_factory=list)  # the sets of the overlap (escaped)
+    lf: pl.LazyFrame | None = None
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hists: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> list[Step]:
+        return self.log.steps if self.log else []
+
+    @property
+    def split(self) -> bool:
+        return self.subset is not None
+
+    @property
+    def total(self) -> int:
+        st = self.stats[self.scores[0]]
+        return st["n"] + st["missing"]
+
+    @property
+    def rows(self) -> pl.LazyFrame:
+        assert self.lf is not None
+        return self.lf
+
+
+def read_inputs(
+    scores_dir: PathLike,
+    base: PathLike | None,
+    subset: PathLike | None,
+    pool: PathLike | None,
+    examples: int,
+) -> ReportData:
+    """The directory (complete), the subset's select log, and the base it names."""
+    scores_dir = Path(scores_dir)
+    record = read_record(scores_dir)
+    files = check_complete(scores_dir)
+    scores = [s.column for s in SCORES.values() if s.column in record["scores"]]
+    scores += [c for c in record["scores"] if c not in scores]
+    log = None if subset is None else SelectLog.read(subset)
+    d = ReportData(
+        scores_dir=scores_dir,
+        record=record,
+        files=files,
+        scores=scores,
+        subset=None if subset is None else Path(subset),
+        base=None if base is None else Path(base),
+        log=log,
+        pool=pool,
+        examples=examples,
+    )
+    if log and log.scores_dir and Path(log.scores_dir).resolve() != scores_dir.resolve():
+        d.notes.append(f"the select log was written for {log.scores_dir}, not this directory")
+    if base is None and log and log.base:
+        if Path(log.base).is_file():
+            d.base = Path(log.base)
+        else:
+            d.notes.append(f"the select log's base {log.base} is not there: no base shown")
+    return d
+
+
+def join_sets(d: ReportData, stage: Staging) -> None:
+    """``d.lf``: every scored row with its scores, ``in_base``/``in_subset`` flags, each
+    shown rule's external score, and one ``__set{j}`` flag per set of the overlap; then the
+    statistics and histograms every section uses."""
+    lf = scan_units(d.files, d.scores)
+    for name, path in (("base", d.base), ("subset", d.subset)):
+        if path is None:
+            continue
+        keys = read_distinct_keys(path)
+        d.sizes[name] = keys.height
+        flag = f"in_{name}"
+        lf = lf.join(keys.lazy().with_columns(pl.lit(True).alias(flag)), on=KEYS, how="left")
+        lf = stage.stage(lf.with_columns(pl.col(flag).fill_null(False)), name)
+        del keys
+    member: list[tuple[str, pl.Expr]] = [(n, pl.col(f"in_{n}")) for n in d.sizes]
+    lf, shown = _rule_sets(d, lf)
+    member += shown
+    d.members = [m[0] for m in member]
+    lf = lf.with_columns(*[e.alias(f"__set{j}") for j, (_, e) in enumerate(member)])
+    d.lf = stage.stage(lf, "rows") if any(s.file for s in d.steps) else lf
+    d.stats = _stats(d.rows, d.scores)
+    d.hists = {c: histogram(d.rows, c, d.stats[c], d.split) for c in d.scores if d.stats[c]["n"]}
+
+
+def _rule_sets(d: ReportData, lf: pl.LazyFrame) -> tuple[pl.LazyFrame, list[tuple[str, pl.Expr]]]:
+    """Each logged rule applied on its own (external scores joined), or a note why not."""
+    shown: list[tuple[str, pl.Expr]] = []
+    for i, s in enumerate(d.steps):
+        column = s.score
+        if s.file:
+            column = f"__rule{i}"
+            try:
+                lf = join_external(lf, Path(s.file), s.score, column)
+            except Exception as e:  # the external file moved or changed since `select`
+                d.notes.append(f"rule {s.rule!r}: {e}; its rows are not shown")
+                continue
+        elif s.score not in d.scores:
+            d.notes.append(f"rule {s.rule!r}: this directory has no score {s.score!r}")
+            continue
+        name = f"rule {i + 1}: {html.escape(s.rule)}"
+        shown.append((name, s.predicate(column).fill_null(False)))
+    return lf, shown
+
+
+def finite(col: str) -> pl.Expr:
+    return pl.col(col).cast(pl.Float64).is_finite().fill_null(False)
+
+
+def _stats(lf: pl.LazyFrame, scores: list[str]) -> dict[str, dict[str, Any]]:
+    exprs = []
+    for c in scores:
+        fin = finite(c)
+        f = pl.when(fin).then(pl.col(c).cast(pl.Float64))
+        exprs += [
+            fin.sum().alias(f"{c}|n"),
+            (~fin).sum().alias(f"{c}|missing"),
+            f.min().alias(f"{c}|min"),
+            f.max().alias(f"{c}|max"),
+            f.mean().alias(f"{c}|mean"),
+        ]
+    row = lf.select(exprs).collect(engine="streaming").row(0, named=True)
+    out: dict[str, dict[str, Any]] = {c: {} for c in scores}
+    for k, v in row.items():
+        c, _, stat = k.rpartition("|")
+        out[c][stat] = v
+    return out
+
+
+def _bin(col: str, lo: float, hi: float, bins: int) -> pl.Expr:
+    width = (hi - lo) / bins if hi > lo else 1.0
+    return (
+        ((pl.col(col).cast(pl.Float64) - lo) / width)
+        .floor()
+        .clip(0, bins - 1)
+        .cast(pl.Int32)
+        .alias(f"{col}|bin")
+    )
+
+
+def histogram(lf: pl.LazyFrame, col: str, st: dict[str, Any], split: bool) -> dict[str, Any]:
+    """``BINS`` equal-width bins over ``[min, max]`` of the finite scores: edges, and the rows
+    per bin in the subset (``kept``) and not (``dropped``; all rows are ``kept`` unsplit)."""
+    lo, hi = float(st["min"]), float(st["max"])
+    counts = (
+        lf.filter(finite(col))
+        .group_by(_bin(col, lo, hi, BINS), *(["in_subset"] if split else []))
+        .agg(pl.len().alias("rows"))
+        .collect(engine="streaming")
+    )
+    edges = np.linspace(lo, hi, BINS + 1) if hi > lo else np.array([lo - 0.5, lo + 0.5])
+    nb = len(edges) - 1
+    kept = np.zeros(nb, dtype=np.int64)
+    dropped = np.zeros(nb, dtype=np.int64)
+    for r in counts.iter_rows(named=True):
+        b = min(int(r[f"{col}|bin"]), nb - 1)
+        if split and not r["in_subset"]:
+            dropped[b] += r["rows"]
+        else:
+            kept[b] += r["rows"]
+    return {"edges": edges, "kept": kept, "dropped": dropped, "lo": lo, "hi": hi}
+
+
+def percentiles(h: dict[str, Any], qs: tuple[float, ...]) -> list[float]:
+    """Percentiles read off the histogram (linear within a bin): exact to a bin width."""
+    counts = h["kept"] + h["dropped"]
+    total = counts.sum()
+    cum = np.concatenate([[0], np.cumsum(counts)])
+    out = []
+    for q in qs:
+        target = q * total
+        i = int(np.clip(np.searchsorted(cum, target, side="left") - 1, 0, len(counts) - 1))
+        inside = (target - cum[i]) / counts[i] if counts[i] else 0.0
+        v = float(h["edges"][i] + inside * (h["edges"][i + 1] - h["edges"][i]))
+        out.append(min(max(v, h["lo"]), h["hi"]))
+    return out
+
+
+def steps_for(steps: list[Step], col: str) -> list[Step]:
+    """The logged fraction or threshold cuts on score column ``col`` (finite ones)."""
+    return [
+        s
+        for s in steps
+        if s.file is None and s.score == col and s.value is not None and math.isfinite(s.value)
+    ]
+
+
+def overlap(lf: pl.LazyFrame, sets: int) -> tuple[pl.DataFrame, tuple[int, ...]]:
+    """Rows per combination of the ``sets`` flags (rows in no set left out, largest first),
+    and each set's size."""
+    names = [f"__set{j}" for j in range(sets)]
+    combos = (
+        lf.group_by(names)
+        .agg(pl.len().alias("rows"))
+        .collect(engine="streaming")
+        .filter(pl.any_horizontal(names))
+        .sort("rows", descending=True)
+    )
+    sizes = lf.select([pl.col(s).sum() for s in names]).collect(engine="streaming").row(0)
+    return combos, sizes
+
+
+def density(
+    d: ReportData, x: str, y: str
+) -> tuple[np.ndarray, np.ndarray, list[tuple[str, bool | None, np.ndarray]]]:
+    """``GRID x GRID`` counts of ``(x, y)`` over every row with both finite: bin centres of
+    ``x`` and ``y`` and one ``(name, in_subset, counts[y_bin, x_bin])`` panel per side."""
+    sx, sy = d.stats[x], d.stats[y]
+    grid = (
+        d.rows.filter(finite(x) & finite(y))
+        .group_by(
+            _bin(x, sx["min"], sx["max"], GRID),
+            _bin(y, sy["min"], sy["max"], GRID),
+            *(["in_subset"] if d.split else []),
+        )
+        .agg(pl.len().alias("rows"))
+        .collect(engine="streaming")
+    )
+    ex = np.linspace(sx["min"], sx["max"], GRID + 1)
+    ey = np.linspace(sy["min"], sy["max"], GRID + 1)
+    sides: list[tuple[str, bool | None]] = (
+        [("kept", True), ("dropped", False)] if d.split else [("all rows", None)]
+    )
+    panels = []
+    for name, flag in sides:
+        z = np.zeros((GRID, GRID))
+        part = grid if flag is None else grid.filter(pl.col("in_subset") == flag)
+        for r in part.iter_rows(named=True):
+            z[r[f"{y}|bin"], r[f"{x}|bin"]] += r["rows"]
+        panels.append((name, flag, z))
+    return (ex[:-1] + ex[1:]) / 2, (ey[:-1] + ey[1:]) / 2, panels
+
+
+@dataclass(frozen=True)
+class CaptionGroup:
+    """Rows shown together: around a rule's cut (``kind="cut"``), the median (``"median"``),
+    or the highest and lowest (``"ends"``) of score ``score``."""
+
+    score: str
+    gid: str
+    kind: str
+    value: float | None = None
+    rule: str | None = None
+
+
+def _cuts(d: ReportData, c: str) -> list[CaptionGroup]:
+    """Where to show captions for score ``c``: each rule's cut, else the median."""
+    cuts = [
+        CaptionGroup(c, f"{c}|{j}", "cut", s.value, s.rule)
+        for j, s in enumerate(steps_for(d.steps, c))
+    ]
+    median = percentiles(d.hists[c], (0.5,))[0]
+    return cuts or [CaptionGroup(c, f"{c}|0", "median", median)]
+
+
+def caption_rows(d: ReportData) -> tuple[pl.DataFrame, list[CaptionGroup]]:
+    """The ``examples`` rows on each side of every cut (or of the median) and at both ends,
+    with the pool's ``text`` and ``url``: one frame (``group``, ``side``, the keys, scores,
+    ``in_subset``, ``uid``, text columns) and its groups, in order."""
+    k = d.examples
+    picks: list[pl.DataFrame] = []
+    groups: list[CaptionGroup] = []
+    cols = [*KEYS, *d.scores, *(["in_subset"] if d.split else [])]
+    order = [pl.col("uid_hi"), pl.col("uid_lo")]
+    for c in (c for c in d.scores if c in d.hists):
+        x = pl.col(c).cast(pl.Float64)
+        fin = d.rows.filter(finite(c))
+        for g in _cuts(d, c):
+            above = fin.filter(x >= g.value).bottom_k(k, by=[x, *order]).select(cols)
+            below = fin.filter(x < g.value).top_k(k, by=[x, *order]).select(cols)
+            got = pl.collect_all([above, below], engine="streaming")
+            picks += _tagged(got, g.gid, ["above", "below"])
+            groups.append(g)
+        high = fin.top_k(k, by=[x, *order]).select(cols)
+        low = fin.bottom_k(k, by=[x, *order]).select(cols)
+        got = pl.collect_all([high, low], engine="streaming")
+        picks += _tagged(got, f"{c}|ends", ["highest", "lowest"])
+        groups.append(CaptionGroup(c, f"{c}|ends", "ends"))
+    if not picks:
+        return pl.DataFrame(), []
+    chosen = pl.concat(picks, how="diagonal_relaxed")
+    chosen = chosen.with_columns(
+        uids_from_keys(chosen["uid_hi"].to_numpy(), chosen["uid_lo"].to_numpy())
+    )
+    texts = _texts(d.pool, chosen.select("uid").unique())
+    return chosen.join(texts, on="uid", how="left"), groups
+
+
+def _tagged(frames: list[pl.DataFrame], group: str, sides: list[str]) -> list[pl.DataFrame]:
+    return [f.with_columns(group=pl.lit(group), side=pl.lit(s)) for f, s in zip(frames, sides)]
+
+
+def _texts(pool: PathLike | None, wanted: pl.DataFrame) -> pl.DataFrame:
+    """``uid`` with the pool's ``text`` and ``url`` (those it has) for the ``wanted`` uids."""
+    assert pool is not None
+    src = scan_pool(pool, embeddings=[])
+    names = src.collect_schema().names()
+    text_cols = [c for c in ("text", "url") if c in names]
+    if "uid" not in names:
+        raise ValueError(f"pool {pool}: no 'uid' column to match captions on")
+    return (
+        src.select("uid", *text_cols)
+        .join(wanted.lazy(), on="uid", how="semi")
+        .collect(engine="streaming")
+        .unique("uid")
+    )

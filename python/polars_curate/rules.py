@@ -1,0 +1,276 @@
+"""Selection rules and the log that records how ``select`` applied them.
+
+* ``SCORE:F`` keeps, of the rows still in, the ``floor(F * start)`` with the highest score
+  (ties: the smaller uid; rows without a score, or NaN, are never kept). ``F`` is read as the
+  nearest fraction with denominator at most 10**9, so ``0.3`` is exactly 3/10.
+* ``SCORE>=V`` (``>``, ``<=``, ``<``) keeps the rows whose score passes the threshold
+  (LAION/DataComp style).
+
+``SCORE`` is a score of the directory (``ncl``, ``clip``, ``normsim-inf``, ``normsim-2`` or a
+column name) or an external score file ``PATH.parquet`` (``uid`` or ``uid_hi``/``uid_lo``
+plus one numeric column, or ``PATH.parquet#COLUMN``), e.g. DFN or HYPE scores; pool rows it
+does not score are never kept by that rule.
+
+A :class:`Step` is one rule as applied (its exact cut and counts); a :class:`SelectLog` is the
+``<subset>.select.json`` written beside a subset, which ``report`` reads back.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from polars_curate._types import PathLike
+from polars_curate._validate import as_fraction
+from polars_curate.scores import column_of
+from polars_curate.uids import uid_key_exprs
+
+__all__ = [
+    "KEYS",
+    "Rule",
+    "SelectLog",
+    "Step",
+    "cut_predicate",
+    "external_scores",
+    "keep_count",
+    "parse_rule",
+    "valid",
+]
+
+#: The binary uid key every join and tie rule uses.
+KEYS = ["uid_hi", "uid_lo"]
+
+_THRESHOLD = re.compile(
+    r"^(?P<score>.+?)\s*(?P<op>>=|<=|>|<)\s*(?P<value>[-+]?(?:inf|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?))$"
+)
+_OPS: dict[str, Callable[[pl.Expr, float], pl.Expr]] = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+}
+
+
+def keep_count(n: int, fraction: Fraction) -> int:
+    """``floor(fraction * n)``, exactly: the count a fraction rule keeps out of ``n``."""
+    return n * fraction.numerator // fraction.denominator
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One ``--keep`` rule."""
+
+    text: str
+    score: str
+    source: Path | None = None
+    fraction: Fraction | None = None
+    op: str | None = None
+    value: float | None = None
+
+    @property
+    def column(self) -> str:
+        """The column the rule reads in the working frame."""
+        return self.score if self.source is None else f"__ext_{self.score}"
+
+
+def parse_rule(text: str) -> Rule:
+    """``SCORE:F`` or ``SCORE>=V`` (``>``, ``<=``, ``<``); ``ValueError`` naming the rule."""
+    m = _THRESHOLD.match(text.strip())
+    if m:
+        name, op, value = m["score"].strip(), m["op"], float(m["value"])
+        return _with_score(Rule(text, name, op=op, value=value), name)
+    name, sep, frac = text.rpartition(":")
+    if not sep or not name.strip():
+        raise ValueError(
+            f"--keep {text!r}: expected SCORE:FRACTION (e.g. ncl:0.3) or SCORE>=VALUE "
+            "(e.g. clip>=0.28)"
+        )
+    try:
+        f = float(frac)
+    except ValueError:
+        raise ValueError(f"--keep {text!r}: {frac!r} is not a number") from None
+    if not 0 <= f <= 1:
+        raise ValueError(f"--keep {text!r}: the fraction must be in [0, 1]")
+    return _with_score(Rule(text, name.strip(), fraction=as_fraction(f, "fraction")), name.strip())
+
+
+def _with_score(rule: Rule, name: str) -> Rule:
+    path, _, col = name.partition("#")
+    if path.endswith(".parquet"):
+        source = Path(path)
+        if not source.is_file():
+            raise ValueError(f"--keep {rule.text!r}: score file {source} not found")
+        col = col or _only_score_column(source)
+        return Rule(rule.text, col, source, rule.fraction, rule.op, rule.value)
+    return Rule(rule.text, column_of(name), None, rule.fraction, rule.op, rule.value)
+
+
+def _only_score_column(path: Path) -> str:
+    try:
+        schema = pl.read_parquet_schema(path)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable Parquet file ({e})") from None
+    cols = [c for c, t in schema.items() if c not in ("uid", *KEYS) and t.is_numeric()]
+    if len(cols) != 1:
+        raise ValueError(
+            f"{path}: expected one numeric score column beside the uid, found {cols or 'none'}; "
+            "name it: PATH.parquet#COLUMN"
+        )
+    return cols[0]
+
+
+def external_scores(source: Path, score: str, alias: str) -> pl.LazyFrame:
+    """An external score file as ``uid_hi``, ``uid_lo`` and its column ``score`` (as
+    ``Float64``, named ``alias``), to left-join on the keys."""
+    schema = pl.read_parquet_schema(source)
+    if score not in schema:
+        raise ValueError(f"{source}: no column {score!r}")
+    lf = pl.scan_parquet(source)
+    if not set(KEYS) <= set(schema):
+        if "uid" not in schema:
+            raise ValueError(f"{source}: needs a 'uid' column (or 'uid_hi' and 'uid_lo')")
+        lf = lf.with_columns(*uid_key_exprs("uid"))
+    return lf.select(*KEYS, pl.col(score).cast(pl.Float64).alias(alias))
+
+
+def join_external(lf: pl.LazyFrame, source: Path, score: str, alias: str) -> pl.LazyFrame:
+    """``lf`` with an external score joined on the keys (each key at most once in the file)."""
+    return lf.join(external_scores(source, score, alias), on=KEYS, how="left", validate="m:1")
+
+
+def valid(col: str) -> pl.Expr:
+    """A score that can be ranked: not null, not NaN."""
+    return pl.col(col).is_not_null() & pl.col(col).cast(pl.Float64).is_not_nan()
+
+
+def cut_predicate(col: str, value: float, uid_hi: int, uid_lo: int) -> pl.Expr:
+    """The rows a fraction rule keeps, given its cut: a valid score above ``value``, or equal
+    to it with the key ``(uid_hi, uid_lo)`` at most the cut's (ties go to the smaller uid)."""
+    s = pl.col(col).cast(pl.Float64)
+    hi, lo = pl.col("uid_hi"), pl.col("uid_lo")
+    return valid(col) & (
+        (s > value) | ((s == value) & ((hi < uid_hi) | ((hi == uid_hi) & (lo <= uid_lo))))
+    )
+
+
+def threshold_predicate(col: str, op: str, value: float) -> pl.Expr:
+    """The rows a threshold rule keeps."""
+    return valid(col) & _OPS[op](pl.col(col).cast(pl.Float64), value)
+
+
+@dataclass
+class Step:
+    """One rule as ``select`` applied it: what it read, its exact cut and its counts."""
+
+    rule: str
+    score: str
+    before: int
+    kind: str = "fraction"  # or "threshold"
+    file: str | None = None
+    op: str | None = None
+    value: float | None = None
+    fraction: str | None = None
+    k: int | None = None
+    cut_uid_hi: int | None = None
+    cut_uid_lo: int | None = None
+    kept: int = 0
+
+    _ORDER = ("rule", "score", "before", "file", "kind", "op", "fraction", "k", "value")
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self._ORDER if getattr(self, k) is not None}
+        if self.cut_uid_hi is not None:
+            out.update(cut_uid_hi=self.cut_uid_hi, cut_uid_lo=self.cut_uid_lo)
+        out["kept"] = self.kept
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Step:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def predicate(self, column: str | None = None) -> pl.Expr:
+        """The rows this step passes on its own, as a predicate on its score column
+        (``column``, default :attr:`score`) and ``uid_hi``/``uid_lo``. Rule ``i`` of a log keeps
+        the rows of the start set that pass steps ``1..i``.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> from polars_curate.rules import Step
+        >>> df = pl.DataFrame({"uid_hi": [0, 0, 1], "uid_lo": [5, 9, 0], "ncl": [0.2, 0.2, 0.9]},
+        ...                   schema_overrides={"uid_hi": pl.UInt64, "uid_lo": pl.UInt64})
+        >>> step = Step("ncl:0.7", "ncl", 3, k=2, value=0.2, cut_uid_hi=0, cut_uid_lo=5)
+        >>> df.filter(step.predicate())["uid_lo"].to_list()
+        [5, 0]
+        >>> df.filter(Step("ncl>=0.5", "ncl", 3, "threshold", op=">=", value=0.5).predicate())[
+        ...     "uid_lo"].to_list()
+        [0]
+        """
+        col = self.score if column is None else column
+        if self.kind == "threshold":
+            assert self.op is not None and self.value is not None
+            return threshold_predicate(col, self.op, float(self.value))
+        if self.kind != "fraction":
+            raise ValueError(f"step {self.rule!r}: unknown kind {self.kind!r}")
+        if self.value is not None and self.cut_uid_hi is not None:
+            assert self.cut_uid_lo is not None
+            return cut_predicate(col, float(self.value), self.cut_uid_hi, self.cut_uid_lo)
+        # No cut logged: the rule kept nothing (k = 0) or every valid score.
+        return pl.lit(False) if (self.k or 0) <= 0 else valid(col)
+
+
+@dataclass
+class SelectLog:
+    """``<subset stem>.select.json``: the start set, every rule's exact cut and count."""
+
+    scores_dir: str
+    base: str | None
+    start: int
+    base_without_scores: int | None = None
+    steps: list[Step] = field(default_factory=list)
+    kept: int = 0
+    created_by: str = ""
+
+    @staticmethod
+    def path_for(subset: PathLike) -> Path:
+        """Where the log of the subset file ``subset`` is."""
+        subset = Path(subset)
+        return subset.with_name(subset.stem + ".select.json")
+
+    def to_json(self) -> bytes:
+        record = {
+            "scores_dir": self.scores_dir,
+            "base": self.base,
+            "start": self.start,
+            "base_without_scores": self.base_without_scores,
+            "steps": [s.to_json() for s in self.steps],
+            "kept": self.kept,
+            "created_by": self.created_by,
+        }
+        return json.dumps(record, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: Path) -> SelectLog:
+        """The log in ``text`` (read from ``where``); ``ValueError`` naming ``where``."""
+        try:
+            d = json.loads(text)
+            d["steps"] = [Step.from_json(s) for s in d.get("steps", [])]
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise ValueError(f"{where}: not a select log ({e})") from None
+
+    @classmethod
+    def read(cls, subset: PathLike) -> SelectLog | None:
+        """The log beside ``subset``, or ``None`` when there is none."""
+        path = cls.path_for(subset)
+        return cls.from_json(path.read_bytes(), path) if path.is_file() else None

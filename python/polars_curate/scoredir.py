@@ -1,0 +1,291 @@
+"""The score directory: what it holds, how it is recorded, and how readers check it.
+
+A score directory ``OUT`` holds one ``<unit>.parquet`` per unit of the pool (``uid``, its binary
+key ``uid_hi``/``uid_lo`` and one ``Float32`` column per score, rows in the pool's order) and a
+record of what they were made from:
+
+* ``_polars_curate.json``: the layout version and the unit size (``unit_rows``);
+* ``_scores/<column>.json``: per score, its parameters (embedding columns, batch size,
+  partitions, seed, normalisation, and for NormSim the target's content key and shape, never
+  its path) and the package version; adding a score later adds a file, and the order of
+  ``--scores`` does not matter;
+* ``_runs/<digest>.json``: per planned run, the units (shard, row range, the shard's content
+  fingerprint) it covers; two processes that split a pool by glob write one each;
+* in each unit file's Parquet metadata: the unit, its shard's fingerprint and the scores (by
+  parameter digest) it holds.
+
+Record files are written once (a second writer finds the first one's); unit files are replaced
+atomically. :func:`check_complete` is what ``select`` and ``report`` call first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from polars_curate._internal import __version__
+from polars_curate._types import PathLike
+from polars_curate.atomic import write_once
+from polars_curate.pool import Unit
+from polars_curate.scores import ScoreConfig
+
+__all__ = [
+    "DIR_RECORD",
+    "FORMAT",
+    "META_KEY",
+    "RecordError",
+    "check_complete",
+    "check_records",
+    "check_unit",
+    "read_record",
+    "scan_scores",
+    "unit_entry",
+    "unit_meta",
+    "write_records",
+]
+
+FORMAT = 1
+DIR_RECORD = "_polars_curate.json"
+META_KEY = "polars_curate"
+
+
+class RecordError(ValueError):
+    """A score directory that does not hold what is asked (other data, other parameters,
+    missing units); the message says what differs and how to proceed."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RecordError(f"{path}: unreadable record ({e})") from None
+
+
+def _write_record_once(path: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Write ``record`` to ``path`` unless it exists; what ``path`` holds afterwards."""
+    write_once(path, json.dumps(record, indent=1, sort_keys=True).encode())
+    return _read_json(path)
+
+
+def read_record(out: PathLike) -> dict[str, Any]:
+    """The record of a score directory: ``{"unit_rows", "scores": {column: record},
+    "runs": [plan, ...]}``. ``RecordError`` when ``out`` is not a score directory."""
+    out = Path(out)
+    head = out / DIR_RECORD
+    if not head.is_file():
+        if not out.is_dir():
+            raise RecordError(f"{out} is not a directory of scores")
+        raise RecordError(
+            f"{out} is not a score directory written by this version of polars-curate "
+            f"(no {DIR_RECORD})"
+        )
+    record = _read_json(head)
+    record["scores"] = {p.stem: _read_json(p) for p in sorted((out / "_scores").glob("*.json"))}
+    record["runs"] = [_read_json(p) for p in sorted((out / "_runs").glob("*.json"))]
+    return record
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += _differences(old.get(k), new.get(k), f"{prefix}{'.' if prefix else ''}{k}")
+        return out
+    return [] if old == new else [f"`{prefix}` differs: recorded {old!r}, now {new!r}"]
+
+
+def _is_score_directory(out: Path) -> bool:
+    """Whether ``out`` holds a record; ``RecordError`` when it holds something else."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise RecordError(f"--out {out} exists and is not a directory")
+    if (out / DIR_RECORD).exists():
+        return True
+    stray = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+    if stray:
+        raise RecordError(
+            f"--out {out} holds files that are not a polars-curate score directory "
+            f"(e.g. {stray[0]}); use an empty or new directory"
+        )
+    return False
+
+
+def check_records(out: Path, unit_rows: int | None, configs: Sequence[ScoreConfig]) -> bool:
+    """Compare a run with what ``out`` already records; ``RecordError`` naming the first
+    parameter that differs. Returns whether ``out`` already is a score directory."""
+    if not _is_score_directory(out):
+        return False
+    record = read_record(out)
+    if record.get("format") != FORMAT:
+        raise RecordError(
+            f"{out}: score directory format {record.get('format')}, expected {FORMAT}"
+        )
+    if record.get("unit_rows") != unit_rows:
+        raise RecordError(
+            f"{out}: --unit-rows differs: recorded {record.get('unit_rows')}, now {unit_rows} "
+            "(units decide negCLIPLoss's batches); use the recorded value or another --out"
+        )
+    for c in configs:
+        old = record["scores"].get(c.column)
+        if old is not None and old.get("digest") != c.digest:
+            diffs = _differences(old.get("params", {}), c.params)
+            what = diffs[0] if diffs else "its parameters differ"
+            raise RecordError(
+                f"{out}: score {c.name}: {what}; use the recorded value or another --out"
+            )
+    return True
+
+
+def write_records(
+    out: Path,
+    unit_rows: int | None,
+    configs: Sequence[ScoreConfig],
+    pool: PathLike,
+    units: Sequence[Unit],
+) -> None:
+    """Write the directory's, each score's and this run's records (each once)."""
+    _write_record_once(out / DIR_RECORD, {"format": FORMAT, "unit_rows": unit_rows})
+    for c in configs:
+        _write_record_once(
+            out / "_scores" / f"{c.column}.json",
+            {
+                "score": c.name,
+                "column": c.column,
+                "params": c.params,
+                "digest": c.digest,
+                "created_by": __version__,
+            },
+        )
+    plan = {
+        "pool": str(Path(pool)),
+        "scores": [c.column for c in configs],
+        "units": [unit_entry(u) for u in units],
+    }
+    digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
+    _write_record_once(out / "_runs" / f"{digest}.json", {**plan, "created_by": __version__})
+
+
+def unit_meta(path: Path) -> dict[str, Any] | None:
+    """What a unit file says of itself (its Parquet metadata), or ``None`` when it is not a
+    readable unit file."""
+    try:
+        meta = pl.read_parquet_metadata(path)
+    except Exception:
+        return None  # unreadable: treated as not there (rewritten)
+    try:
+        return json.loads(meta[META_KEY])
+    except (KeyError, ValueError):
+        return None
+
+
+def unit_entry(u: Unit) -> dict[str, Any]:
+    """How the record names a unit: its shard, row range and the shard's fingerprint."""
+    s = u.shard
+    return {
+        "unit": u.name,
+        "shard": s.parquet.name + ("" if s.npz is None else f" + {s.npz.name}"),
+        "start": u.start,
+        "rows": u.rows,
+        "fingerprint": s.fingerprint,
+    }
+
+
+def check_unit(out: Path, unit: Unit, meta: dict[str, Any] | None) -> None:
+    """``RecordError`` when a unit file (``meta``; ``None``: no file) holds other data than
+    ``unit``."""
+    if meta is None:
+        return
+    want = unit_entry(unit)
+    for k in ("fingerprint", "start", "rows"):
+        if meta.get(k) != want[k]:
+            start, rows = meta.get("start", 0), meta.get("rows", 0)
+            raise RecordError(
+                f"{out / (unit.name + '.parquet')} holds scores of other data: it was made from "
+                f"{meta.get('shard')} rows {start}..{start + rows} "
+                f"(fingerprint {meta.get('fingerprint')}), but {unit.shard.describe()} rows "
+                f"{unit.start}..{unit.start + unit.rows} has fingerprint {unit.shard.fingerprint}; "
+                "use another --out"
+            )
+
+
+def _expected_units(
+    out: Path, record: dict[str, Any], columns: Sequence[str] | None
+) -> dict[str, tuple[dict[str, Any], set[str]]]:
+    """Per planned unit: its record entry and the score columns it must hold."""
+    expected: dict[str, tuple[dict[str, Any], set[str]]] = {}
+    for plan in record["runs"]:
+        wanted = set(plan["scores"]) if columns is None else set(plan["scores"]) & set(columns)
+        for u in plan["units"]:
+            prev = expected.get(u["unit"])
+            if prev is not None and prev[0]["fingerprint"] != u["fingerprint"]:
+                raise RecordError(
+                    f"{out}: runs disagree about unit {u['unit']} (two different inputs)"
+                )
+            expected[u["unit"]] = (u, (prev[1] if prev else set()) | wanted)
+    return expected
+
+
+def check_complete(out: PathLike, columns: Sequence[str] | None = None) -> list[Path]:
+    """The unit files of a complete score directory, in unit order. ``RecordError`` when a
+    planned unit lacks its file or one of the scores (``columns``: the scores that matter;
+    default all recorded), or holds other data than its plan says."""
+    out = Path(out)
+    record = read_record(out)
+    if not record["runs"]:
+        raise RecordError(f"{out} records no run yet; run `polars-curate score` first")
+    digests = {col: r["digest"] for col, r in record["scores"].items()}
+    unknown = [c for c in columns or () if c not in digests]
+    if unknown:
+        raise RecordError(
+            f"{out} has no score {unknown[0]!r} (it has {', '.join(digests) or 'none'})"
+        )
+    expected = _expected_units(out, record, columns)
+    names = sorted(expected)
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        metas = list(ex.map(lambda n: unit_meta(out / f"{n}.parquet"), names))
+    missing = []
+    for name, meta in zip(names, metas):
+        u, wanted = expected[name]
+        if meta is None:
+            missing.append(f"{name} (no file)")
+            continue
+        if meta.get("fingerprint") != u["fingerprint"]:
+            raise RecordError(f"{out / name}.parquet does not hold the data its run recorded")
+        lacking = sorted(c for c in wanted if meta.get("scores", {}).get(c) != digests.get(c))
+        if lacking:
+            missing.append(f"{name} (no {', '.join(lacking)})")
+    if missing:
+        raise RecordError(
+            f"{out} is incomplete: {len(missing)} of {len(names)} units lack scores, e.g. "
+            f"{'; '.join(missing[:3])}; run `polars-curate score` again to finish"
+        )
+    return [out / f"{n}.parquet" for n in names]
+
+
+def scan_scores(out: PathLike, columns: Sequence[str] | None = None) -> pl.LazyFrame:
+    """The scores of a complete score directory as one lazy frame (``uid``, ``uid_hi``,
+    ``uid_lo`` and the score columns); ``RecordError`` when it is incomplete.
+
+    Examples
+    --------
+    >>> import tempfile, polars as pl, polars_curate as pc
+    >>> paths = pc.datasets.synthetic_pool(tempfile.mkdtemp(), n=500, d=16, shards=2)
+    >>> out = paths["pool"].parent / "scores"
+    >>> run = pc.score_pool(paths["pool"], out, scores=["clip"], progress=False)
+    >>> run.units, run.scored_rows
+    (2, 500)
+    >>> lf = pc.scan_scores(out)
+    >>> lf.collect_schema().names()
+    ['uid', 'uid_hi', 'uid_lo', 'clip']
+    >>> lf.select(pl.len()).collect().item()
+    500
+    """
+    files = check_complete(out, columns)
+    return pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore")

@@ -1,0 +1,348 @@
+"""The score registry: one declaration per score of the job, and the options of a run.
+
+Everything the job knows about a score is its entry in :data:`SCORES`: the name the command
+line and ``select`` use, the column it writes, its label in the report, whether it needs a
+NormSim target, which options it records and how its expression is built from them. The CLI's
+flags are the fields of :class:`ScoreOptions`; the record (``_scores/<column>.json``), ``select``
+and the report read names, columns and labels from here. Adding a score to the job is one entry
+(plus its kernel and expression, and an option field if it has a new parameter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from functools import partial
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from polars_curate._expr import clip_score, neg_clip_loss, normsim
+from polars_curate._targets import target_array, target_key
+from polars_curate._types import PathLike
+from polars_curate._validate import as_bool, as_int
+from polars_curate.pool import DEFAULT_UNIT_ROWS
+
+__all__ = [
+    "SCORES",
+    "Score",
+    "ScoreConfig",
+    "ScoreOptions",
+    "column_of",
+    "configure",
+    "label_of",
+    "positive_int",
+    "prepare_target",
+    "score_of",
+]
+
+
+def _unit_rows(text: str) -> int | None:
+    if text.strip().lower() in ("shard", "none"):
+        return None
+    try:
+        int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a row count or 'shard', got {text!r}") from None
+    return positive_int(text)
+
+
+def positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _ncl_params(o: ScoreOptions, target: dict[str, Any] | None) -> dict[str, Any]:
+    return dict(
+        image=o.image_column,
+        text=o.text_column,
+        batch_size=o.batch_size,
+        num_batches=o.num_batches,
+        temperature=o.temperature,
+        seed=o.seed,
+        normalize=o.normalize,
+    )
+
+
+def _ncl(p: dict[str, Any], target: np.ndarray | None) -> pl.Expr:
+    return neg_clip_loss(
+        p["image"],
+        p["text"],
+        batch_size=p["batch_size"],
+        num_batches=p["num_batches"],
+        temperature=p["temperature"],
+        seed=p["seed"],
+        normalize=p["normalize"],
+    )
+
+
+def _clip_params(o: ScoreOptions, target: dict[str, Any] | None) -> dict[str, Any]:
+    return dict(image=o.image_column, text=o.text_column, normalize=o.normalize)
+
+
+def _clip(p: dict[str, Any], target: np.ndarray | None) -> pl.Expr:
+    return clip_score(p["image"], p["text"], normalize=p["normalize"])
+
+
+def _normsim_params(
+    power: float | str, o: ScoreOptions, target: dict[str, Any] | None
+) -> dict[str, Any]:
+    return dict(embedding=o.normsim_column, p=power, target=target, normalize=o.normalize)
+
+
+def _normsim(p: dict[str, Any], target: np.ndarray | None) -> pl.Expr:
+    assert target is not None
+    return normsim(p["embedding"], target, p=p["p"], normalize=p["normalize"])
+
+
+@dataclass(frozen=True)
+class Score:
+    """One score of the job."""
+
+    #: The name ``--scores`` and ``select``'s rules use.
+    name: str
+    #: The column it writes in the unit files.
+    column: str
+    #: Its name in the report.
+    label: str
+    #: The parameters a run records for it, from the options (and the target's key and shape).
+    params: Callable[[ScoreOptions, dict[str, Any] | None], dict[str, Any]]
+    #: Its expression, from the recorded parameters (and the target's values).
+    build: Callable[[dict[str, Any], np.ndarray | None], pl.Expr]
+    #: Whether it needs a NormSim target (``--target``).
+    needs_target: bool = False
+    #: The report draws its density against this score's (when both are there).
+    read_against: str | None = None
+
+
+#: Every score of the job, in column order.
+SCORES: dict[str, Score] = {
+    s.name: s
+    for s in (
+        Score("ncl", "ncl", "negCLIPLoss", _ncl_params, _ncl, read_against="clip"),
+        Score("clip", "clip", "CLIPScore", _clip_params, _clip),
+        Score(
+            "normsim-inf",
+            "normsim_inf",
+            "NormSim∞",
+            partial(_normsim_params, "inf"),
+            _normsim,
+            needs_target=True,
+        ),
+        Score(
+            "normsim-2",
+            "normsim_2",
+            "NormSim₂",
+            partial(_normsim_params, 2.0),
+            _normsim,
+            needs_target=True,
+        ),
+    )
+}
+_BY_COLUMN = {s.column: s for s in SCORES.values()}
+
+
+def _flag(flag: str, help: str, **cli: Any) -> dict[str, Any]:
+    """The command-line flag of a field of :class:`ScoreOptions` (argparse keywords)."""
+    return {"flag": flag, "help": help, **cli}
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """Everything a ``score`` run takes besides the pool and the score directory: one object
+    for :func:`~polars_curate.score_pool` (its keywords are these fields) and the command line
+    (each field is a flag)."""
+
+    target: PathLike | np.ndarray | None = field(
+        default=None,
+        metadata=_flag("--target", ".npy/.parquet of downstream image embeddings (NormSim)"),
+    )
+    scores: Sequence[str] = field(
+        default=("ncl", "clip"),
+        metadata=_flag(
+            "--scores",
+            f"comma-separated, from {', '.join(SCORES)}, any order (default: ncl,clip)",
+            type=_names,
+        ),
+    )
+    model: str = field(
+        default="l14",
+        metadata=_flag("--model", "embedding prefix: MODEL_img, MODEL_txt (default l14)"),
+    )
+    image_col: str | None = field(
+        default=None, metadata=_flag("--image-col", "image column (default: MODEL_img)")
+    )
+    text_col: str | None = field(
+        default=None, metadata=_flag("--text-col", "text column (default: MODEL_txt)")
+    )
+    normsim_model: str | None = field(
+        default=None,
+        metadata=_flag(
+            "--normsim-model", "embedding prefix for NormSim (default: --model), e.g. b32"
+        ),
+    )
+    normsim_col: str | None = field(
+        default=None,
+        metadata=_flag("--normsim-col", "NormSim's image column (default: NORMSIM_MODEL_img)"),
+    )
+    batch_size: int = field(
+        default=32768, metadata=_flag("--batch-size", "negCLIPLoss batch B (32768)", type=int)
+    )
+    num_batches: int = field(
+        default=10, metadata=_flag("--num-batches", "negCLIPLoss partitions K (10)", type=int)
+    )
+    temperature: float = field(
+        default=0.01, metadata=_flag("--temperature", "negCLIPLoss tau (0.01)", type=float)
+    )
+    seed: int = field(default=0, metadata=_flag("--seed", "negCLIPLoss seed (0)", type=int))
+    normalize: bool = field(
+        default=True,
+        metadata=_flag(
+            "--no-normalize",
+            "use the embeddings as stored (the paper's code does not re-normalise DataComp's "
+            "float16 vectors)",
+            action="store_false",
+        ),
+    )
+    unit_rows: int | None = field(
+        default=DEFAULT_UNIT_ROWS,
+        metadata=_flag(
+            "--unit-rows",
+            "largest unit of work; bigger files are cut at row groups "
+            f"(default {DEFAULT_UNIT_ROWS:,}; 'shard': one unit per shard)",
+            type=_unit_rows,
+            metavar="N",
+        ),
+    )
+    ray: str | bool | None = field(
+        default=None,
+        metadata=_flag(
+            "--ray",
+            "one Ray task per unit, on the cluster at ADDRESS (default: RAY_ADDRESS or a local "
+            'instance); needs pip install "polars-curate[ray]"',
+            nargs="?",
+            const=True,
+            metavar="ADDRESS",
+        ),
+    )
+    ray_cpus: int = field(
+        default=1, metadata=_flag("--ray-cpus", "CPUs per Ray task (1)", type=int)
+    )
+    progress: bool = field(
+        default=True, metadata=_flag("--no-progress", "no progress output", action="store_false")
+    )
+
+    @classmethod
+    def of(cls, options: ScoreOptions | None = None, **changes: Any) -> ScoreOptions:
+        """``options`` (default: the defaults) with ``changes``; ``TypeError`` naming an unknown
+        option. A single string for ``scores`` is a comma-separated list."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise TypeError(f"unknown option {unknown[0]!r}; options: {', '.join(sorted(known))}")
+        opts = replace(options or cls(), **changes)
+        scores = _names(opts.scores) if isinstance(opts.scores, str) else tuple(opts.scores)
+        unit_rows = None if opts.unit_rows is None else as_int(opts.unit_rows, "unit_rows")
+        return replace(
+            opts,
+            scores=scores,
+            normalize=as_bool(opts.normalize, "normalize"),
+            unit_rows=unit_rows,
+            ray_cpus=as_int(opts.ray_cpus, "ray_cpus"),
+        )
+
+    @property
+    def image_column(self) -> str:
+        return self.image_col or f"{self.model}_img"
+
+    @property
+    def text_column(self) -> str:
+        return self.text_col or f"{self.model}_txt"
+
+    @property
+    def normsim_column(self) -> str:
+        return self.normsim_col or f"{self.normsim_model or self.model}_img"
+
+
+def column_of(name: str) -> str:
+    """The column of score ``name`` (a registry name or already a column)."""
+    return SCORES[name].column if name in SCORES else name
+
+
+def score_of(column: str) -> Score | None:
+    """The registry's score writing ``column``, if any."""
+    return _BY_COLUMN.get(column)
+
+
+def label_of(column: str) -> str:
+    """``column (Label)`` for a score column of the registry, else the column."""
+    s = _BY_COLUMN.get(column)
+    return f"{column} ({s.label})" if s else column
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """One score as a run computes it: everything a worker needs to build its expression."""
+
+    name: str
+    column: str
+    params: dict[str, Any]
+
+    @property
+    def digest(self) -> str:
+        blob = json.dumps({"score": self.name, "params": self.params}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def needs_target(self) -> bool:
+        return SCORES[self.name].needs_target
+
+    def embeddings(self) -> list[str]:
+        p = self.params
+        return [p["embedding"]] if "embedding" in p else [p["image"], p["text"]]
+
+    def expression(self, target: np.ndarray | None) -> pl.Expr:
+        return SCORES[self.name].build(self.params, target)
+
+
+def configure(options: ScoreOptions, target: dict[str, Any] | None) -> list[ScoreConfig]:
+    """The scores ``options`` asks for, in column order (the order of ``scores`` does not
+    matter); ``ValueError`` naming an unknown score or a missing target."""
+    asked = list(options.scores)
+    unknown = [s for s in asked if s not in SCORES]
+    if unknown:
+        raise ValueError(f"unknown score {unknown[0]!r}; choose from {', '.join(SCORES)}")
+    if not asked:
+        raise ValueError("no scores asked for; choose from " + ", ".join(SCORES))
+    out = []
+    for s in SCORES.values():
+        if s.name not in asked:
+            continue
+        if s.needs_target and target is None:
+            raise ValueError(f"score {s.name!r} needs --target (downstream image embeddings)")
+        out.append(ScoreConfig(s.name, s.column, s.params(options, target)))
+    return out
+
+
+def prepare_target(options: ScoreOptions) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+    """The target's float32 values and what the record keeps of it (content key and shape),
+    when a score asked for needs one; ``(None, None)`` otherwise."""
+    needed = any(SCORES[s].needs_target for s in options.scores if s in SCORES)
+    if options.target is None or not needed:
+        return None, None
+    f32, _ = target_array(options.target, "target", normalize=options.normalize)
+    info = {"key": f"{target_key(f32):016x}", "rows": f32.shape[0], "dim": f32.shape[1]}
+    return f32, info

@@ -1,0 +1,48 @@
+"""Staging: joins computed once and written to a temporary Parquet file that later passes read.
+
+``select`` and ``report`` make several streaming passes over the score files joined with a
+base, a subset or external score files. Each join runs once, into a file of a temporary
+directory beside the output (one hash table held at a time); a dead process's directory is
+removed by the next run (:func:`polars_curate.atomic.remove_stale_temporaries`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import polars as pl
+
+from polars_curate.atomic import remove_stale_temporaries, temporary_directory
+from polars_curate.io import SINK_ROW_GROUP
+
+__all__ = ["Staging", "scan_units", "staging"]
+
+
+def scan_units(files: Sequence[Path], columns: Sequence[str]) -> pl.LazyFrame:
+    """The score files' ``uid_hi``, ``uid_lo`` and ``columns`` (missing ones as null)."""
+    return pl.scan_parquet(list(files), missing_columns="insert").select(
+        "uid_hi", "uid_lo", *columns
+    )
+
+
+class Staging:
+    """A temporary directory whose :meth:`stage` writes a lazy frame out and scans it back."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def stage(self, lf: pl.LazyFrame, name: str) -> pl.LazyFrame:
+        path = self.directory / f"{name}.parquet"
+        lf.sink_parquet(path, row_group_size=SINK_ROW_GROUP)
+        return pl.scan_parquet(path)
+
+
+@contextmanager
+def staging(out: Path, name: str) -> Iterator[Staging]:
+    """A :class:`Staging` beside ``out`` for the command ``name``, removed on exit."""
+    if out.parent.is_dir():
+        remove_stale_temporaries(out.parent)
+    with temporary_directory(out, name) as directory:
+        yield Staging(directory)

@@ -1,0 +1,108 @@
+"""The unit worker: score one unit of the pool into its file of the score directory.
+
+The same function runs in a local run and in a Ray task, so both write the same bytes. A unit
+file is written whole, under a per-process temporary name, fsynced and renamed: a crash or
+``kill -9`` at any moment leaves only complete files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from polars_curate._errors import first_line, is_interrupt
+from polars_curate._internal import __version__
+from polars_curate.atomic import write_atomic
+from polars_curate.pool import PoolError, Unit, read_unit
+from polars_curate.scoredir import META_KEY, RecordError, check_unit, unit_entry, unit_meta
+from polars_curate.scores import SCORES, ScoreConfig
+from polars_curate.uids import uid_key_exprs
+
+__all__ = ["Work", "score_unit"]
+
+
+def _keys(df: pl.DataFrame, unit: Unit) -> pl.DataFrame:
+    """``uid`` with its binary key; ``PoolError`` naming the first invalid uid's row."""
+    if df["uid"].dtype != pl.String:
+        raise PoolError(f"column 'uid' must be String, got {df['uid'].dtype}")
+    keys = df.select("uid", *uid_key_exprs("uid"))
+    bad = keys["uid_hi"].is_null() | keys["uid_lo"].is_null() | (keys["uid"].str.len_bytes() != 32)
+    if bad.any():
+        row = int(bad.arg_max())
+        raise PoolError(
+            f"invalid uid at row {unit.start + row}: {keys['uid'][row]!r} (expected 32 hex digits)"
+        )
+    return keys
+
+
+def _compute(
+    unit: Unit, need: Sequence[ScoreConfig], target: np.ndarray | None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The unit's keys and its ``need`` scores; errors name the shard."""
+    cols = list(dict.fromkeys(e for c in need for e in c.embeddings()))
+    where = unit.shard.describe()
+    try:
+        df = read_unit(unit, ["uid"], cols)
+        keys = _keys(df, unit)
+        scores = df.select(**{c.column: c.expression(target) for c in need})
+    except PoolError as e:
+        msg = str(e)
+        raise PoolError(
+            msg if msg.startswith(str(unit.shard.parquet)) else f"{where}: {msg}"
+        ) from None
+    except Exception as e:  # a data problem the plugin reports (width, dtype, ...)
+        if is_interrupt(e):
+            raise KeyboardInterrupt from None
+        raise PoolError(f"{where}: {first_line(e)}") from None
+    return keys, scores
+
+
+def score_unit(
+    unit: Unit, out: Path, configs: Sequence[ScoreConfig], target: np.ndarray | None
+) -> int:
+    """Score one unit into ``out/<unit>.parquet``, adding to what the file already holds;
+    returns the rows scored (0 when everything asked was there). Errors name the shard."""
+    dest = out / f"{unit.name}.parquet"
+    meta = unit_meta(dest) if dest.exists() else None
+    check_unit(out, unit, meta)
+    have: dict[str, Any] = (meta or {}).get("scores", {})
+    need = [c for c in configs if have.get(c.column) != c.digest]
+    if not need:
+        return 0
+    keys, scores = _compute(unit, need, target)
+    if meta is not None:
+        kept = pl.read_parquet(dest).drop([c.column for c in need], strict=False)
+        if not kept["uid"].equals(keys["uid"]):
+            raise RecordError(
+                f"{dest}: its uids differ from {unit.shard.describe()}; use another --out"
+            )
+        keys = kept
+    table = keys.hstack(scores)
+    columns = [s.column for s in SCORES.values() if s.column in table.columns]
+    table = table.select("uid", "uid_hi", "uid_lo", *columns)
+    entry = unit_entry(unit)
+    entry["scores"] = {**have, **{c.column: c.digest for c in need}}
+    entry["created_by"] = __version__
+    blob = json.dumps(entry, sort_keys=True)
+    write_atomic(dest, lambda f: table.write_parquet(f, metadata={META_KEY: blob}))
+    return unit.rows
+
+
+@dataclass(frozen=True)
+class Work:
+    """What every unit of a run is scored with: where its files go, the scores and the
+    target. A runner gets one and calls :meth:`score` once per unit, wherever it runs."""
+
+    out: Path
+    configs: tuple[ScoreConfig, ...]
+    target: np.ndarray | None
+
+    def score(self, unit: Unit) -> int:
+        """:func:`score_unit` of ``unit``: the rows scored (0 when it was finished)."""
+        return score_unit(unit, self.out, self.configs, self.target)
