@@ -30,6 +30,7 @@ from polars_curate._validate import as_int
 from polars_curate.io import read_uids, write_uids
 from polars_curate.pipeline import score_pool
 from polars_curate.pool import read_datacomp, scan_pool
+from polars_curate.query import per_shard
 from polars_curate.scoredir import scan_scores
 from polars_curate.scores import ScoreOptions
 from polars_curate.selection import select
@@ -57,6 +58,7 @@ __all__ = [
     "neg_clip_loss",
     "normsim",
     "normsim2_dynamic",
+    "per_shard",
     "read_datacomp",
     "read_uids",
     "scan_pool",

@@ -15,6 +15,7 @@ from dataclasses import MISSING, fields
 
 from polars_curate._errors import first_line, is_interrupt
 from polars_curate._internal import __version__
+from polars_curate.partitions import DEFAULT_BUDGET
 from polars_curate.pipeline import score_pool
 from polars_curate.scores import SCORES, ScoreOptions, positive_int
 from polars_curate.selection import select
@@ -68,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="subset file to write (.npy)")
     c.add_argument("--base", help="start from this uid subset (.npy), e.g. DFN's")
     c.add_argument("--keep", action="append", required=True, metavar="RULE")
+    _budget_flag(c)
 
     r = sub.add_parser(
         "report",
@@ -87,7 +89,29 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="captions shown on each side of every cut (default: 5)",
     )
+    _budget_flag(r)
     return p
+
+
+def _gib(text: str) -> int:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of GiB, got {text!r}") from None
+    if not 0.01 <= v <= 1 << 20:
+        raise argparse.ArgumentTypeError(f"must be in [0.01, 1048576] GiB, got {text}")
+    return int(v * (1 << 30))
+
+
+def _budget_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--memory-budget",
+        type=_gib,
+        default=DEFAULT_BUDGET,
+        metavar="GIB",
+        help="GiB of uid keys held at once (base, subset, score files); larger sets are "
+        f"worked through in key partitions (default {DEFAULT_BUDGET / (1 << 30):g})",
+    )
 
 
 def _one_line(e: BaseException) -> str:
@@ -123,6 +147,7 @@ def _report(args: argparse.Namespace) -> None:
         subset=args.subset,
         pool=args.pool,
         examples=args.examples,
+        memory_budget=args.memory_budget,
     )
     print(f"wrote {out}")
 
@@ -133,7 +158,13 @@ def _run(args: argparse.Namespace) -> int:
             options = {f.name: getattr(args, f.name) for f in fields(ScoreOptions)}
             print(score_pool(args.pool, args.out, **options))
         elif args.command == "select":
-            select(args.scores_dir, args.out, args.keep, base=args.base)
+            select(
+                args.scores_dir,
+                args.out,
+                args.keep,
+                base=args.base,
+                memory_budget=args.memory_budget,
+            )
         else:
             _report(args)
     except Exception as e:  # every error: one line naming its source, never a traceback

@@ -8,20 +8,25 @@ the codec: :mod:`polars_curate.uids`.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
+from functools import cached_property
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import polars as pl
 
 from polars_curate._types import PathLike
 from polars_curate.atomic import write_atomic
+from polars_curate.partitions import Partitions
 from polars_curate.pool import read_datacomp
 from polars_curate.uids import keys_from_uids, uid_key_exprs, uids_from_keys
 
 __all__ = [
     "SINK_ROW_GROUP",
     "UID_DTYPE",
+    "KeyFile",
     "read_datacomp",
     "read_distinct_keys",
     "read_keys",
@@ -29,6 +34,7 @@ __all__ = [
     "sorted_distinct_keys",
     "uid_key_exprs",
     "uids_from_keys",
+    "write_key_parts",
     "write_keys",
     "write_uids",
 ]
@@ -72,7 +78,7 @@ def read_uids(path: PathLike) -> pl.DataFrame:
 
 def read_keys(path: PathLike) -> pl.DataFrame:
     """The binary keys of a DataComp subset file: ``uid_hi``/``uid_lo`` (UInt64), without
-    building the hex strings (16 bytes a row; what ``select`` and ``report`` join on).
+    building the hex strings (16 bytes a row). Larger files: :class:`KeyFile`.
 
     Examples
     --------
@@ -84,29 +90,81 @@ def read_keys(path: PathLike) -> pl.DataFrame:
     >>> read_keys(p).rows()
     [(0, 10)]
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"uid file not found: {path}")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable .npy file ({e})") from None
-    names = arr.dtype.names
-    fields = [arr.dtype.fields[n][0] for n in names] if names else []
-    if (
-        len(fields) == 2
-        and all(f.kind == "u" and f.itemsize == 8 for f in fields)
-        and arr.ndim == 1
-    ):
-        hi, lo = (arr[name].astype(np.uint64) for name in names)
-    elif names is None and arr.ndim == 2 and arr.shape[1] == 2 and arr.dtype == np.uint64:
-        hi, lo = arr[:, 0].astype(np.uint64), arr[:, 1].astype(np.uint64)
-    else:
+    keys = KeyFile(path)
+    return _frame(np.asarray(keys.hi, np.uint64), np.asarray(keys.lo, np.uint64))
+
+
+def _frame(hi: np.ndarray, lo: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame([pl.Series("uid_hi", hi), pl.Series("uid_lo", lo)])
+
+
+class KeyFile:
+    """A DataComp subset file (``("u8", "u8")``, or an ``(n, 2)`` uint64 array) read in bounded
+    memory: memory-mapped, checked for order in chunks, and handed out one key partition at a
+    time (:mod:`polars_curate.partitions`)."""
+
+    #: Keys per chunk when the file is walked.
+    CHUNK = 1 << 22
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"uid file not found: {path}")
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception as e:
+            raise ValueError(f"{path}: not a readable .npy file ({e})") from None
+        if not isinstance(arr, np.ndarray):
+            raise ValueError(f"{path}: not a .npy uid array (an .npz archive?)")
+        names = arr.dtype.names
+        fields = [arr.dtype.fields[n][0] for n in names] if names else []
+        if len(fields) == 2 and all(f.kind == "u" and f.itemsize == 8 for f in fields):
+            if arr.ndim == 1:
+                self.hi, self.lo = arr[names[0]], arr[names[1]]
+                return
+        elif names is None and arr.ndim == 2 and arr.shape[1] == 2 and arr.dtype == np.uint64:
+            self.hi, self.lo = arr[:, 0], arr[:, 1]
+            return
         raise ValueError(
             f"{path}: expected a DataComp uid array of dtype ('u8', 'u8'), got {arr.dtype} "
             f"with shape {arr.shape}"
         )
-    return pl.DataFrame([pl.Series("uid_hi", hi), pl.Series("uid_lo", lo)])
+
+    def __len__(self) -> int:
+        return len(self.hi)
+
+    def _chunk(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.hi[a:b], np.uint64), np.asarray(self.lo[a:b], np.uint64)
+
+    @cached_property
+    def increasing(self) -> bool:
+        """Whether the keys are sorted and distinct (every DataComp subset file is)."""
+        n = len(self)
+        for a in range(0, n, self.CHUNK):
+            hi, lo = self._chunk(max(a - 1, 0), min(a + self.CHUNK, n))
+            if not _increasing(hi, lo):
+                return False
+        return True
+
+    def part(self, parts: Partitions, p: int) -> pl.DataFrame:
+        """The distinct keys of part ``p``, sorted."""
+        lo_bound, hi_bound = parts.bounds(p)
+        if self.increasing:
+            a = int(np.searchsorted(self.hi, np.uint64(lo_bound))) if lo_bound else 0
+            b = len(self)
+            if hi_bound < 1 << 64:
+                b = int(np.searchsorted(self.hi, np.uint64(hi_bound)))
+            return _frame(*self._chunk(a, b))
+        his, los = [], []
+        for a in range(0, len(self), self.CHUNK):
+            hi, lo = self._chunk(a, a + self.CHUNK)
+            inside = (hi >= np.uint64(lo_bound)) if lo_bound else np.ones(len(hi), bool)
+            if hi_bound < 1 << 64:
+                inside &= hi < np.uint64(hi_bound)
+            his.append(hi[inside])
+            los.append(lo[inside])
+        hi, lo = (np.concatenate(x) if x else np.zeros(0, np.uint64) for x in (his, los))
+        return _frame(*sorted_distinct_keys(hi, lo))
 
 
 def write_uids(uids: pl.DataFrame | pl.Series | Iterable[str], path: PathLike) -> int:
@@ -154,12 +212,8 @@ def sorted_distinct_keys(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np
 
 
 def read_distinct_keys(path: PathLike) -> pl.DataFrame:
-    """:func:`read_keys`, each key once (what joins with a subset need), in bounded memory."""
-    keys = read_keys(path)
-    hi, lo = sorted_distinct_keys(keys["uid_hi"].to_numpy(), keys["uid_lo"].to_numpy())
-    if len(hi) == keys.height:
-        return keys
-    return pl.DataFrame([pl.Series("uid_hi", hi), pl.Series("uid_lo", lo)])
+    """:func:`read_keys`, each key once (what joins with a subset need)."""
+    return KeyFile(path).part(Partitions(), 0)
 
 
 def write_keys(hi: np.ndarray, lo: np.ndarray, path: PathLike) -> int:
@@ -171,3 +225,40 @@ def write_keys(hi: np.ndarray, lo: np.ndarray, path: PathLike) -> int:
     del hi, lo
     write_atomic(Path(path), lambda f: np.save(f, arr, allow_pickle=False))
     return len(arr)
+
+
+def _header_of_rows(rows: int) -> bytes:
+    """The header ``np.save`` writes before ``rows`` keys of :data:`UID_DTYPE`."""
+    buf = io.BytesIO()
+    header = {"descr": UID_DTYPE.descr, "fortran_order": False, "shape": (rows,)}
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue()
+
+
+def write_key_parts(keys: pl.LazyFrame, path: PathLike, parts: Partitions) -> int:
+    """Write the ``uid_hi``/``uid_lo`` rows of ``keys`` as a DataComp subset file, part after
+    part (one part's keys in memory, each sorted and deduplicated), atomically; returns the
+    number written. The bytes are those of :func:`write_keys` on all the keys at once."""
+
+    def write(f: BinaryIO) -> None:
+        start = len(_header_of_rows(0))
+        f.seek(start)
+        total = 0
+        for p in parts:
+            got = keys.filter(parts.predicate(p)).collect(engine="streaming")
+            hi, lo = sorted_distinct_keys(got["uid_hi"].to_numpy(), got["uid_lo"].to_numpy())
+            del got
+            arr = np.empty(len(hi), dtype=UID_DTYPE)
+            arr["f0"], arr["f1"] = hi, lo
+            f.write(arr.tobytes())
+            total += len(arr)
+        header = _header_of_rows(total)
+        # Padded to 64 bytes, the header is 128 bytes for every count below 10**20.
+        assert len(header) == start, "the .npy header's length depends on the count"
+        f.seek(0)
+        f.write(header)
+        counted.append(total)
+
+    counted: list[int] = []
+    write_atomic(Path(path), write)
+    return counted[0]

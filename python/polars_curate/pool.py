@@ -205,7 +205,10 @@ def list_pool(path: PathLike) -> list[Shard]:
         found = sorted(Path(m) for m in _glob.glob(str(path)))
     # Absolute: units travel to other processes (Ray workers) with other working directories.
     found = [f.absolute() for f in found if not f.name.startswith((".", "_")) and f.is_file()]
-    parquets = sorted({f.with_suffix("") for f in found if f.suffix == ".parquet"})
+    # In name order (names are unique): the order of `scan_pool`'s shard column, declared sorted.
+    parquets = sorted(
+        {f.with_suffix("") for f in found if f.suffix == ".parquet"}, key=lambda f: (f.name, f)
+    )
     npzs = {f.with_suffix("") for f in found if f.suffix == ".npz"}
     if not parquets and not npzs:
         raise FileNotFoundError(
@@ -351,9 +354,11 @@ def scan_pool(
     Elementwise expressions (``clip_score``, ``normsim``, ``zero_shot_labels``) stream: a
     ``sink_parquet(..., row_group_size=...)`` of them holds a few morsels at a time.
     Whole-frame expressions (``neg_clip_loss``, ``normsim2_dynamic``, ``clipcov``,
-    ``top_fraction``) need all rows they see at once: group them by shard
-    (``.over("shard")``) and run shard by shard (what :func:`polars_curate.score_pool` does, in
-    bounded units) rather than over the whole pool.
+    ``top_fraction``) need all rows they see at once: run them per shard with
+    :func:`polars_curate.per_shard` (a ``group_by`` on the shard column, which this frame
+    declares sorted, so Polars' streaming engine holds one shard at a time). Not
+    ``.over("shard")``: Polars computes a window over a non-elementwise expression in memory,
+    holding the whole pool.
 
     Examples
     --------
@@ -378,8 +383,12 @@ def scan_pool(
     if all(s.npz is None for s in shards):
         lf = pl.scan_parquet([s.parquet for s in shards], include_file_paths="__pc_path__")
         stem = pl.col("__pc_path__").str.extract(r"([^/\\]+)\.parquet$", 1)
-        return lf.with_columns(stem.alias(shard_column)).drop("__pc_path__")
-    return _scan_pairs(shards, embeddings, shard_column)
+        lf = lf.with_columns(stem.alias(shard_column)).drop("__pc_path__")
+    else:
+        lf = _scan_pairs(shards, embeddings, shard_column)
+    # Rows come shard after shard, in name order: said, so that a group_by on the shard runs
+    # as Polars' sorted group-by, holding one shard at a time (see `per_shard`).
+    return lf.with_columns(pl.col(shard_column).set_sorted())
 
 
 def _scan_pairs(

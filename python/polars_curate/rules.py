@@ -141,9 +141,15 @@ def external_scores(source: Path, score: str, alias: str) -> pl.LazyFrame:
     return lf.select(*KEYS, pl.col(score).cast(pl.Float64).alias(alias))
 
 
-def join_external(lf: pl.LazyFrame, source: Path, score: str, alias: str) -> pl.LazyFrame:
-    """``lf`` with an external score joined on the keys (each key at most once in the file)."""
-    return lf.join(external_scores(source, score, alias), on=KEYS, how="left", validate="m:1")
+def join_external(
+    lf: pl.LazyFrame, source: Path, score: str, alias: str, part: pl.Expr | None = None
+) -> pl.LazyFrame:
+    """``lf`` with an external score joined on the keys (each key at most once in the file);
+    ``part``: only the file's rows of one key partition (those ``lf`` holds)."""
+    ext = external_scores(source, score, alias)
+    if part is not None:
+        ext = ext.filter(part)
+    return lf.join(ext, on=KEYS, how="left", validate="m:1")
 
 
 def valid(col: str) -> pl.Expr:

@@ -17,8 +17,9 @@ import polars as pl
 from polars_curate._internal import __version__
 from polars_curate._types import PathLike
 from polars_curate.atomic import write_atomic
-from polars_curate.io import read_distinct_keys, write_keys
+from polars_curate.io import KeyFile, write_key_parts
 from polars_curate.kth import top_cut
+from polars_curate.partitions import DEFAULT_BUDGET, Partitions
 from polars_curate.rules import (
     KEYS,
     Rule,
@@ -65,19 +66,37 @@ def _start_set(
     files: list[Path],
     rules: Sequence[Rule],
     internal: list[str],
-    base_keys: pl.DataFrame | None,
-) -> pl.LazyFrame:
-    """The rows to select from, with every score the rules read; joins run once, staged."""
+    base: KeyFile | None,
+    budget: int,
+) -> tuple[pl.LazyFrame, int | None]:
+    """The rows to select from, with every score the rules read (joins run once, staged one
+    key partition at a time), and the base's distinct uids."""
     lf = scan_units(files, internal)
     externals = [r for r in rules if r.source is not None]
-    if base_keys is None and not externals:
-        return lf
-    if base_keys is not None:
-        lf = lf.join(base_keys.lazy(), on=KEYS, how="semi")
-    for r in externals:
-        assert r.source is not None
-        lf = join_external(lf, r.source, r.score, r.column)
-    return stage.stage(lf, "start")
+    if base is None and not externals:
+        return lf, None
+    held = (len(base) if base else 0) + sum(_rows(r.source) for r in externals if r.source)
+    parts = Partitions.for_keys(held, budget)
+    distinct = 0
+
+    def part(p: int) -> pl.LazyFrame:
+        nonlocal distinct
+        rows = lf.filter(parts.predicate(p))
+        if base is not None:
+            keys = base.part(parts, p)
+            distinct += keys.height
+            rows = rows.join(keys.lazy(), on=KEYS, how="semi")
+        for r in externals:
+            assert r.source is not None
+            rows = join_external(rows, r.source, r.score, r.column, parts.predicate(p))
+        return rows
+
+    staged = stage.stage_parts(part, parts, "start")
+    return staged, distinct if base is not None else None
+
+
+def _rows(path: Path) -> int:
+    return pl.scan_parquet(path).select(pl.len()).collect().item()
 
 
 def select(
@@ -86,6 +105,7 @@ def select(
     keep: Sequence[str],
     *,
     base: PathLike | None = None,
+    memory_budget: int = DEFAULT_BUDGET,
     log: Callable[[str], None] = print,
 ) -> SelectLog:
     """Apply ``--keep`` rules to a complete score directory and write a DataComp subset.
@@ -93,7 +113,9 @@ def select(
     Writes ``out`` (sorted ``("u8", "u8")`` uids, atomically) and, beside it,
     ``<out stem>.select.json`` (a :class:`~polars_curate.rules.SelectLog`, also returned): the
     start set, each rule with its cut and count (what ``report`` draws). See
-    :mod:`polars_curate.rules` for the rules.
+    :mod:`polars_curate.rules` for the rules. ``memory_budget`` (bytes) bounds the keys held
+    at once (the base's, an external score file's, the subset's): larger sets are worked
+    through in key partitions, with the same result.
 
     Examples
     --------
@@ -118,41 +140,37 @@ def select(
         raise ValueError("no --keep rules given")
     internal = list(dict.fromkeys(r.score for r in rules if r.source is None))
     files = check_complete(scores_dir, internal)
-    base_keys = None if base is None else read_distinct_keys(base)
+    base_keys = None if base is None else KeyFile(base)
     with staging(out, "select") as stage:
-        lf = _start_set(stage, files, rules, internal, base_keys)
+        lf, distinct = _start_set(stage, files, rules, internal, base_keys, memory_budget)
         record = SelectLog(
             scores_dir=str(Path(scores_dir).resolve()),
             base=None if base is None else str(Path(base).resolve()),
             start=_count(lf),
             created_by=__version__,
         )
-        _log_start(record, base_keys, base, log)
+        _log_start(record, distinct, base, log)
         cond, now = pl.lit(True), record.start
         for rule in rules:
             cond, step = _apply(lf, cond, rule, record.start, now)
             now = step.kept = _count(lf.filter(cond))
             record.steps.append(step)
             log(f"{rule.text} keeps {now:,} of {step.before:,} rows")
-        kept = lf.filter(cond).select(KEYS).collect(engine="streaming")
-    record.kept = write_keys(kept["uid_hi"].to_numpy(), kept["uid_lo"].to_numpy(), out)
-    del kept
+        parts = Partitions.for_keys(now, memory_budget)
+        record.kept = write_key_parts(lf.filter(cond).select(KEYS), out, parts)
     log(f"wrote {record.kept:,} uids to {out}")
     write_atomic(SelectLog.path_for(out), lambda f: f.write(record.to_json()))
     return record
 
 
 def _log_start(
-    record: SelectLog,
-    base_keys: pl.DataFrame | None,
-    base: PathLike | None,
-    log: Callable[[str], None],
+    record: SelectLog, distinct: int | None, base: PathLike | None, log: Callable[[str], None]
 ) -> None:
-    if base_keys is None or base is None:
+    if distinct is None or base is None:
         log(f"start: {record.start:,} rows (pool)")
         return
-    record.base_without_scores = base_keys.height - record.start
+    record.base_without_scores = distinct - record.start
     log(
         f"start: {record.start:,} rows (pool rows in {Path(base).name}); "
-        f"{record.base_without_scores:,} of its {base_keys.height:,} uids have no scores"
+        f"{record.base_without_scores:,} of its {distinct:,} uids have no scores"
     )

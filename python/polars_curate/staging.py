@@ -1,14 +1,15 @@
 """Staging: joins computed once and written to a temporary Parquet file that later passes read.
 
 ``select`` and ``report`` make several streaming passes over the score files joined with a
-base, a subset or external score files. Each join runs once, into a file of a temporary
-directory beside the output (one hash table held at a time); a dead process's directory is
-removed by the next run (:func:`polars_curate.atomic.remove_stale_temporaries`).
+base, a subset or external score files. Each join runs once, into files of a temporary
+directory beside the output, one key partition at a time (:mod:`polars_curate.partitions`:
+one part of each hash table held at once); a dead process's directory is removed by the next
+run (:func:`polars_curate.atomic.remove_stale_temporaries`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import polars as pl
 
 from polars_curate.atomic import remove_stale_temporaries, temporary_directory
 from polars_curate.io import SINK_ROW_GROUP
+from polars_curate.partitions import Partitions
 
 __all__ = ["Staging", "scan_units", "staging"]
 
@@ -34,9 +36,21 @@ class Staging:
         self.directory = directory
 
     def stage(self, lf: pl.LazyFrame, name: str) -> pl.LazyFrame:
+        """``lf`` written to ``<name>.parquet``, scanned back."""
         path = self.directory / f"{name}.parquet"
         lf.sink_parquet(path, row_group_size=SINK_ROW_GROUP)
         return pl.scan_parquet(path)
+
+    def stage_parts(
+        self, part: Callable[[int], pl.LazyFrame], parts: Partitions, name: str
+    ) -> pl.LazyFrame:
+        """``part(p)`` for every key partition ``p``, each written to its own file (one
+        part's joins held at a time), scanned back as one frame in part order."""
+        paths = []
+        for p in parts:
+            paths.append(self.directory / f"{name}-{p:05d}.parquet")
+            part(p).sink_parquet(paths[-1], row_group_size=SINK_ROW_GROUP)
+        return pl.scan_parquet(paths)
 
 
 @contextmanager

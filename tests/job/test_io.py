@@ -154,3 +154,30 @@ def test_sorted_distinct_keys_against_numpy(case):
     want = sorted(set(zip(hi.tolist(), lo.tolist())))
     got_hi, got_lo = io.sorted_distinct_keys(hi, lo)
     assert list(zip(got_hi.tolist(), got_lo.tolist())) == want
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 5000])
+@pytest.mark.parametrize("bits", [0, 1, 4])
+def test_subset_written_by_key_parts_is_the_bytes_of_one_write(tmp_path, n, bits):
+    from polars_curate.io import KeyFile, write_key_parts, write_keys
+    from polars_curate.partitions import Partitions
+
+    rng = np.random.default_rng(n + bits)
+    hi = rng.integers(0, 2**64, n, dtype=np.uint64)
+    lo = rng.integers(0, 2**64, n, dtype=np.uint64)
+    hi[: n // 5], lo[: n // 5] = hi[n // 5 : 2 * (n // 5)], lo[n // 5 : 2 * (n // 5)]  # repeats
+    write_keys(hi, lo, tmp_path / "one.npy")
+    keys = pl.LazyFrame({"uid_hi": hi, "uid_lo": lo})
+    written = write_key_parts(keys, tmp_path / "parts.npy", Partitions(bits))
+    assert (tmp_path / "parts.npy").read_bytes() == (tmp_path / "one.npy").read_bytes()
+    want = np.unique(np.stack([hi, lo], axis=1), axis=0)  # sorted distinct, by NumPy
+    assert written == len(want)
+    # Read back part by part, from the sorted file and from an unsorted copy of it.
+    arr = np.empty(n, dtype="u8,u8")
+    arr["f0"], arr["f1"] = hi, lo
+    np.save(tmp_path / "unsorted.npy", arr)
+    parts = Partitions(bits)
+    for f in ("one.npy", "unsorted.npy"):
+        kf = KeyFile(tmp_path / f)
+        got = pl.concat([kf.part(parts, p) for p in parts])
+        np.testing.assert_array_equal(got.to_numpy(), want)

@@ -15,6 +15,7 @@ import polars_curate as pc
 from polars_curate import io, kth
 from polars_curate import rules as sel
 from polars_curate._validate import as_fraction
+from polars_curate.partitions import DEFAULT_BUDGET
 
 
 def uids(n, seed):
@@ -47,7 +48,13 @@ def tiny_cap(request, monkeypatch):
     return request.param
 
 
-def test_fractions_thresholds_ties_and_base_match_a_brute_force_sort(tmp_path, tiny_cap):
+@pytest.fixture(params=[DEFAULT_BUDGET, 1000], ids=["one-part", "key-parts"])
+def budget(request):
+    """The default budget, and one so small that every key set is cut into many parts."""
+    return request.param
+
+
+def test_fractions_thresholds_ties_and_base_match_a_brute_force_sort(tmp_path, tiny_cap, budget):
     n = 1500
     rng = np.random.default_rng(0)
     u = uids(n, 1)
@@ -92,7 +99,12 @@ def test_fractions_thresholds_ties_and_base_match_a_brute_force_sort(tmp_path, t
             frame = df.filter(pl.col("uid").is_in(pl.Series(base).implode()))
         want = brute(frame, ref_rules, frame.height)
         res = pc.select(
-            d, out, rules, base=tmp_path / "base.npy" if with_base else None, log=lambda s: None
+            d,
+            out,
+            rules,
+            base=tmp_path / "base.npy" if with_base else None,
+            memory_budget=budget,
+            log=lambda s: None,
         )
         got = set(io.read_uids(out)["uid"].to_list())
         assert got == want, (rules, with_base, len(got), len(want))
@@ -163,3 +175,36 @@ def test_rule_syntax():
     # paper's code), the rule keeps the exact count.
     n = next(m for m in range(1, 10_000) if int(m * 0.7) != m * 7 // 10)
     assert sel.keep_count(n, as_fraction(0.7, "f")) == n * 7 // 10 == int(n * 0.7) + 1
+
+
+def full_range_uids(n, seed):
+    rng = np.random.default_rng(seed)
+    return [f"{a:016x}{b:016x}" for a, b in rng.integers(0, 2**64, (n, 2), dtype=np.uint64)]
+
+
+def test_key_partitions_give_the_same_subset_log_and_report(tmp_path):
+    """A budget that cuts every key set (base, external scores, subset) into parts changes
+    nothing: the subset file and the select log are the same bytes, the report the same page."""
+    from polars_curate.report import write_report
+
+    n = 3000
+    rng = np.random.default_rng(4)
+    u = full_range_uids(n, 5)
+    d = fake_scores(tmp_path / "s", u, ncl=rng.normal(size=n).round(2), clip=rng.random(n))
+    io.write_uids(pl.Series("uid", u[::3] + full_range_uids(50, 6)), tmp_path / "base.npy")
+    ext = pl.DataFrame({"uid": u[::-1], "hype": rng.random(n)})
+    ext.write_parquet(tmp_path / "hype.parquet")
+    rules = ["ncl:0.6", f"{tmp_path}/hype.parquet:0.4", "clip>=0.2"]
+    pages = {}
+    for name, budget in (("one", DEFAULT_BUDGET), ("parts", 40_000)):  # 8 parts
+        out = tmp_path / name / "sub.npy"
+        out.parent.mkdir()
+        pc.select(d, out, rules, base=tmp_path / "base.npy", memory_budget=budget,
+                  log=lambda s: None)  # fmt: skip
+        page = write_report(d, tmp_path / name / "r.html", subset=out, memory_budget=budget)
+        log = out.with_name("sub.select.json").read_bytes()
+        pages[name] = (out.read_bytes(), log, page.read_text())
+    assert pages["one"][0] == pages["parts"][0]
+    assert pages["one"][1] == pages["parts"][1]
+    assert pages["one"][2].replace("/one/", "/parts/") == pages["parts"][2]
+    assert len(io.read_uids(tmp_path / "one" / "sub.npy")) > 100

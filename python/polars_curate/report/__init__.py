@@ -28,6 +28,7 @@ from pathlib import Path
 
 from polars_curate._types import PathLike
 from polars_curate.atomic import write_atomic
+from polars_curate.partitions import DEFAULT_BUDGET
 from polars_curate.report.data import BINS, GRID, join_sets, read_inputs
 from polars_curate.report.page import Page
 from polars_curate.report.sections import SECTIONS
@@ -44,6 +45,7 @@ def write_report(
     subset: PathLike | None = None,
     pool: PathLike | None = None,
     examples: int = 5,
+    memory_budget: int = DEFAULT_BUDGET,
 ) -> Path:
     """Write the report of a complete score directory to ``out`` (atomically).
 
@@ -51,6 +53,7 @@ def write_report(
     the ``<subset stem>.select.json`` written beside it, draws each rule's cut and count;
     ``base`` adds the base to the overlap (default: the base the select log names); ``pool``
     adds the captions and urls of ``examples`` rows on each side of every cut.
+    ``memory_budget`` (bytes) bounds the keys of the base and the subset held at once.
 
     Examples
     --------
@@ -68,7 +71,7 @@ def write_report(
     out = Path(out)
     data = read_inputs(scores_dir, base, subset, pool, examples)
     with staging(out, "report") as stage:
-        join_sets(data, stage)
+        join_sets(data, stage, memory_budget)
         page = Page()
         for section in SECTIONS:
             section(page, data)

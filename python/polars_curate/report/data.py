@@ -14,9 +14,10 @@ import numpy as np
 import polars as pl
 
 from polars_curate._types import PathLike
-from polars_curate.io import read_distinct_keys
+from polars_curate.io import KeyFile
+from polars_curate.partitions import DEFAULT_BUDGET, Partitions
 from polars_curate.pool import scan_pool
-from polars_curate.rules import KEYS, SelectLog, Step, join_external
+from polars_curate.rules import KEYS, SelectLog, Step, external_scores, join_external
 from polars_curate.scoredir import check_complete, read_record
 from polars_curate.scores import SCORES
 from polars_curate.staging import Staging, scan_units
@@ -120,48 +121,63 @@ def read_inputs(
     return d
 
 
-def join_sets(d: ReportData, stage: Staging) -> None:
+def join_sets(d: ReportData, stage: Staging, budget: int = DEFAULT_BUDGET) -> None:
     """``d.lf``: every scored row with its scores, ``in_base``/``in_subset`` flags, each
-    shown rule's external score, and one ``__set{j}`` flag per set of the overlap; then the
-    statistics and histograms every section uses."""
-    lf = scan_units(d.files, d.scores)
-    for name, path in (("base", d.base), ("subset", d.subset)):
-        if path is None:
-            continue
-        keys = read_distinct_keys(path)
-        d.sizes[name] = keys.height
-        flag = f"in_{name}"
-        lf = lf.join(keys.lazy().with_columns(pl.lit(True).alias(flag)), on=KEYS, how="left")
-        lf = stage.stage(lf.with_columns(pl.col(flag).fill_null(False)), name)
-        del keys
-    member: list[tuple[str, pl.Expr]] = [(n, pl.col(f"in_{n}")) for n in d.sizes]
-    lf, shown = _rule_sets(d, lf)
-    member += shown
+    shown rule's external score, and one ``__set{j}`` flag per set of the overlap (joins run
+    once, staged one key partition at a time within ``budget``); then the statistics and
+    histograms every section uses."""
+    keyfiles = {n: KeyFile(p) for n, p in (("base", d.base), ("subset", d.subset)) if p}
+    externals, shown = _rule_sets(d)
+    held = sum(len(k) for k in keyfiles.values()) + sum(_rows(Path(s.file)) for _, s in externals)
+    parts = Partitions.for_keys(held, budget)
+    d.sizes = dict.fromkeys(keyfiles, 0)
+    scored = scan_units(d.files, d.scores)
+
+    def part(p: int) -> pl.LazyFrame:
+        rows = scored.filter(parts.predicate(p))
+        for name, kf in keyfiles.items():
+            keys = kf.part(parts, p)
+            d.sizes[name] += keys.height
+            flag = pl.lit(True).alias(f"in_{name}")
+            rows = rows.join(keys.lazy().with_columns(flag), on=KEYS, how="left")
+            rows = rows.with_columns(pl.col(f"in_{name}").fill_null(False))
+        for i, s in externals:
+            rows = join_external(rows, Path(s.file), s.score, f"__rule{i}", parts.predicate(p))
+        return rows
+
+    lf = stage.stage_parts(part, parts, "rows") if keyfiles or externals else scored
+    member = [(n, pl.col(f"in_{n}")) for n in keyfiles] + shown
     d.members = [m[0] for m in member]
-    lf = lf.with_columns(*[e.alias(f"__set{j}") for j, (_, e) in enumerate(member)])
-    d.lf = stage.stage(lf, "rows") if any(s.file for s in d.steps) else lf
+    d.lf = lf.with_columns(*[e.alias(f"__set{j}") for j, (_, e) in enumerate(member)])
     d.stats = _stats(d.rows, d.scores)
     d.hists = {c: histogram(d.rows, c, d.stats[c], d.split) for c in d.scores if d.stats[c]["n"]}
 
 
-def _rule_sets(d: ReportData, lf: pl.LazyFrame) -> tuple[pl.LazyFrame, list[tuple[str, pl.Expr]]]:
-    """Each logged rule applied on its own (external scores joined), or a note why not."""
+def _rows(path: Path) -> int:
+    return pl.scan_parquet(path).select(pl.len()).collect().item()
+
+
+def _rule_sets(d: ReportData) -> tuple[list[tuple[int, Step]], list[tuple[str, pl.Expr]]]:
+    """The logged rules whose external score files are still there (to join), and each rule
+    that can be shown applied on its own; a note for each that cannot."""
+    externals: list[tuple[int, Step]] = []
     shown: list[tuple[str, pl.Expr]] = []
     for i, s in enumerate(d.steps):
         column = s.score
         if s.file:
             column = f"__rule{i}"
             try:
-                lf = join_external(lf, Path(s.file), s.score, column)
+                external_scores(Path(s.file), s.score, column)
             except Exception as e:  # the external file moved or changed since `select`
                 d.notes.append(f"rule {s.rule!r}: {e}; its rows are not shown")
                 continue
+            externals.append((i, s))
         elif s.score not in d.scores:
             d.notes.append(f"rule {s.rule!r}: this directory has no score {s.score!r}")
             continue
         name = f"rule {i + 1}: {html.escape(s.rule)}"
         shown.append((name, s.predicate(column).fill_null(False)))
-    return lf, shown
+    return externals, shown
 
 
 def finite(col: str) -> pl.Expr:
