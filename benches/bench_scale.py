@@ -1,6 +1,6 @@
 """The job at DataComp scale on this machine: memory and time of `score` and `select`.
 
-    make bench-scale                       # generates ~25 GB under bench-results/scale
+    make bench-scale                       # generates ~45 GB under bench-results/scale
     .venv/bin/python benches/bench_scale.py --rows 500000 --select-rows 16000000   # smaller
 
 1. `score` on a generated pool of ``--rows`` rows x 768 float16 image and text embeddings,
@@ -8,12 +8,17 @@
    rows in one Parquet file; units of 100,000 rows (one shard or one row group each). Prints
    each run's time and peak RSS (measured in a fresh process: VmHWM), checks the three outputs
    are identical, and runs the first half of the pool to show memory does not grow with it.
-2. `select` with two fraction rules and a ``--base`` (20% of the pool plus 1% unknown uids) on
-   ``--select-rows`` synthetic score rows (units of 1M rows, written the way `score` writes
-   them): time and peak RSS, and the subset compared with a brute-force sort on a slice that
-   fits in memory.
-3. `report` on that directory with the subset and its select log: time, peak RSS and the size
-   of the HTML file.
+2. The README's lazy query (scan_pool, a filter on a pool column, NormSim_inf, negCLIPLoss per
+   shard, sink_parquet) on pools of ``--lazy-rows`` rows (250k and 1M: 4x) in Parquet shards of
+   25,000 rows: time and peak RSS at both sizes (the larger must stay within 1.25x of the
+   smaller's memory), and the same scores with ``.over("shard")`` on the smaller pool, which
+   holds it all.
+3. `select` with two fraction rules and a ``--base`` (20% of the pool plus 1% unknown uids) on
+   each of ``--select-rows`` synthetic score rows (128M and 256M; units of 1M rows, written the
+   way `score` writes them): time and peak RSS, and the subset compared with a brute-force sort
+   on a slice that fits in memory.
+4. `report` on each of those directories with the subset and its select log: time, peak RSS and
+   the size of the HTML file.
 
 Nothing generated is committed; the data is left in ``--dir`` for reruns (``--clean`` removes
 it).
@@ -157,6 +162,85 @@ def bench_score(root: Path, rows: int) -> list[dict]:
     return out
 
 
+SHARD = 25_000
+
+
+def make_lazy_pool(root: Path, rows: int) -> Path:
+    """Parquet shards of 25,000 rows: uid, a DFN-like score, 768-wide float16 embeddings."""
+    pool = root / f"lazy-{rows}"
+    if (pool / "done").exists():
+        return pool
+    shutil.rmtree(pool, ignore_errors=True)
+    pool.mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    emb = pl.Array(pl.Float16, D)
+    for s, start in enumerate(range(0, rows, SHARD)):
+        n = min(SHARD, rows - start)
+        img = rng.standard_normal((n, D), dtype=np.float32).astype(np.float16)
+        txt = (0.3 * img + rng.standard_normal((n, D), dtype=np.float32)).astype(np.float16)
+        pl.DataFrame(
+            {
+                "uid": _uids(rng, n),
+                "dfn": rng.random(n, dtype=np.float32),
+                "l14_img": pl.Series(img, dtype=emb),
+                "l14_txt": pl.Series(txt, dtype=emb),
+            }
+        ).write_parquet(pool / f"{s:08d}.parquet", statistics=False)
+    (pool / "done").write_text("")
+    return pool
+
+
+LAZY = """
+import numpy as np, polars as pl, polars_curate as pc
+target = np.load({target!r})
+ncl = pc.neg_clip_loss("l14_img", "l14_txt", batch_size=4096, num_batches=1)
+lf = (pc.scan_pool({pool!r}).filter(pl.col("dfn") > 0.2)
+      .with_columns(ns=pc.normsim("l14_img", target, p="inf")))
+if {over!r}:
+    lf = lf.select("shard", "uid", "ns", ncl=ncl.over("shard"))
+else:
+    lf = lf.pipe(pc.per_shard, "uid", "ns", ncl=ncl)
+lf.sink_parquet({out!r}, row_group_size=262_144)
+"""
+
+
+def bench_lazy(root: Path, sizes: list[int]) -> list[dict]:
+    target = root / "lazy-target.npy"  # one target for every run
+    if not target.exists():
+        rng = np.random.default_rng(3)
+        np.save(target, rng.standard_normal((1000, D), dtype=np.float32))
+    out = []
+    files = {}
+    for rows, over in [*((r, False) for r in sizes), (sizes[0], True)]:
+        pool = make_lazy_pool(root, rows)
+        dest = root / f"lazy-{rows}-{'over' if over else 'per_shard'}.parquet"
+        code = LAZY.format(
+            target=str(root / "lazy-target.npy"), pool=str(pool), over=over, out=str(dest)
+        )
+        m = measured(code)
+        n = pl.scan_parquet(dest).select(pl.len()).collect().item()
+        form = '.over("shard")' if over else "per_shard"
+        m.update(rows=rows, scored=n, form=form)
+        out.append(m)
+        files[(rows, over)] = dest
+        print(
+            f"  {form} on {rows:,} rows ({n:,} after the filter): {m['seconds']:.1f} s, "
+            f"peak RSS {m['peak_mib']:.0f} MiB",
+            flush=True,
+        )
+    same = pl.read_parquet(files[(sizes[0], True)]).equals(
+        pl.read_parquet(files[(sizes[0], False)])
+    )
+    ratio = out[len(sizes) - 1]["peak_mib"] / out[0]["peak_mib"]
+    print(
+        f"  per_shard equals .over: {same}; memory at {sizes[-1]:,} rows / at {sizes[0]:,}: "
+        f"{ratio:.2f} (bound 1.25)"
+    )
+    if not same or ratio > 1.25:
+        raise SystemExit("the lazy query differs from .over or its memory grows with the pool")
+    return out
+
+
 def make_scores(root: Path, rows: int, per_unit: int = 1_000_000) -> tuple[Path, Path]:
     """A complete score directory of `rows` synthetic rows, as `score` writes one, and a base."""
     from polars_curate import scoredir
@@ -250,9 +334,9 @@ def brute_force_slice(scores: Path, base: Path, units: int, out: Path) -> bool:
 
 def bench_select(root: Path, rows: int) -> dict:
     scores, base = make_scores(root, rows)
-    out = root / "subset.npy"
+    out = root / f"subset-{rows}.npy"
     m = measured(SELECT.format(scores=str(scores), out=str(out), base=str(base)))
-    log = json.loads(out.with_name("subset.select.json").read_text())
+    log = json.loads(out.with_name(f"subset-{rows}.select.json").read_text())
     m.update(rows=rows, kept=log["kept"], start=log["start"])
     print(
         f"  select on {rows:,} rows (start {log['start']:,}): {m['seconds']:.1f} s, peak RSS "
@@ -275,10 +359,10 @@ write_report({scores!r}, {out!r}, subset={subset!r})
 
 def bench_report(root: Path, rows: int) -> dict:
     """`report` with the select log of `bench_select` (base, two rules) on the same directory."""
-    scores, subset = root / f"scores-{rows}", root / "subset.npy"
+    scores, subset = root / f"scores-{rows}", root / f"subset-{rows}.npy"
     if not subset.is_file():
         raise SystemExit("run the select step first (it writes the subset the report reads)")
-    out = root / "report.html"
+    out = root / f"report-{rows}.html"
     m = measured(REPORT.format(scores=str(scores), out=str(out), subset=str(subset)))
     m.update(rows=rows, html_mib=out.stat().st_size / 2**20)
     print(
@@ -289,30 +373,40 @@ def bench_report(root: Path, rows: int) -> dict:
     return m
 
 
+def _sizes(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", default=str(HERE.parent / "bench-results" / "scale"))
     ap.add_argument("--rows", type=int, default=2_000_000, help="rows of the scored pool")
-    ap.add_argument("--select-rows", type=int, default=128_000_000, help="score rows for select")
-    ap.add_argument("--only", choices=["score", "select", "report"], action="append")
+    ap.add_argument("--lazy-rows", type=_sizes, default=[250_000, 1_000_000])
+    ap.add_argument("--select-rows", type=_sizes, default=[128_000_000, 256_000_000])
+    ap.add_argument("--only", choices=["score", "lazy", "select", "report"], action="append")
     ap.add_argument("--clean", action="store_true", help="remove the generated data afterwards")
     args = ap.parse_args()
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; polars {pl.__version__}")
     results: dict = {"cpu": cpu_name()}
-    if not args.only or "score" in args.only:
+    want = set(args.only or ["score", "lazy", "select", "report"])
+    if "score" in want:
         print(f"score: {args.rows:,} rows x {D} float16 image + text, units of {UNIT:,} rows")
         results["score"] = bench_score(root, args.rows)
-    if not args.only or "select" in args.only:
-        print(
-            f"select: {args.select_rows:,} score rows, base 20% of them + 1% unknown, "
-            "rules ncl:0.9 then normsim-inf:0.7"
-        )
-        results["select"] = bench_select(root, args.select_rows)
-    if not args.only or "report" in args.only:
-        print(f"report: the select step's subset and log on {args.select_rows:,} score rows")
-        results["report"] = bench_report(root, args.select_rows)
+    if "lazy" in want:
+        print(f"the README's lazy query: {args.lazy_rows} rows, shards of {SHARD:,}, B = 4096")
+        results["lazy"] = bench_lazy(root, args.lazy_rows)
+    for rows in args.select_rows:
+        if "select" in want:
+            print(
+                f"select: {rows:,} score rows, base 20% of them + 1% unknown, "
+                "rules ncl:0.9 then normsim-inf:0.7"
+            )
+            results[f"select-{rows}"] = bench_select(root, rows)
+        if "report" in want:
+            print(f"report: the select step's subset and log on {rows:,} score rows")
+            results[f"report-{rows}"] = bench_report(root, rows)
     (root / "results.json").write_text(json.dumps(results, indent=1))
     if args.clean:
         shutil.rmtree(root)

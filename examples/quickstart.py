@@ -1,7 +1,8 @@
 """Quickstart: score a small CLIP-like pool, filter it the paper's way, and see what it keeps.
 
 Run with ``make demo``. It builds a synthetic pool with planted good, mismatched and generic
-("a photo of") captions, writes it as Parquet shards, and runs one lazy query:
+("a photo of") captions, writes it as Parquet shards, and runs one lazy query (it streams shard
+by shard, so the same query runs on a pool of any size: see the README):
 
     negCLIPLoss top 30% of the pool, then NormSim_inf top 20% of the pool.
 
@@ -21,26 +22,23 @@ from polars_curate.datasets import synthetic_embeddings
 
 N, D, SHARDS = 40_000, 256, 4
 TARGET_CONCEPTS = 5  # the synthetic target set shows concepts 0..4 of 50
+KEEP = ("uid", "kind", "concept", "clip", "ns")  # the columns carried through per_shard
 
 
 def main() -> None:
     pool, target = synthetic_embeddings(N, D, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         for s in range(SHARDS):
-            part = pool[s * N // SHARDS : (s + 1) * N // SHARDS].with_columns(shard=pl.lit(s))
+            part = pool[s * N // SHARDS : (s + 1) * N // SHARDS]
             part.write_parquet(Path(tmp) / f"{s:08d}.parquet")
         print(f"pool: {N} pairs, d={D}, float16, {SHARDS} Parquet shards; target: {len(target)}")
 
         t0 = time.perf_counter()
         scored = (
-            pl.scan_parquet(Path(tmp) / "*.parquet")
-            .with_columns(
-                clip=pc.clip_score("img", "txt"),
-                # Batches within each shard, like the reference implementation.
-                ncl=pc.neg_clip_loss("img", "txt", batch_size=4096).over("shard"),
-                ns=pc.normsim("img", target, p="inf"),
-            )
-            .drop("img", "txt")
+            pc.scan_pool(tmp)  # a `shard` column, declared sorted: per_shard streams
+            .with_columns(clip=pc.clip_score("img", "txt"), ns=pc.normsim("img", target, p="inf"))
+            # Batches within each shard, like the reference implementation; one shard at a time.
+            .pipe(pc.per_shard, *KEEP, ncl=pc.neg_clip_loss("img", "txt", batch_size=4096))
             .collect()
         )
         print(f"scored in {time.perf_counter() - t0:.2f} s\n")

@@ -21,7 +21,13 @@ def test_first_example_runs_as_written(tmp_path, monkeypatch):
     exec(compile(code, str(README), "exec"), scope)
     subset = scope["subset"]
     assert isinstance(subset, pl.DataFrame) and subset.columns == ["uid"]
-    assert subset.height == 600  # 30% of 3,000, then 2/3 of those: 20% of the pool
+    pool = pc.scan_pool(tmp_path / "pool").select("uid", "original_width").collect()
+    scored = pool.filter(pl.col("original_width") >= 200).height
+    assert pl.read_parquet(tmp_path / "scores.parquet")["uid"].equals(
+        pool.filter(pl.col("original_width") >= 200)["uid"]
+    )
+    # 30% of what was scored, then 2/3 of those: 20% of it.
+    assert 2000 < scored < 3000 and subset.height == scored * 3 // 10 * 2 // 3
     assert pc.read_uids(tmp_path / "subset.npy")["uid"].sort().to_list() == sorted(
         subset["uid"].to_list()
     )
