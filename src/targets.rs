@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use polars::prelude::*;
 use serde::Deserialize;
 
-use crate::kernels::isa::Kernel;
-use crate::kernels::normsim::{Power, Target};
-use crate::kernels::pool::try_pool;
+use crate::kernels::engine::isa::Kernel;
+use crate::kernels::runtime::threads::try_pool;
+use crate::kernels::scores::normsim::{Power, Target};
 use crate::kernels::{Matrix, Values};
 
 /// Largest target carried inline in an expression's kwargs (bigger ones travel as a path).
@@ -153,7 +153,8 @@ pub fn get(
     arg: &str,
 ) -> PolarsResult<Arc<Target>> {
     debug_assert!(
-        crate::kernels::pool::try_pool().map_or(true, |pool| pool.current_thread_index().is_none()),
+        crate::kernels::runtime::threads::try_pool()
+            .map_or(true, |pool| pool.current_thread_index().is_none()),
         "targets::get called inside the plugin's pool"
     );
     let ck = (spec.key, p.to_bits(), normalize, kernel);

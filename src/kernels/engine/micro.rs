@@ -2,8 +2,8 @@
 //! packing layout it reads, and computing one `MR x NR` block of `C` from packed panels.
 //!
 //! Layout (every kernel so far): `f32` panels, k-major. An `A` micro-panel holds `MR` rows
-//! (`a[k * MR + i]`), a `B` micro-panel `NR` rows (`b[k * NR + j]`); see [`super::packed`].
-//! The loop nest ([`super::packed::gemm_packed_k`]) and the packing take `MR`/`NR` from the
+//! (`a[k * MR + i]`), a `B` micro-panel `NR` rows (`b[k * NR + j]`); see [`super::gemm`].
+//! The loop nest ([`super::gemm::gemm_packed_k`]) and the packing take `MR`/`NR` from the
 //! kernel type, so a packed operand is typed by the kernel it was packed for.
 //!
 //! The kernel types are zero-sized witnesses (see [`super::isa`]): safe code gets one only from
@@ -24,7 +24,7 @@ pub unsafe trait MicroKernel: Copy + Send + Sync + 'static {
     const MR: usize;
     /// Rows of `B` per micro-panel (the vector side).
     const NR: usize;
-    /// `k` per block of the loop nest ([`super::packed::gemm_packed_k`]). Partial sums are carried
+    /// `k` per block of the loop nest ([`super::gemm::gemm_packed_k`]). Partial sums are carried
     /// across k-blocks in `C`, so this changes speed, never bits.
     const KC: usize;
     /// How the epilogues evaluate `a * b + c` in this kernel's build.

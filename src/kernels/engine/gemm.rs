@@ -214,7 +214,7 @@ pub fn gemm_packed_k<K: MicroKernel>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::isa::{with_kernel, Isa, Kernel};
+    use crate::kernels::engine::isa::{with_kernel, Isa, Kernel};
     use crate::kernels::testutil::{kernels, uniform};
 
     /// Shapes `(m, n, d)` at `K`'s block edges: 0, 1, `MR`/`NR` +-1 and multiples, `KC` +-1, and
@@ -280,11 +280,11 @@ mod tests {
             with_kernel!(kernel, k => naive_at_block_edges(k));
         }
         // The register blocks measured against the chosen ones (see `micro::Portable`, `micro::Avx512`).
-        naive_at_block_edges(crate::kernels::micro::PortableBlock::<6, 16>::detect().unwrap());
-        naive_at_block_edges(crate::kernels::micro::PortableBlock::<4, 8>::detect().unwrap());
+        naive_at_block_edges(crate::kernels::engine::micro::PortableBlock::<6, 16>::detect().unwrap());
+        naive_at_block_edges(crate::kernels::engine::micro::PortableBlock::<4, 8>::detect().unwrap());
         #[cfg(target_arch = "x86_64")]
         {
-            use crate::kernels::micro::Avx512Block;
+            use crate::kernels::engine::micro::Avx512Block;
             if let Some(k) = Avx512Block::<6, 4>::detect() {
                 naive_at_block_edges(k);
             }
@@ -325,7 +325,7 @@ mod tests {
     }
 
     fn row_positions<K: MicroKernel>(kernel: K) {
-        use crate::kernels::tile::TILE_ROWS;
+        use crate::kernels::engine::tile::TILE_ROWS;
         let gemm = |a: &[f32], b: &Packed<K, Rhs>, c: &mut [f32]| {
             gemm_packed(&Packed::new(kernel, a, TILE_ROWS, b.dim()), b, 0, b.rows(), 100.0, c);
         };
@@ -374,7 +374,7 @@ mod tests {
         for &(m, n, d) in &[(37usize, 75usize, 300usize), (9, 33, 1041), (1, 1, 5)] {
             let a = uniform(m * d, 5);
             let b = uniform(n * d, 6);
-            let portable = product(crate::kernels::micro::Portable::new(), &a, &b, m, n, d);
+            let portable = product(crate::kernels::engine::micro::Portable::new(), &a, &b, m, n, d);
             let fused: Vec<Kernel> = kernels().into_iter().filter(|k| k.isa() != Isa::Portable).collect();
             for &kernel in &fused {
                 let got = with_kernel!(kernel, k => product(k, &a, &b, m, n, d));

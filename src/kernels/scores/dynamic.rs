@@ -24,13 +24,14 @@
 use rayon::prelude::*;
 
 use super::gram::{gram_bytes, gram_of, pack_quadratic, quadratic_rows};
-use super::isa::{with_kernel, Kernel};
-use super::matrix::Matrix;
-use super::micro::MicroKernel;
-use super::packed::{Lhs, Packed};
 use super::partition::sample;
-use super::tile::TILE_ROWS;
-use super::{interrupt, memory, Keep, KernelError};
+use super::{Keep, KernelError};
+use crate::kernels::engine::gemm::{Lhs, Packed};
+use crate::kernels::engine::isa::{with_kernel, Kernel};
+use crate::kernels::engine::micro::MicroKernel;
+use crate::kernels::engine::tile::TILE_ROWS;
+use crate::kernels::matrix::Matrix;
+use crate::kernels::runtime::{interrupt, memory};
 
 /// Parameters of [`normsim2_dynamic`] (see [`DynamicParams::validate`]).
 #[derive(Clone, Copy, Debug)]

@@ -290,12 +290,12 @@ pub enum Witness {
 #[doc(hidden)]
 macro_rules! with_kernel {
     ($kernel:expr, $k:ident => $body:expr) => {
-        match $crate::kernels::isa::Kernel::witness($kernel) {
-            $crate::kernels::isa::Witness::Portable($k) => $body,
+        match $crate::kernels::engine::isa::Kernel::witness($kernel) {
+            $crate::kernels::engine::isa::Witness::Portable($k) => $body,
             #[cfg(target_arch = "x86_64")]
-            $crate::kernels::isa::Witness::Avx2($k) => $body,
+            $crate::kernels::engine::isa::Witness::Avx2($k) => $body,
             #[cfg(target_arch = "x86_64")]
-            $crate::kernels::isa::Witness::Avx512($k) => $body,
+            $crate::kernels::engine::isa::Witness::Avx512($k) => $body,
         }
     };
 }
