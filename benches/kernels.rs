@@ -10,8 +10,9 @@
 
 use divan::counter::ItemsCount;
 use divan::Bencher;
-use polars_curate::kernels::engine::gemm::{gemm_packed, Lhs, Packed, Rhs};
+use polars_curate::kernels::engine::gemm::gemm_packed;
 use polars_curate::kernels::engine::micro::{Avx2, Avx512Block, MicroKernel, Portable, PortableBlock};
+use polars_curate::kernels::engine::pack::{Lhs, Packed, Rhs};
 use polars_curate::kernels::engine::tile::{TILE_COLS, TILE_ROWS};
 use polars_curate::kernels::runtime::threads::pool;
 use polars_curate::kernels::scores::negclip::{batch_lse_sum, neg_clip_loss, NegClipParams};

@@ -4,7 +4,8 @@
 //! * [`isa`]: the instruction sets, their detection and the process's [`isa::Kernel`];
 //! * [`micro`]: the micro-kernels (one type per instruction set, with its register block and
 //!   k-block);
-//! * [`gemm`]: packing and the loop nest around the micro-kernel;
+//! * [`pack`]: operands packed once into micro-panels laid out for a micro-kernel;
+//! * [`gemm`]: the loop nest around the micro-kernel;
 //! * [`tile`]: the tile shape the fused kernels reduce in cache;
 //! * [`aligned`]: cache-line aligned buffers for panels and tiles;
 //! * [`fastmath`]: the vectorised epilogue math (`exp`, `ln`, dot products, log-sum-exp), built
@@ -15,4 +16,5 @@ pub mod fastmath;
 pub mod gemm;
 pub mod isa;
 pub mod micro;
+pub mod pack;
 pub mod tile;

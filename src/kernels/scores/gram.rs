@@ -2,9 +2,9 @@
 //! (docs/methods.md#normsim_p, `p = 2`) and each round's sample in NormSim_2-D.
 //!
 //! Rows are taken in blocks of [`GRAM_BLOCK`]. A block's product `T_b^T T_b` is an `f32` GEMM
-//! (every entry one FMA chain over the block's rows, see [`crate::kernels::engine::gemm`]); the blocks' products
-//! are added, in block order, into an `f64` total, then rounded to `f32`. So `G` has the same
-//! bits whatever the thread count.
+//! (every entry one FMA chain over the block's rows, see [`crate::kernels::engine::gemm`]); the
+//! blocks' products are added, in block order, into an `f64` total, then rounded to `f32`. So `G`
+//! has the same bits whatever the thread count.
 //!
 //! Only the upper triangle is computed (as a symmetric rank-k update would, and as NumPy's
 //! `t.T @ t` does through BLAS `syrk`); the lower one is its mirror, so `G` is exactly symmetric.
@@ -20,8 +20,9 @@ use rayon::prelude::*;
 
 use crate::kernels::engine::aligned::AlignedVec;
 use crate::kernels::engine::fastmath::{dot_inline, simd_fn};
-use crate::kernels::engine::gemm::{gemm_packed_k, gemm_packed_ld, Lhs, Packed, Rhs};
+use crate::kernels::engine::gemm::{gemm_packed_k, gemm_packed_ld};
 use crate::kernels::engine::micro::MicroKernel;
+use crate::kernels::engine::pack::{Lhs, Packed, Rhs};
 use crate::kernels::matrix::Matrix;
 
 /// Rows per block product (an `f32` FMA chain of this length per entry).

@@ -14,8 +14,9 @@
 //!
 //! The `n x m` matrix is never built. The target is prepared once ([`Target::prepare`]) and
 //! reused for every batch of rows Polars hands over; each row's result depends only on that row
-//! (see [`crate::kernels::engine::gemm`]), so morsel boundaries never change a bit. A target is packed for one
-//! kernel and scoring against it always runs that kernel: a layout mismatch cannot be expressed.
+//! (see [`crate::kernels::engine::gemm`]), so morsel boundaries never change a bit. A target is
+//! packed for one kernel and scoring against it always runs that kernel: a layout mismatch cannot
+//! be expressed.
 
 use std::fmt;
 
@@ -24,11 +25,12 @@ use rayon::prelude::*;
 use super::gram::{gram_of, pack_quadratic, quadratic_rows};
 use crate::kernels::engine::aligned::AlignedVec;
 use crate::kernels::engine::fastmath::{fmax, hmax, ln, max_inline, simd_fn, sum_exp_inline, tail, Lse};
-use crate::kernels::engine::gemm::{gemm_packed, Lhs, Packed, Rhs};
+use crate::kernels::engine::gemm::gemm_packed;
 use crate::kernels::engine::isa::{with_kernel, Kernel};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::engine::micro::{Avx2, Avx512};
 use crate::kernels::engine::micro::{MicroKernel, Portable};
+use crate::kernels::engine::pack::{Lhs, Packed, Rhs};
 use crate::kernels::engine::tile::{self, TILE_COLS, TILE_ROWS};
 use crate::kernels::matrix::Matrix;
 use crate::kernels::runtime::interrupt;
@@ -246,8 +248,8 @@ simd_fn! {
 
 /// Rows `r0..r0 + rows` of `x`: each row's scale (`None`: unusable), the scaled rows
 /// (`rows x d`, unusable ones zero) and the same packed as the `A` operand. Each entry of a tile
-/// is one FMA chain over `k` (see [`crate::kernels::engine::gemm`]), so a row's result never depends on the
-/// rows it was batched with: no padding needed.
+/// is one FMA chain over `k` (see [`crate::kernels::engine::gemm`]), so a row's result never
+/// depends on the rows it was batched with: no padding needed.
 fn row_block<K: MicroKernel>(
     kernel: K,
     x: &Matrix,
