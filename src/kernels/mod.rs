@@ -1,8 +1,8 @@
 //! Pure kernels on slices: no Polars, no PyO3.
 //!
 //! Everything here works on flat row-major buffers (`row * dim + col`) and is unit-tested and
-//! benchmarked without Polars. The expression layer (`crate::expressions`) only validates,
-//! converts and calls into this module.
+//! benchmarked without Polars. The expression layer (the crate's `expressions` module) only
+//! validates, converts and calls into this module.
 //!
 //! By role: [`engine`] is the GEMM (instruction sets, micro-kernels, packing and loop nest,
 //! epilogue math), [`runtime`] what a call runs within (threads, interrupts, memory checks),

@@ -107,7 +107,8 @@ pub fn gemm_packed_k<K: MicroKernel>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::engine::isa::{with_kernel, Isa, Kernel};
+    use crate::kernels::engine::dispatch::with_kernel;
+    use crate::kernels::engine::isa::{Isa, Kernel};
     use crate::kernels::engine::pack::{Lhs, Packed, Rhs};
     use crate::kernels::testutil::{kernels, uniform};
 

@@ -2,15 +2,43 @@
 //! packing layout it reads, and computing one `MR x NR` block of `C` from packed panels.
 //!
 //! Layout (every kernel so far): `f32` panels, k-major. An `A` micro-panel holds `MR` rows
-//! (`a[k * MR + i]`), a `B` micro-panel `NR` rows (`b[k * NR + j]`); see [`super::gemm`].
-//! The loop nest ([`super::gemm::gemm_packed_k`]) and the packing take `MR`/`NR` from the
-//! kernel type, so a packed operand is typed by the kernel it was packed for.
+//! (`a[k * MR + i]`), a `B` micro-panel `NR` rows (`b[k * NR + j]`); see the `pack` module.
+//! The loop nest (`gemm::gemm_packed_k`) and the packing take `MR`/`NR` from the kernel type, so
+//! a packed operand is typed by the kernel it was packed for.
+//!
+//! Each kernel type also declares how its build evaluates `a * b + c` ([`Mode`]), which the
+//! epilogues compiled for it use (see the `fastmath` module).
 //!
 //! The kernel types are zero-sized witnesses (see [`super::isa`]): safe code gets one only from
-//! a [`Kernel`] the CPU runs, so holding one proves its instruction set is there.
+//! a [`Kernel`] the CPU runs, so holding one proves its instruction set is there. Which type a
+//! call uses is chosen once, by the `dispatch` module.
 
-use super::fastmath::{Mode, Plain};
 use super::isa::{Isa, Kernel};
+
+/// How a build evaluates `a * b + c`: fused in the kernels whose CPUs have FMA (AVX2, AVX-512),
+/// two roundings in the portable one (where `f32::mul_add` would be a library call per element).
+pub trait Mode {
+    fn mul_add(a: f32, b: f32, c: f32) -> f32;
+}
+
+/// Fused multiply-add: the AVX2 and AVX-512 builds.
+pub struct Fused;
+/// `a * b + c` rounded twice: the portable build.
+pub struct Plain;
+
+impl Mode for Fused {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+
+impl Mode for Plain {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+}
 
 /// A micro-kernel: its register block, its arithmetic, and the block computation.
 ///
@@ -24,7 +52,7 @@ pub unsafe trait MicroKernel: Copy + Send + Sync + 'static {
     const MR: usize;
     /// Rows of `B` per micro-panel (the vector side).
     const NR: usize;
-    /// `k` per block of the loop nest ([`super::gemm::gemm_packed_k`]). Partial sums are carried
+    /// `k` per block of the loop nest (`gemm::gemm_packed_k`). Partial sums are carried
     /// across k-blocks in `C`, so this changes speed, never bits.
     const KC: usize;
     /// How the epilogues evaluate `a * b + c` in this kernel's build.
@@ -156,7 +184,6 @@ pub use x86::{Avx2, Avx512, Avx512Block};
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::super::fastmath::Fused;
     use super::*;
 
     /// The AVX2+FMA kernel: 6 x 16 (12 `ymm` accumulators, two vectors of `B` and one broadcast

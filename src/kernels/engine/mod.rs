@@ -2,6 +2,8 @@
 //!
 //! In BLIS terms, one file per part:
 //! * [`isa`]: the instruction sets, their detection and the process's [`isa::Kernel`];
+//! * [`dispatch`]: a [`isa::Kernel`] value turned into a micro-kernel type once per call
+//!   (`with_kernel!`), the one place that knows both;
 //! * [`micro`]: the micro-kernels (one type per instruction set, with its register block and
 //!   k-block);
 //! * [`pack`]: operands packed once into micro-panels laid out for a micro-kernel;
@@ -12,6 +14,7 @@
 //!   once per instruction set.
 
 pub mod aligned;
+pub mod dispatch;
 pub mod fastmath;
 pub mod gemm;
 pub mod isa;

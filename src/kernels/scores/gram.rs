@@ -177,7 +177,7 @@ pub fn quadratic_rows<K: MicroKernel>(xp: &Packed<K, Lhs>, xs: &[f32], h: &Packe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::engine::isa::with_kernel;
+    use crate::kernels::engine::dispatch::with_kernel;
     use crate::kernels::testutil::{kernels, uniform};
     use crate::kernels::Values;
 

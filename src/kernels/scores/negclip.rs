@@ -27,9 +27,10 @@ use rayon::prelude::*;
 
 use super::partition::{batch_bounds, permutation};
 use crate::kernels::engine::aligned::AlignedVec;
+use crate::kernels::engine::dispatch::with_kernel;
 use crate::kernels::engine::fastmath::{exp, fmax, hsum, max_inline, simd_fn, tail, Lse};
 use crate::kernels::engine::gemm::gemm_packed;
-use crate::kernels::engine::isa::{with_kernel, Kernel};
+use crate::kernels::engine::isa::Kernel;
 use crate::kernels::engine::micro::MicroKernel;
 use crate::kernels::engine::pack::{Packed, Rhs};
 use crate::kernels::engine::tile::{self, TILE_COLS, TILE_ROWS};

@@ -24,9 +24,10 @@ use rayon::prelude::*;
 
 use super::gram::{gram_of, pack_quadratic, quadratic_rows};
 use crate::kernels::engine::aligned::AlignedVec;
+use crate::kernels::engine::dispatch::with_kernel;
 use crate::kernels::engine::fastmath::{fmax, hmax, ln, max_inline, simd_fn, sum_exp_inline, tail, Lse};
 use crate::kernels::engine::gemm::gemm_packed;
-use crate::kernels::engine::isa::{with_kernel, Kernel};
+use crate::kernels::engine::isa::Kernel;
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::engine::micro::{Avx2, Avx512};
 use crate::kernels::engine::micro::{MicroKernel, Portable};
