@@ -238,12 +238,11 @@ impl Kernel {
     }
 
     /// This process's kernel: the one `POLARS_CURATE_KERNEL` names, else [`Kernel::best`]. The
-    /// variable is read once, at the first call; an unusable value is an error every time.
+    /// variable is read once per process ([`crate::settings`]); an unusable value is an error
+    /// every time.
     pub fn selected() -> Result<Kernel, KernelUnavailable> {
         static SELECTED: OnceLock<Result<Kernel, KernelUnavailable>> = OnceLock::new();
-        SELECTED
-            .get_or_init(|| Kernel::from_name(std::env::var("POLARS_CURATE_KERNEL").ok().as_deref()))
-            .clone()
+        SELECTED.get_or_init(|| Kernel::from_name(crate::settings::get().kernel.as_deref())).clone()
     }
 
     pub fn isa(self) -> Isa {
