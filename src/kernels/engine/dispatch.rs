@@ -10,6 +10,8 @@
 use super::isa::Isa;
 use super::isa::Kernel;
 use super::micro;
+#[cfg(target_arch = "x86_64")]
+use super::micro::MicroKernel;
 
 /// A kernel type's witness, one variant per kernel this build has (see [`with_kernel!`]).
 #[doc(hidden)]

@@ -58,12 +58,24 @@ pub unsafe trait MicroKernel: Copy + Send + Sync + 'static {
     /// How the epilogues evaluate `a * b + c` in this kernel's build.
     type Mode: Mode;
 
+    /// The witness, unchecked.
+    ///
+    /// # Safety
+    /// The CPU must support [`Self::ISA`] (the dispatch knows it from a [`Kernel`]).
+    unsafe fn new_unchecked() -> Self;
+
     /// The [`Kernel`] this witness stands for.
-    fn kernel(self) -> Kernel;
+    fn kernel(self) -> Kernel {
+        // A witness exists only when the CPU supports `ISA` (the trait's contract).
+        Kernel::trusted(Self::ISA)
+    }
 
     /// The witness, if this CPU runs the kernel (for benchmarks and tests that name a kernel type;
     /// entry points take a [`Kernel`] instead).
-    fn detect() -> Option<Self>;
+    fn detect() -> Option<Self> {
+        // SAFETY: `Kernel::new` checked that the CPU supports `ISA`.
+        Kernel::new(Self::ISA).ok().map(|_| unsafe { Self::new_unchecked() })
+    }
 
     /// The full `MR x NR` block: [`MicroKernel::block`] with `mr = MR` and `nr = NR`, without its
     /// checks. This is all a kernel writes itself; edge blocks are the shared [`edge_block`].
@@ -211,12 +223,8 @@ unsafe impl<const MR: usize, const NR: usize> MicroKernel for PortableBlock<MR, 
     const KC: usize = 1024;
     type Mode = Plain;
 
-    fn kernel(self) -> Kernel {
-        Kernel::portable()
-    }
-
-    fn detect() -> Option<Self> {
-        Some(Self::new())
+    unsafe fn new_unchecked() -> Self {
+        Self::new()
     }
 
     #[inline]
@@ -271,14 +279,6 @@ mod x86 {
     #[derive(Clone, Copy, Debug)]
     pub struct Avx2(());
 
-    impl Avx2 {
-        /// # Safety
-        /// The CPU must have AVX2 and FMA.
-        pub(crate) unsafe fn new_unchecked() -> Self {
-            Avx2(())
-        }
-    }
-
     // SAFETY: `Avx2` is only constructed (`new_unchecked`) when the CPU has AVX2 and FMA.
     unsafe impl MicroKernel for Avx2 {
         const ISA: Isa = Isa::Avx2;
@@ -293,13 +293,8 @@ mod x86 {
         const KC: usize = 1024;
         type Mode = Fused;
 
-        fn kernel(self) -> Kernel {
-            Kernel::trusted(Isa::Avx2)
-        }
-
-        fn detect() -> Option<Self> {
-            // SAFETY: `Kernel::new` checked that the CPU has AVX2 and FMA.
-            Kernel::new(Isa::Avx2).ok().map(|_| unsafe { Self::new_unchecked() })
+        unsafe fn new_unchecked() -> Self {
+            Avx2(())
         }
 
         #[inline]
@@ -412,14 +407,6 @@ mod x86 {
     /// `32 x k` panel of `B` (64 KiB at d = 512) streams from L2 faster than partial sums reload.
     pub type Avx512 = Avx512Block<8, 2, 1024>;
 
-    impl<const MR: usize, const NV: usize, const KC: usize> Avx512Block<MR, NV, KC> {
-        /// # Safety
-        /// The CPU must have AVX-512 F/BW/DQ/VL and FMA.
-        pub(crate) unsafe fn new_unchecked() -> Self {
-            Avx512Block(())
-        }
-    }
-
     // SAFETY: only constructed when the CPU has AVX-512 F/BW/DQ/VL and FMA.
     unsafe impl<const MR: usize, const NV: usize, const KC: usize> MicroKernel for Avx512Block<MR, NV, KC> {
         const ISA: Isa = Isa::Avx512;
@@ -428,13 +415,8 @@ mod x86 {
         const KC: usize = KC;
         type Mode = Fused;
 
-        fn kernel(self) -> Kernel {
-            Kernel::trusted(Isa::Avx512)
-        }
-
-        fn detect() -> Option<Self> {
-            // SAFETY: `Kernel::new` checked that the CPU has the AVX-512 features.
-            Kernel::new(Isa::Avx512).ok().map(|_| unsafe { Self::new_unchecked() })
+        unsafe fn new_unchecked() -> Self {
+            Avx512Block(())
         }
 
         #[inline]
