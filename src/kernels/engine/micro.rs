@@ -78,7 +78,7 @@ pub unsafe trait MicroKernel: Copy + Send + Sync + 'static {
     }
 
     /// The full `MR x NR` block: [`MicroKernel::block`] with `mr = MR` and `nr = NR`, without its
-    /// checks. This is all a kernel writes itself; edge blocks are the shared [`edge_block`].
+    /// checks. This is all a kernel writes itself; edge blocks are the shared `edge_block`.
     ///
     /// # Safety
     /// `a` and `b` hold `kc` steps (`kc * MR` and `kc * NR` floats) and `c` holds `MR` rows of
@@ -107,7 +107,7 @@ pub unsafe trait MicroKernel: Copy + Send + Sync + 'static {
     /// its row of `A`, its row of `B` and `kc`. Nothing else of `c` is written.
     ///
     /// A full block goes to the kernel's [`MicroKernel::full_block`], a partial one (`mr < MR` or
-    /// `nr < NR`, at the bottom or right edge of a product) to [`edge_block`], the same for every
+    /// `nr < NR`, at the bottom or right edge of a product) to `edge_block`, the same for every
     /// kernel.
     ///
     /// # Panics
