@@ -10,12 +10,14 @@
 
 use divan::counter::ItemsCount;
 use divan::Bencher;
-use polars_curate::kernels::micro::{Avx2, Avx512Block, MicroKernel, Portable, PortableBlock};
-use polars_curate::kernels::negclip::{batch_lse_sum, neg_clip_loss, NegClipParams};
-use polars_curate::kernels::normsim::{normsim, Power, Target};
-use polars_curate::kernels::packed::{gemm_packed, Lhs, Packed, Rhs};
-use polars_curate::kernels::tile::{TILE_COLS, TILE_ROWS};
-use polars_curate::kernels::{pool::pool, Matrix, Values};
+use polars_curate::kernels::engine::gemm::gemm_packed;
+use polars_curate::kernels::engine::micro::{Avx2, Avx512Block, MicroKernel, Portable, PortableBlock};
+use polars_curate::kernels::engine::pack::{Lhs, Packed, Rhs};
+use polars_curate::kernels::engine::tile::{TILE_COLS, TILE_ROWS};
+use polars_curate::kernels::runtime::threads::pool;
+use polars_curate::kernels::scores::negclip::{batch_lse_sum, neg_clip_loss, NegClipParams};
+use polars_curate::kernels::scores::normsim::{normsim, Power, Target};
+use polars_curate::kernels::{Matrix, Values};
 
 fn main() {
     divan::main();
@@ -175,8 +177,8 @@ fn normsim_4096<K: MicroKernel>(bencher: Bencher, p: &str) {
 /// The negCLIPLoss epilogue alone on one 256 x 256 tile (one core): items = tile entries.
 #[divan::bench(types = [Portable, Avx2, Avx512x8x32])]
 fn negclip_epilogue_one_core<K: MicroKernel>(bencher: Bencher) {
-    use polars_curate::kernels::fastmath::Lse;
-    use polars_curate::kernels::negclip::reduce_tile;
+    use polars_curate::kernels::engine::fastmath::Lse;
+    use polars_curate::kernels::scores::negclip::reduce_tile;
     let Some(k) = witness::<K>() else { return };
     let z: Vec<f32> = (0..TILE_ROWS * TILE_COLS).map(|i| ((i * 7919) % 1000) as f32 * 0.05).collect();
     let mut row = vec![Lse::EMPTY; TILE_ROWS];
@@ -189,7 +191,7 @@ fn negclip_epilogue_one_core<K: MicroKernel>(bencher: Bencher) {
 /// Throughput of the vectorised `exp` (items = elements).
 #[divan::bench(types = [Portable, Avx2, Avx512x8x32])]
 fn fast_exp_one_core<K: MicroKernel>(bencher: Bencher) {
-    use polars_curate::kernels::fastmath::exp_slice;
+    use polars_curate::kernels::engine::fastmath::exp_slice;
     let Some(k) = witness::<K>() else { return };
     let x: Vec<f32> = (0..65536).map(|i| -((i % 1000) as f32) * 0.05).collect();
     let mut y = vec![0f32; x.len()];
@@ -212,7 +214,7 @@ fn gram_prepare_16384<K: MicroKernel>(bencher: Bencher) {
 /// CLIPScore of 400,000 pairs at d = 768 (memory-bound: 2.4 GB read), all cores; items = pairs.
 #[divan::bench]
 fn clip_score_400k(bencher: Bencher) {
-    use polars_curate::kernels::clip_score::clip_score;
+    use polars_curate::kernels::scores::clip_score::clip_score;
     let (n, d) = (400_000, 768);
     let x = unit_rows(n, d, 12);
     let t = unit_rows(n, d, 13);

@@ -16,14 +16,14 @@ use polars_arrow::array::{FixedSizeListArray, PrimitiveArray};
 use pyo3_polars::derive::polars_expr;
 use serde::Deserialize;
 
-use crate::kernels::clipcov::{clipcov as clipcov_kernel, ClipCovParams};
-use crate::kernels::dynamic::{normsim2_dynamic as dynamic_kernel, DynamicParams};
-use crate::kernels::isa::Kernel;
-use crate::kernels::negclip::{neg_clip_loss as neg_clip_loss_kernel, NegClipParams};
-use crate::kernels::normsim::{nearest, normsim as normsim_kernel, Power, Target};
-use crate::kernels::{
-    clip_score::clip_score as clip_score_kernel, interrupt, pool::try_pool, Matrix, Values,
-};
+use crate::kernels::engine::isa::Kernel;
+use crate::kernels::runtime::{interrupt, threads::try_pool};
+use crate::kernels::scores::clip_score::clip_score as clip_score_kernel;
+use crate::kernels::scores::clipcov::{clipcov as clipcov_kernel, ClipCovParams};
+use crate::kernels::scores::dynamic::{normsim2_dynamic as dynamic_kernel, DynamicParams};
+use crate::kernels::scores::negclip::{neg_clip_loss as neg_clip_loss_kernel, NegClipParams};
+use crate::kernels::scores::normsim::{nearest, normsim as normsim_kernel, Power, Target};
+use crate::kernels::{Matrix, Values};
 use crate::targets::{self, TargetSpec};
 
 /// Polars' float16 (`polars_utils::float16::pf16`, a `repr(transparent)` `half::f16`).

@@ -5,8 +5,9 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3_polars::PolarsAllocator;
 
-use crate::kernels::isa::Kernel;
-use crate::kernels::{memory, partition, pool};
+use crate::kernels::engine::isa::Kernel;
+use crate::kernels::runtime::{memory, threads};
+use crate::kernels::scores::partition;
 use crate::{expressions, targets};
 
 #[global_allocator]
@@ -55,7 +56,7 @@ fn validate(name: &str, kwargs: &[u8]) -> PyResult<()> {
     expressions::validate(name, kwargs).map_err(PyValueError::new_err)
 }
 
-/// Batch number of each of `n` rows in partition `k` of negCLIPLoss (see `kernels::partition`).
+/// Batch number of each of `n` rows in partition `k` of negCLIPLoss (see `kernels::scores::partition`).
 #[pyfunction]
 fn batch_assignment(py: Python<'_>, n: usize, batch_size: usize, seed: u64, k: u64) -> PyResult<Vec<u32>> {
     if batch_size == 0 {
@@ -73,7 +74,7 @@ fn batch_assignment(py: Python<'_>, n: usize, batch_size: usize, seed: u64, k: u
 /// Worker threads of the plugin's pool.
 #[pyfunction]
 fn thread_count() -> PyResult<usize> {
-    Ok(pool::try_pool().map_err(|e| PyValueError::new_err(e.to_string()))?.current_num_threads())
+    Ok(threads::try_pool().map_err(|e| PyValueError::new_err(e.to_string()))?.current_num_threads())
 }
 
 /// The name of this process's kernel (`POLARS_CURATE_KERNEL`, read once, or the best this CPU
@@ -94,7 +95,7 @@ fn available_kernels() -> Vec<&'static str> {
 /// number of cores).
 #[pyfunction]
 fn set_thread_count(n: usize) {
-    pool::set_threads(n);
+    threads::set_threads(n);
 }
 
 /// `(entries, bytes, hits, misses)` of this process's cache of prepared targets.
@@ -111,13 +112,16 @@ fn target_cache_clear() {
 
 #[pymodule]
 fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    // Ctrl-C asks running kernels to stop (see `kernels::interrupt`). signal-hook chains to the
+    // Ctrl-C asks running kernels to stop (see `kernels::runtime::interrupt`). signal-hook chains to the
     // handler already installed (Python's, or Polars' which chains to Python's), so Python still
     // raises KeyboardInterrupt.
     // SAFETY: the action is one atomic operation, which is async-signal-safe.
     unsafe {
-        signal_hook::low_level::register(signal_hook::consts::SIGINT, crate::kernels::interrupt::request)
-            .map_err(|e| PyValueError::new_err(format!("cannot hook Ctrl-C: {e}")))?;
+        signal_hook::low_level::register(
+            signal_hook::consts::SIGINT,
+            crate::kernels::runtime::interrupt::request,
+        )
+        .map_err(|e| PyValueError::new_err(format!("cannot hook Ctrl-C: {e}")))?;
     }
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("INLINE_TARGET_MAX", targets::INLINE_MAX)?;

@@ -11,35 +11,25 @@
 //! `normsim` once per morsel prepares once. The cache holds at most
 //! `POLARS_CURATE_TARGET_CACHE_MB` MiB (default 2048) of prepared targets, least recently used
 //! out first, and drops any target no query has used for `POLARS_CURATE_TARGET_IDLE_S` seconds
-//! (default [`IDLE`]): Polars gives a plugin no
+//! (default 60; both read once per process, see [`crate::settings`]): Polars gives a plugin no
 //! signal when an expression is dropped, so "no longer used by any expression" is observed as
 //! "not used for a while". A dropped target is prepared again if a query uses it later.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use polars::prelude::*;
 use serde::Deserialize;
 
-use crate::kernels::isa::Kernel;
-use crate::kernels::normsim::{Power, Target};
-use crate::kernels::pool::try_pool;
+use crate::kernels::engine::isa::Kernel;
+use crate::kernels::runtime::threads::try_pool;
+use crate::kernels::scores::normsim::{Power, Target};
 use crate::kernels::{Matrix, Values};
 
 /// Largest target carried inline in an expression's kwargs (bigger ones travel as a path).
 pub const INLINE_MAX: usize = 64 << 20;
-/// A cached target unused for this long is released (default of `POLARS_CURATE_TARGET_IDLE_S`).
-pub const IDLE: Duration = Duration::from_secs(60);
-
-fn idle() -> Duration {
-    std::env::var("POLARS_CURATE_TARGET_IDLE_S")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map_or(IDLE, Duration::from_secs_f64)
-}
 
 /// A target as an expression carries it (built by `polars_curate._expr`).
 #[derive(Deserialize, Clone)]
@@ -93,13 +83,6 @@ fn cache() -> &'static Mutex<Cache> {
     CACHE.get_or_init(Default::default)
 }
 
-fn budget() -> usize {
-    std::env::var("POLARS_CURATE_TARGET_CACHE_MB")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .map_or(2048 << 20, |mb| mb << 20)
-}
-
 /// `(entries, bytes, hits, misses)` of this process's cache (what `target_cache_info` shows).
 pub fn info() -> (usize, usize, u64, u64) {
     let c = cache().lock().unwrap_or_else(PoisonError::into_inner);
@@ -115,9 +98,10 @@ pub fn clear() {
 /// Drops idle entries, then least recently used ones while over budget; entries in use by a
 /// running call (their slot is shared) are kept.
 fn evict(c: &mut Cache, now: Instant) {
-    let idle = idle();
+    let settings = crate::settings::get();
+    let idle = settings.target_idle;
     c.entries.retain(|_, e| Arc::strong_count(&e.slot) > 1 || now.duration_since(e.last_used) < idle);
-    let budget = budget();
+    let budget = settings.target_cache_bytes;
     loop {
         let total: usize = c.entries.values().map(|e| e.bytes).sum();
         if total <= budget {
@@ -153,7 +137,8 @@ pub fn get(
     arg: &str,
 ) -> PolarsResult<Arc<Target>> {
     debug_assert!(
-        crate::kernels::pool::try_pool().map_or(true, |pool| pool.current_thread_index().is_none()),
+        crate::kernels::runtime::threads::try_pool()
+            .map_or(true, |pool| pool.current_thread_index().is_none()),
         "targets::get called inside the plugin's pool"
     );
     let ck = (spec.key, p.to_bits(), normalize, kernel);

@@ -9,7 +9,7 @@ use std::fmt;
 use half::f16;
 use rayon::prelude::*;
 
-use super::fastmath::dot;
+use super::engine::fastmath::dot;
 
 /// The flat values of a row-major matrix.
 #[derive(Clone, Copy, Debug)]

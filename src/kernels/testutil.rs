@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::sync::Once;
 
-use super::isa::{Isa, Kernel};
+use super::engine::isa::{Isa, Kernel};
 
 /// `n` values uniform in `[-0.5, 0.5)` from a 64-bit LCG seeded with `seed` (portable, fast,
 /// good enough for test inputs).

@@ -2,15 +2,43 @@
 //! packing layout it reads, and computing one `MR x NR` block of `C` from packed panels.
 //!
 //! Layout (every kernel so far): `f32` panels, k-major. An `A` micro-panel holds `MR` rows
-//! (`a[k * MR + i]`), a `B` micro-panel `NR` rows (`b[k * NR + j]`); see [`super::packed`].
-//! The loop nest ([`super::packed::gemm_packed_k`]) and the packing take `MR`/`NR` from the
-//! kernel type, so a packed operand is typed by the kernel it was packed for.
+//! (`a[k * MR + i]`), a `B` micro-panel `NR` rows (`b[k * NR + j]`); see the `pack` module.
+//! The loop nest (`gemm::gemm_packed_k`) and the packing take `MR`/`NR` from the kernel type, so
+//! a packed operand is typed by the kernel it was packed for.
+//!
+//! Each kernel type also declares how its build evaluates `a * b + c` ([`Mode`]), which the
+//! epilogues compiled for it use (see the `fastmath` module).
 //!
 //! The kernel types are zero-sized witnesses (see [`super::isa`]): safe code gets one only from
-//! a [`Kernel`] the CPU runs, so holding one proves its instruction set is there.
+//! a [`Kernel`] the CPU runs, so holding one proves its instruction set is there. Which type a
+//! call uses is chosen once, by the `dispatch` module.
 
-use super::fastmath::{Mode, Plain};
 use super::isa::{Isa, Kernel};
+
+/// How a build evaluates `a * b + c`: fused in the kernels whose CPUs have FMA (AVX2, AVX-512),
+/// two roundings in the portable one (where `f32::mul_add` would be a library call per element).
+pub trait Mode {
+    fn mul_add(a: f32, b: f32, c: f32) -> f32;
+}
+
+/// Fused multiply-add: the AVX2 and AVX-512 builds.
+pub struct Fused;
+/// `a * b + c` rounded twice: the portable build.
+pub struct Plain;
+
+impl Mode for Fused {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+
+impl Mode for Plain {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+}
 
 /// A micro-kernel: its register block, its arithmetic, and the block computation.
 ///
@@ -24,18 +52,49 @@ pub unsafe trait MicroKernel: Copy + Send + Sync + 'static {
     const MR: usize;
     /// Rows of `B` per micro-panel (the vector side).
     const NR: usize;
-    /// `k` per block of the loop nest ([`super::packed::gemm_packed_k`]). Partial sums are carried
+    /// `k` per block of the loop nest (`gemm::gemm_packed_k`). Partial sums are carried
     /// across k-blocks in `C`, so this changes speed, never bits.
     const KC: usize;
     /// How the epilogues evaluate `a * b + c` in this kernel's build.
     type Mode: Mode;
 
+    /// The witness, unchecked.
+    ///
+    /// # Safety
+    /// The CPU must support [`Self::ISA`] (the dispatch knows it from a [`Kernel`]).
+    unsafe fn new_unchecked() -> Self;
+
     /// The [`Kernel`] this witness stands for.
-    fn kernel(self) -> Kernel;
+    fn kernel(self) -> Kernel {
+        // A witness exists only when the CPU supports `ISA` (the trait's contract).
+        Kernel::trusted(Self::ISA)
+    }
 
     /// The witness, if this CPU runs the kernel (for benchmarks and tests that name a kernel type;
     /// entry points take a [`Kernel`] instead).
-    fn detect() -> Option<Self>;
+    fn detect() -> Option<Self> {
+        // SAFETY: `Kernel::new` checked that the CPU supports `ISA`.
+        Kernel::new(Self::ISA).ok().map(|_| unsafe { Self::new_unchecked() })
+    }
+
+    /// The full `MR x NR` block: [`MicroKernel::block`] with `mr = MR` and `nr = NR`, without its
+    /// checks. This is all a kernel writes itself; edge blocks are the shared `edge_block`.
+    ///
+    /// # Safety
+    /// `a` and `b` hold `kc` steps (`kc * MR` and `kc * NR` floats) and `c` holds `MR` rows of
+    /// `NR` floats `ldc` apart (`c.len() >= (MR - 1) * ldc + NR`, and `NR <= ldc` when `MR > 1`):
+    /// what [`MicroKernel::block`] checks before calling it.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn full_block(
+        self,
+        kc: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        ldc: usize,
+        load: bool,
+        scale: f32,
+    );
 
     /// One block of `C` (row stride `ldc`, `c` starting at the block's top-left):
     ///
@@ -47,9 +106,14 @@ pub unsafe trait MicroKernel: Copy + Send + Sync + 'static {
     /// (fused multiply-adds, except in the portable kernel), so an entry's bits depend only on
     /// its row of `A`, its row of `B` and `kc`. Nothing else of `c` is written.
     ///
+    /// A full block goes to the kernel's [`MicroKernel::full_block`], a partial one (`mr < MR` or
+    /// `nr < NR`, at the bottom or right edge of a product) to `edge_block`, the same for every
+    /// kernel.
+    ///
     /// # Panics
     /// If a panel is shorter than `kc` steps, `mr > MR`, `nr > NR` or `c` is too short (caller
     /// bugs, never user data).
+    #[inline]
     #[allow(clippy::too_many_arguments)]
     fn block(
         self,
@@ -62,7 +126,15 @@ pub unsafe trait MicroKernel: Copy + Send + Sync + 'static {
         nr: usize,
         load: bool,
         scale: f32,
-    );
+    ) {
+        check::<Self>(kc, a, b, c, ldc, mr, nr);
+        if mr == Self::MR && nr == Self::NR {
+            // SAFETY: `check` bounds the panels and the full block of `c`.
+            unsafe { self.full_block(kc, a, b, c, ldc, load, scale) }
+        } else if mr > 0 && nr > 0 {
+            edge_block(self, kc, a, b, c, ldc, mr, nr, load, scale);
+        }
+    }
 }
 
 #[inline(always)]
@@ -70,6 +142,52 @@ pub unsafe trait MicroKernel: Copy + Send + Sync + 'static {
 fn check<K: MicroKernel>(kc: usize, a: &[f32], b: &[f32], c: &[f32], ldc: usize, mr: usize, nr: usize) {
     assert!(a.len() >= kc * K::MR && b.len() >= kc * K::NR && mr <= K::MR && nr <= K::NR);
     assert!(mr == 0 || nr == 0 || ((mr == 1 || nr <= ldc) && c.len() >= (mr - 1) * ldc + nr));
+}
+
+/// Floats in the scratch tile of [`edge_block`]: room for every register block there is (the
+/// largest, the benchmarks' AVX-512 14 x 32, holds 448).
+const EDGE_TILE: usize = 512;
+
+/// [`MicroKernel::block`] for an edge block (`0 < mr <= MR`, `0 < nr <= NR`, not both full): the
+/// one edge path of every kernel. The kernel's full block is computed into a scratch tile (row
+/// stride `NR`, its `mr x nr` corner loaded from `c` when `load`), and that corner is copied to
+/// `c`. Each entry is the same chain as in a full block (the rows and columns past the edge are
+/// computed from whatever the panels hold there, zero padding or rows outside the requested
+/// range, and dropped), so an entry's bits never depend on whether it lies in an edge block.
+///
+/// A scratch tile rather than masked loads and stores: AVX2 masked stores are microcoded on AMD
+/// cores and the portable kernel has none, and edge blocks are at most one row and one column of
+/// blocks per product.
+#[allow(clippy::too_many_arguments)]
+fn edge_block<K: MicroKernel>(
+    kernel: K,
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    load: bool,
+    scale: f32,
+) {
+    const { assert!(K::MR * K::NR <= EDGE_TILE, "a register block larger than EDGE_TILE") };
+    let nrr = K::NR;
+    let mut tile = [0f32; EDGE_TILE];
+    let t = &mut tile[..K::MR * nrr];
+    if load {
+        // The edge's `mr` rows of `nr` partial sums; the rest of the tile stays zero.
+        for i in 0..mr {
+            t[i * nrr..i * nrr + nr].copy_from_slice(&c[i * ldc..i * ldc + nr]);
+        }
+    }
+    // SAFETY: the caller checked the panels (`check`); `t` holds `MR` rows of `NR` floats `NR`
+    // apart.
+    unsafe { kernel.full_block(kc, a, b, t, nrr, load, scale) }
+    // Only the edge's `mr x nr` entries reach `c`.
+    for i in 0..mr {
+        c[i * ldc..i * ldc + nr].copy_from_slice(&t[i * nrr..i * nrr + nr]);
+    }
 }
 
 /// The portable kernel: plain `f32` arithmetic the compiler vectorises for the baseline target,
@@ -105,44 +223,44 @@ unsafe impl<const MR: usize, const NR: usize> MicroKernel for PortableBlock<MR, 
     const KC: usize = 1024;
     type Mode = Plain;
 
-    fn kernel(self) -> Kernel {
-        Kernel::portable()
-    }
-
-    fn detect() -> Option<Self> {
-        Some(Self::new())
+    unsafe fn new_unchecked() -> Self {
+        Self::new()
     }
 
     #[inline]
-    fn block(
+    unsafe fn full_block(
         self,
         kc: usize,
         a: &[f32],
         b: &[f32],
         c: &mut [f32],
         ldc: usize,
-        mr: usize,
-        nr: usize,
         load: bool,
         scale: f32,
     ) {
-        check::<Self>(kc, a, b, c, ldc, mr, nr);
         let mut acc = [[0f32; NR]; MR];
         if load {
-            for (i, row) in acc.iter_mut().enumerate().take(mr) {
-                row[..nr].copy_from_slice(&c[i * ldc..i * ldc + nr]);
+            // Each row's partial sums from earlier k-blocks.
+            for (i, row) in acc.iter_mut().enumerate() {
+                row.copy_from_slice(&c[i * ldc..i * ldc + NR]);
             }
         }
-        for (ak, bk) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(kc) {
-            let bk: &[f32; NR] = bk.try_into().expect("NR floats");
+        // One k step at a time, in order (so each entry is one chain): a rank-1 update of the
+        // `MR x NR` accumulators, which LLVM's vectoriser keeps in vector registers. Written with
+        // one exit and whole-row updates because its output is fragile here: on an AVX2 EPYC
+        // this form vectorises in every instance (negCLIPLoss end to end, `negclip_f32_k1`:
+        // 38 GFLOP/s, where the library's instance of the earlier form was scalar, 3-5), and the
+        // benchmark's 6 x 8 row block runs at about 20 (24 with the earlier form there).
+        let (ap, bp) = (&a.as_chunks::<MR>().0[..kc], &b.as_chunks::<NR>().0[..kc]);
+        for (ak, bk) in ap.iter().zip(bp) {
+            // Row `i` broadcasts `a[k][i]` against the `NR` floats of `b[k]`.
             for (row, &x) in acc.iter_mut().zip(ak) {
-                for (s, &y) in row.iter_mut().zip(bk) {
-                    *s += x * y;
-                }
+                *row = std::array::from_fn(|j| row[j] + x * bk[j]);
             }
         }
-        for (i, row) in acc.iter().enumerate().take(mr) {
-            for (o, &v) in c[i * ldc..i * ldc + nr].iter_mut().zip(row) {
+        // Scaled once, on the way out.
+        for (i, row) in acc.iter().enumerate() {
+            for (o, &v) in c[i * ldc..i * ldc + NR].iter_mut().zip(row) {
                 *o = scale * v;
             }
         }
@@ -156,21 +274,12 @@ pub use x86::{Avx2, Avx512, Avx512Block};
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::super::fastmath::Fused;
     use super::*;
 
     /// The AVX2+FMA kernel: 6 x 16 (12 `ymm` accumulators, two vectors of `B` and one broadcast
     /// per step: 15 of the 16 registers). Measured at the GEMM ceiling of AVX2 EPYCs.
     #[derive(Clone, Copy, Debug)]
     pub struct Avx2(());
-
-    impl Avx2 {
-        /// # Safety
-        /// The CPU must have AVX2 and FMA.
-        pub(crate) unsafe fn new_unchecked() -> Self {
-            Avx2(())
-        }
-    }
 
     // SAFETY: `Avx2` is only constructed (`new_unchecked`) when the CPU has AVX2 and FMA.
     unsafe impl MicroKernel for Avx2 {
@@ -186,51 +295,27 @@ mod x86 {
         const KC: usize = 1024;
         type Mode = Fused;
 
-        fn kernel(self) -> Kernel {
-            Kernel::trusted(Isa::Avx2)
-        }
-
-        fn detect() -> Option<Self> {
-            // SAFETY: `Kernel::new` checked that the CPU has AVX2 and FMA.
-            Kernel::new(Isa::Avx2).ok().map(|_| unsafe { Self::new_unchecked() })
+        unsafe fn new_unchecked() -> Self {
+            Avx2(())
         }
 
         #[inline]
-        fn block(
+        unsafe fn full_block(
             self,
             kc: usize,
             a: &[f32],
             b: &[f32],
             c: &mut [f32],
             ldc: usize,
-            mr: usize,
-            nr: usize,
             load: bool,
             scale: f32,
         ) {
-            check::<Self>(kc, a, b, c, ldc, mr, nr);
-            if mr == Self::MR && nr == Self::NR {
-                // SAFETY: the witness proves AVX2+FMA; `check` bounds every access.
-                unsafe { block_avx2(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, load, scale) }
-            } else if mr > 0 && nr > 0 {
-                // An edge block: computed whole into a scratch block, its `mr x nr` part copied
-                // (AVX2 masked stores are microcoded on AMD cores).
-                let mut t = [0f32; 6 * 16];
-                if load {
-                    for i in 0..mr {
-                        t[i * 16..i * 16 + nr].copy_from_slice(&c[i * ldc..i * ldc + nr]);
-                    }
-                }
-                // SAFETY: as above; `t` is a full 6 x 16 block with stride 16.
-                unsafe { block_avx2(kc, a.as_ptr(), b.as_ptr(), t.as_mut_ptr(), 16, load, scale) }
-                for i in 0..mr {
-                    c[i * ldc..i * ldc + nr].copy_from_slice(&t[i * 16..i * 16 + nr]);
-                }
-            }
+            // SAFETY: the witness proves AVX2+FMA; the caller bounds the panels and the block.
+            unsafe { block_avx2(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, load, scale) }
         }
     }
 
-    /// The full 6 x 16 block of [`MicroKernel::block`].
+    /// [`MicroKernel::full_block`] for [`Avx2`]: the 6 x 16 block.
     ///
     /// # Safety
     /// AVX2+FMA; `a`, `b` hold `kc` steps; `c` holds 6 rows of 16 floats `ldc` apart.
@@ -254,6 +339,8 @@ mod x86 {
         };
         let ((mut c00, mut c01), (mut c10, mut c11), (mut c20, mut c21)) = (ld(0), ld(1), ld(2));
         let ((mut c30, mut c31), (mut c40, mut c41), (mut c50, mut c51)) = (ld(3), ld(4), ld(5));
+        // One k step at a time, in order (so each entry is one FMA chain): two vectors of `b[k]`,
+        // each of the six rows' `a[k][i]` broadcast against them.
         for k in 0..kc {
             // SAFETY: k < kc and the panels hold kc steps.
             unsafe {
@@ -281,6 +368,7 @@ mod x86 {
             }
         }
         let s = _mm256_set1_ps(scale);
+        // Scaled once, on the way out.
         for (r, (lo, hi)) in
             [(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)].into_iter().enumerate()
         {
@@ -321,14 +409,6 @@ mod x86 {
     /// `32 x k` panel of `B` (64 KiB at d = 512) streams from L2 faster than partial sums reload.
     pub type Avx512 = Avx512Block<8, 2, 1024>;
 
-    impl<const MR: usize, const NV: usize, const KC: usize> Avx512Block<MR, NV, KC> {
-        /// # Safety
-        /// The CPU must have AVX-512 F/BW/DQ/VL and FMA.
-        pub(crate) unsafe fn new_unchecked() -> Self {
-            Avx512Block(())
-        }
-    }
-
     // SAFETY: only constructed when the CPU has AVX-512 F/BW/DQ/VL and FMA.
     unsafe impl<const MR: usize, const NV: usize, const KC: usize> MicroKernel for Avx512Block<MR, NV, KC> {
         const ISA: Isa = Isa::Avx512;
@@ -337,92 +417,64 @@ mod x86 {
         const KC: usize = KC;
         type Mode = Fused;
 
-        fn kernel(self) -> Kernel {
-            Kernel::trusted(Isa::Avx512)
-        }
-
-        fn detect() -> Option<Self> {
-            // SAFETY: `Kernel::new` checked that the CPU has the AVX-512 features.
-            Kernel::new(Isa::Avx512).ok().map(|_| unsafe { Self::new_unchecked() })
+        unsafe fn new_unchecked() -> Self {
+            Avx512Block(())
         }
 
         #[inline]
-        fn block(
+        unsafe fn full_block(
             self,
             kc: usize,
             a: &[f32],
             b: &[f32],
             c: &mut [f32],
             ldc: usize,
-            mr: usize,
-            nr: usize,
             load: bool,
             scale: f32,
         ) {
-            check::<Self>(kc, a, b, c, ldc, mr, nr);
-            if mr > 0 && nr > 0 {
-                // SAFETY: the witness proves the features; `check` bounds every access (edge
-                // blocks store `mr` rows under a column mask of `nr`).
-                unsafe {
-                    block_avx512::<MR, NV>(
-                        kc,
-                        a.as_ptr(),
-                        b.as_ptr(),
-                        c.as_mut_ptr(),
-                        ldc,
-                        mr,
-                        nr,
-                        load,
-                        scale,
-                    )
-                }
-            }
+            // SAFETY: the witness proves the features; the caller bounds the panels and the block.
+            unsafe { block_avx512::<MR, NV>(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, load, scale) }
         }
     }
 
-    /// [`MicroKernel::block`] for [`Avx512Block`]: rows `mr..MR` are computed (from the panel's
-    /// zero padding) and not stored; columns beyond `nr` are masked off.
+    /// [`MicroKernel::full_block`] for [`Avx512Block`]: the `MR x 16·NV` block.
     ///
     /// # Safety
-    /// AVX-512 F/BW/DQ/VL + FMA; `a`, `b` hold `kc` steps; `c` holds `mr` rows of `nr` floats
+    /// AVX-512 F/BW/DQ/VL + FMA; `a`, `b` hold `kc` steps; `c` holds `MR` rows of `16·NV` floats
     /// `ldc` apart.
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn block_avx512<const MR: usize, const NV: usize>(
         kc: usize,
         a: *const f32,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
-        mr: usize,
-        nr: usize,
         load: bool,
         scale: f32,
     ) {
         let nrr = 16 * NV;
-        let mut mask = [0u16; NV];
-        for (v, m) in mask.iter_mut().enumerate() {
-            let cols = nr.saturating_sub(16 * v).min(16);
-            *m = ((1u32 << cols) - 1) as u16;
-        }
         let mut acc = [[_mm512_setzero_ps(); NV]; MR];
         if load {
-            for (i, row) in acc.iter_mut().enumerate().take(mr) {
+            // Each row's partial sums from earlier k-blocks, `NV` vectors of 16.
+            for (i, row) in acc.iter_mut().enumerate() {
                 for (v, r) in row.iter_mut().enumerate() {
-                    // SAFETY: masked: only columns < nr of row i < mr are read.
-                    *r = unsafe { _mm512_maskz_loadu_ps(mask[v], c.add(i * ldc + 16 * v)) };
+                    // SAFETY: row `i < MR` of `c` holds `16·NV` floats.
+                    *r = unsafe { _mm512_loadu_ps(c.add(i * ldc + 16 * v)) };
                 }
             }
         }
+        // One k step at a time, in order (so each entry is one FMA chain).
         for k in 0..kc {
             // SAFETY: k < kc and the panels hold kc steps.
             unsafe {
                 let bk = b.add(k * nrr);
                 let mut bv = [_mm512_setzero_ps(); NV];
+                // The `NV` vectors of `b[k]`.
                 for (v, x) in bv.iter_mut().enumerate() {
                     *x = _mm512_loadu_ps(bk.add(16 * v));
                 }
                 let ak = a.add(k * MR);
+                // Row `i` broadcasts `a[k][i]` against each of them.
                 for (i, row) in acc.iter_mut().enumerate() {
                     let x = _mm512_set1_ps(*ak.add(i));
                     for (r, &y) in row.iter_mut().zip(&bv) {
@@ -432,10 +484,11 @@ mod x86 {
             }
         }
         let s = _mm512_set1_ps(scale);
-        for (i, row) in acc.iter().enumerate().take(mr) {
+        // Scaled once, on the way out.
+        for (i, row) in acc.iter().enumerate() {
             for (v, &r) in row.iter().enumerate() {
-                // SAFETY: masked: only columns < nr of row i < mr are written.
-                unsafe { _mm512_mask_storeu_ps(c.add(i * ldc + 16 * v), mask[v], _mm512_mul_ps(s, r)) };
+                // SAFETY: row `i < MR` of `c` holds `16·NV` floats.
+                unsafe { _mm512_storeu_ps(c.add(i * ldc + 16 * v), _mm512_mul_ps(s, r)) };
             }
         }
     }

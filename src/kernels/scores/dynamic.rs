@@ -24,13 +24,15 @@
 use rayon::prelude::*;
 
 use super::gram::{gram_bytes, gram_of, pack_quadratic, quadratic_rows};
-use super::isa::{with_kernel, Kernel};
-use super::matrix::Matrix;
-use super::micro::MicroKernel;
-use super::packed::{Lhs, Packed};
 use super::partition::sample;
-use super::tile::TILE_ROWS;
-use super::{interrupt, memory, Keep, KernelError};
+use super::{Keep, KernelError};
+use crate::kernels::engine::dispatch::with_kernel;
+use crate::kernels::engine::isa::Kernel;
+use crate::kernels::engine::micro::MicroKernel;
+use crate::kernels::engine::pack::{Lhs, Packed};
+use crate::kernels::engine::tile::TILE_ROWS;
+use crate::kernels::matrix::Matrix;
+use crate::kernels::runtime::{interrupt, memory};
 
 /// Parameters of [`normsim2_dynamic`] (see [`DynamicParams::validate`]).
 #[derive(Clone, Copy, Debug)]

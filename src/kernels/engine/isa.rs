@@ -1,14 +1,16 @@
-//! The one dispatch seam: which instruction set the matrix products and their epilogues use.
+//! The instruction sets: which ones this CPU has, and which kernel this process uses.
 //!
 //! The CPU is inspected once ([`Isa::detected`]); the kernel a process uses is chosen once
 //! ([`Kernel::selected`]: the best one the CPU runs, or the one `POLARS_CURATE_KERNEL` pins) and
-//! handed to every call as a value. A call turns that value into a *kernel type* once
-//! ([`with_kernel!`]), and everything below (packing, the loop nest, the micro-kernel, the fused
-//! epilogues) is monomorphised for that type: no instruction-set test inside the loops.
+//! handed to every call as a value. A call turns that value into a *kernel type* once (the
+//! `dispatch` module's `with_kernel!`), and everything below (packing, the loop nest, the
+//! micro-kernel, the fused epilogues) is monomorphised for that type: no instruction-set test
+//! inside the loops. This module knows nothing of those types: the micro-kernels build on it,
+//! and the dispatch builds on both.
 //!
-//! Soundness: the kernel types ([`super::micro::Avx2`], ...) are zero-sized *witnesses*: safe code
-//! can only obtain one from a [`Kernel`], and a [`Kernel`] only exists for an instruction set the
-//! CPU has. So code holding a witness may call that instruction set's `#[target_feature]`
+//! Soundness: the kernel types (the `micro` module's `Avx2`, ...) are zero-sized *witnesses*: safe
+//! code can only obtain one from a [`Kernel`], and a [`Kernel`] only exists for an instruction set
+//! the CPU has. So code holding a witness may call that instruction set's `#[target_feature]`
 //! functions.
 //!
 //! Determinism: a kernel's results are bit-identical across threads, chunking, engines and
@@ -20,7 +22,7 @@
 //! [`Isa::Amx`] is detected and reported, but there is no AMX kernel: nothing this project was
 //! developed on could run one, and CI machines with AMX would pick an untested kernel. How it
 //! would plug in:
-//! * a micro-kernel type `Amx` implementing [`super::micro::MicroKernel`] with its own packed
+//! * a micro-kernel type `Amx` implementing `micro::MicroKernel` with its own packed
 //!   element type: each `f32` operand split into bfloat16 `hi = bf16(x)`, `lo = bf16(x - hi)`,
 //!   packed in the VNNI pair layout `TDPBF16PS` reads (`K/2 x N x 2`); the products
 //!   `hi*hi + hi*lo + lo*hi` accumulated in `f32` tiles (error ~2^-16 relative, within the tests'
@@ -236,12 +238,11 @@ impl Kernel {
     }
 
     /// This process's kernel: the one `POLARS_CURATE_KERNEL` names, else [`Kernel::best`]. The
-    /// variable is read once, at the first call; an unusable value is an error every time.
+    /// variable is read once per process ([`crate::settings`]); an unusable value is an error
+    /// every time.
     pub fn selected() -> Result<Kernel, KernelUnavailable> {
         static SELECTED: OnceLock<Result<Kernel, KernelUnavailable>> = OnceLock::new();
-        SELECTED
-            .get_or_init(|| Kernel::from_name(std::env::var("POLARS_CURATE_KERNEL").ok().as_deref()))
-            .clone()
+        SELECTED.get_or_init(|| Kernel::from_name(crate::settings::get().kernel.as_deref())).clone()
     }
 
     pub fn isa(self) -> Isa {
@@ -251,20 +252,6 @@ impl Kernel {
     pub fn name(self) -> &'static str {
         self.0.name()
     }
-
-    /// The kernel type's witness (see [`with_kernel!`]).
-    #[doc(hidden)]
-    pub fn witness(self) -> Witness {
-        use super::micro;
-        // SAFETY (each arm): a `Kernel` exists only for an instruction set the CPU supports.
-        match self.0 {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => Witness::Avx512(unsafe { micro::Avx512::new_unchecked() }),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => Witness::Avx2(unsafe { micro::Avx2::new_unchecked() }),
-            _ => Witness::Portable(micro::Portable::new()),
-        }
-    }
 }
 
 impl fmt::Display for Kernel {
@@ -273,37 +260,10 @@ impl fmt::Display for Kernel {
     }
 }
 
-/// A kernel type's witness, one variant per kernel this build has (see [`with_kernel!`]).
-#[doc(hidden)]
-pub enum Witness {
-    Portable(super::micro::Portable),
-    #[cfg(target_arch = "x86_64")]
-    Avx2(super::micro::Avx2),
-    #[cfg(target_arch = "x86_64")]
-    Avx512(super::micro::Avx512),
-}
-
-/// `with_kernel!(kernel, k => expr)`: evaluates `expr` with `k` bound to the witness of
-/// `kernel`'s type, `expr` being compiled once per kernel type. This match is the only place a
-/// kernel is chosen; everything generic below it is monomorphised.
-#[macro_export]
-#[doc(hidden)]
-macro_rules! with_kernel {
-    ($kernel:expr, $k:ident => $body:expr) => {
-        match $crate::kernels::isa::Kernel::witness($kernel) {
-            $crate::kernels::isa::Witness::Portable($k) => $body,
-            #[cfg(target_arch = "x86_64")]
-            $crate::kernels::isa::Witness::Avx2($k) => $body,
-            #[cfg(target_arch = "x86_64")]
-            $crate::kernels::isa::Witness::Avx512($k) => $body,
-        }
-    };
-}
-pub use with_kernel;
-
-/// The instruction set of kernel-independent helpers (see `fastmath::simd_fn!`): the selected
-/// kernel's, or the best one when `POLARS_CURATE_KERNEL` is unusable (every expression reports
-/// that error before any kernel runs; such helpers give the same bits in every build).
+/// The instruction set of kernel-independent helpers (see the `fastmath` module's `simd_fn!`):
+/// the selected kernel's, or the best one when `POLARS_CURATE_KERNEL` is unusable (every
+/// expression reports that error before any kernel runs; such helpers give the same bits in
+/// every build).
 pub fn helper_isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| Kernel::selected().unwrap_or_else(|_| Kernel::best()).isa())

@@ -6,9 +6,9 @@
 //! pool and blocks; the calling Polars threads sleep meanwhile, so at most that many threads
 //! compute at any moment, and a single large expression still keeps every core busy.
 //!
-//! Size: [`set_threads`] if called, else `POLARS_MAX_THREADS` if set to a positive integer, else
-//! the number of cores. A Ray task (or any host that hands a process a share of a machine) sets
-//! it to the CPUs it was given.
+//! Size: [`set_threads`] if called, else `POLARS_MAX_THREADS` if set to a positive integer (read
+//! once per process, [`crate::settings`]), else the number of cores. A Ray task (or any host that
+//! hands a process a share of a machine) sets it to the CPUs it was given.
 //!
 //! Fork safety: a child made by `fork()` inherits this process's memory but none of its threads,
 //! so a pool built before the fork would wait forever for workers that do not exist. The pool
@@ -19,6 +19,7 @@
 //! Results never depend on the pool size: work is split into fixed-size tiles whose results are
 //! combined in a fixed order (tested with 1 and 3 threads).
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -26,11 +27,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// set to a positive integer, else the number of cores.
 pub fn threads() -> usize {
     match REQUESTED.load(Ordering::Relaxed) {
-        0 => std::env::var("POLARS_MAX_THREADS")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        0 => crate::settings::get()
+            .max_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN))
+            .get(),
         n => n,
     }
 }

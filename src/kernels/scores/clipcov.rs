@@ -24,9 +24,10 @@ use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 
-use super::fastmath::{dot_inline, simd_fn};
-use super::matrix::Matrix;
-use super::{interrupt, Keep, KernelError};
+use super::{Keep, KernelError};
+use crate::kernels::engine::fastmath::{dot_inline, simd_fn};
+use crate::kernels::matrix::Matrix;
+use crate::kernels::runtime::interrupt;
 
 /// Rows per parallel task of a gain update.
 const GAIN_CHUNK: usize = 4096;

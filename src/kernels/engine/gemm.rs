@@ -1,12 +1,11 @@
-//! Packed GEMM for our tiles: operands packed once, reused by every tile that reads them.
+//! The loop nest of the packed GEMM: `C = scale * A B^T` for our tiles, from operands packed
+//! once ([`super::pack`]) and reused by every tile that reads them.
 //!
-//! `C = scale * A B^T` with `A` (rows x d) and `B` (cols x d) row-major embeddings. In BLIS
-//! terms: `k` is cut into blocks of `K::KC`; `A` is packed into micro-panels of `K::MR` rows and
-//! `B` into micro-panels of `K::NR` rows, each k-major (`panel[k][r]`), for a micro-kernel `K`
-//! ([`super::micro`]) that keeps an `MR x NR` block of `C` in registers. A packed operand is
-//! typed by its kernel and side (`Packed<K, Lhs>` / `Packed<K, Rhs>`), so a product can only
-//! read panels laid out for the kernel that computes it; the loop nest is monomorphised per
-//! kernel and chosen once per call ([`super::isa`]).
+//! In BLIS terms: `k` is cut into blocks of `K::KC`, and each k-block walks the `B` micro-panels
+//! (`K::NR` rows) and, inside, the `A` micro-panels (`K::MR` rows), handing each `MR x NR` block
+//! of `C` to the micro-kernel `K` ([`super::micro`]). There is no `MC`/`NC` blocking here: the
+//! callers' tiles ([`super::tile`]) are those blocks. The loop nest is monomorphised per kernel
+//! and chosen once per call ([`super::isa`]).
 //!
 //! Why our own, rather than a GEMM crate: a batch's texts (negCLIPLoss) or a target set (NormSim)
 //! is the `B` of hundreds of tiles, and a row block is the `A` of all its tiles. Packing each
@@ -23,117 +22,8 @@
 //! position in it. The AVX2 and AVX-512 kernels compute the same fused chain, so they agree bit
 //! for bit; the portable kernel rounds each product first.
 
-use std::marker::PhantomData;
-
-use super::aligned::AlignedVec;
 use super::micro::MicroKernel;
-
-/// Which operand a packed matrix is: its panel width is the kernel's `MR` (`Lhs`, the `A` of
-/// `A B^T`) or `NR` (`Rhs`, the `B`).
-pub trait Side: Send + Sync + 'static {
-    fn width<K: MicroKernel>() -> usize;
-}
-
-/// The `A` side: micro-panels of `K::MR` rows.
-#[derive(Debug)]
-pub enum Lhs {}
-/// The `B` side: micro-panels of `K::NR` rows.
-#[derive(Debug)]
-pub enum Rhs {}
-
-impl Side for Lhs {
-    fn width<K: MicroKernel>() -> usize {
-        K::MR
-    }
-}
-
-impl Side for Rhs {
-    fn width<K: MicroKernel>() -> usize {
-        K::NR
-    }
-}
-
-/// A matrix (`n x d`, row-major) packed for kernel `K` as side `S`, in micro-panels of
-/// `w = S::width::<K>()` rows: `data[panel][k][r]`, so any k-block of a panel is `kc * w`
-/// contiguous floats. Rows beyond `n` are zero.
-#[derive(Debug, Clone)]
-pub struct Packed<K: MicroKernel, S: Side> {
-    data: AlignedVec,
-    n: usize,
-    d: usize,
-    kernel: K,
-    side: PhantomData<S>,
-}
-
-impl<K: MicroKernel, S: Side> Packed<K, S> {
-    /// Packs `src` (`n x d`).
-    pub fn new(kernel: K, src: &[f32], n: usize, d: usize) -> Self {
-        assert!(src.len() >= n * d);
-        Self::from_rows(kernel, n, d, |r0, count, dst| dst.copy_from_slice(&src[r0 * d..(r0 + count) * d]))
-    }
-
-    /// Packs `n` rows produced by `rows(r0, count, dst)`, which writes rows `r0..r0 + count`
-    /// (row-major, `count x d`) into `dst`: one panel at a time, so no unpacked copy of the
-    /// whole matrix is ever held. Panels are filled in parallel on the current rayon pool.
-    pub fn from_rows(kernel: K, n: usize, d: usize, rows: impl Fn(usize, usize, &mut [f32]) + Sync) -> Self {
-        use rayon::prelude::*;
-        let w = S::width::<K>();
-        let mut data = AlignedVec::zeroed(n.div_ceil(w) * w * d);
-        if d > 0 {
-            data.par_chunks_mut(d * w).enumerate().for_each_init(Vec::new, |buf, (p, panel)| {
-                let count = w.min(n - p * w);
-                buf.resize(count * d, 0.0);
-                rows(p * w, count, buf);
-                for (r, row) in buf.chunks_exact(d).enumerate() {
-                    for (k, &v) in row.iter().enumerate() {
-                        panel[k * w + r] = v;
-                    }
-                }
-            });
-        }
-        Self { data, n, d, kernel, side: PhantomData }
-    }
-
-    /// Packs columns `col0..col0 + n` of `src` (`k` rows of `ld` floats, row-major) as the `n`
-    /// rows (each of length `k`) of a transposed operand: `A^T` of a row block without
-    /// transposing it first. Sequential (meant for callers that are already parallel).
-    pub fn from_columns(kernel: K, src: &[f32], k: usize, ld: usize, col0: usize, n: usize) -> Self {
-        assert!(col0 + n <= ld && src.len() >= k * ld);
-        let w = S::width::<K>();
-        let mut data = AlignedVec::zeroed(n.div_ceil(w) * w * k);
-        if k > 0 {
-            for (q, panel) in data.chunks_exact_mut(k * w).enumerate() {
-                let c = col0 + q * w;
-                let count = w.min(col0 + n - c);
-                for (row, dst) in src.chunks_exact(ld).zip(panel.chunks_exact_mut(w)) {
-                    dst[..count].copy_from_slice(&row[c..c + count]);
-                }
-            }
-        }
-        Self { data, n, d: k, kernel, side: PhantomData }
-    }
-
-    pub fn rows(&self) -> usize {
-        self.n
-    }
-
-    pub fn dim(&self) -> usize {
-        self.d
-    }
-
-    /// The kernel these panels are laid out for.
-    pub fn kernel(&self) -> K {
-        self.kernel
-    }
-
-    /// The `kc * w` floats of panel `p` for `k` in `k0..k0 + kc`.
-    #[inline]
-    fn panel(&self, k0: usize, kc: usize, p: usize) -> &[f32] {
-        let w = S::width::<K>();
-        let start = (p * self.d + k0) * w;
-        &self.data[start..start + kc * w]
-    }
-}
+use super::pack::{Lhs, Packed, Rhs};
 
 /// `c[i * cols + j] = scale * sum_k A[i][k] * B[col0 + j][k]` for the `rows = a.rows()` rows of
 /// `a` and `cols` rows of `b` starting at `col0` (a multiple of `K::NR`).
@@ -163,7 +53,7 @@ pub fn gemm_packed_ld<K: MicroKernel>(
     c: &mut [f32],
     ldc: usize,
 ) {
-    gemm_packed_k(a, b, col0, cols, a.d, scale, c, ldc);
+    gemm_packed_k(a, b, col0, cols, a.dim(), scale, c, ldc);
 }
 
 /// [`gemm_packed_ld`] over `k < kmax` only: for a `B` whose rows are zero from `kmax` on (a
@@ -181,11 +71,12 @@ pub fn gemm_packed_k<K: MicroKernel>(
     ldc: usize,
 ) {
     let (mr_, nr_) = (K::MR, K::NR);
-    assert!(a.d == b.d && col0.is_multiple_of(nr_));
-    assert!(col0 + cols <= b.n && ldc >= cols && kmax <= a.d);
-    assert!(a.n == 0 || c.len() >= (a.n - 1) * ldc + cols);
-    let (rows, d, kernel) = (a.n, kmax, a.kernel);
+    assert!(a.dim() == b.dim() && col0.is_multiple_of(nr_));
+    assert!(col0 + cols <= b.rows() && ldc >= cols && kmax <= a.dim());
+    assert!(a.rows() == 0 || c.len() >= (a.rows() - 1) * ldc + cols);
+    let (rows, d, kernel) = (a.rows(), kmax, a.kernel());
     if d == 0 {
+        // An empty sum: every entry is zero.
         for i in 0..rows {
             c[i * ldc..i * ldc + cols].fill(0.0);
         }
@@ -193,15 +84,17 @@ pub fn gemm_packed_k<K: MicroKernel>(
     }
     let kc_max = K::KC;
     let last_k0 = (d - 1) / kc_max * kc_max;
+    // k-blocks of `KC` (BLIS loop 4). Between k-blocks `c` holds the raw partial sums, so that
+    // every entry is one chain over all of `k`; the scale is applied once, after the last block.
     for k0 in (0..d).step_by(kc_max) {
         let kc = kc_max.min(d - k0);
         let s = if k0 == last_k0 { scale } else { 1.0 };
-        // B micro-panel outer (stays in L1), A micro-panels inner (the row block's k-block stays
-        // in L2). Between k-blocks `c` holds the raw partial sums, so that every entry is one
-        // chain over all of `k`; the scale is applied once, after the last block.
+        // B micro-panels outer (BLIS loop 2): one stays in L1 while every A micro-panel of the
+        // row block passes it.
         for q in 0..cols.div_ceil(nr_) {
             let nr = nr_.min(cols - q * nr_);
             let bp = b.panel(k0, kc, col0 / nr_ + q);
+            // A micro-panels inner (BLIS loop 1): the row block's k-block stays in L2.
             for p in 0..rows.div_ceil(mr_) {
                 let mr = mr_.min(rows - p * mr_);
                 let at = p * mr_ * ldc + q * nr_;
@@ -214,7 +107,9 @@ pub fn gemm_packed_k<K: MicroKernel>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::isa::{with_kernel, Isa, Kernel};
+    use crate::kernels::engine::dispatch::with_kernel;
+    use crate::kernels::engine::isa::{Isa, Kernel};
+    use crate::kernels::engine::pack::{Lhs, Packed, Rhs};
     use crate::kernels::testutil::{kernels, uniform};
 
     /// Shapes `(m, n, d)` at `K`'s block edges: 0, 1, `MR`/`NR` +-1 and multiples, `KC` +-1, and
@@ -280,11 +175,11 @@ mod tests {
             with_kernel!(kernel, k => naive_at_block_edges(k));
         }
         // The register blocks measured against the chosen ones (see `micro::Portable`, `micro::Avx512`).
-        naive_at_block_edges(crate::kernels::micro::PortableBlock::<6, 16>::detect().unwrap());
-        naive_at_block_edges(crate::kernels::micro::PortableBlock::<4, 8>::detect().unwrap());
+        naive_at_block_edges(crate::kernels::engine::micro::PortableBlock::<6, 16>::detect().unwrap());
+        naive_at_block_edges(crate::kernels::engine::micro::PortableBlock::<4, 8>::detect().unwrap());
         #[cfg(target_arch = "x86_64")]
         {
-            use crate::kernels::micro::Avx512Block;
+            use crate::kernels::engine::micro::Avx512Block;
             if let Some(k) = Avx512Block::<6, 4>::detect() {
                 naive_at_block_edges(k);
             }
@@ -325,7 +220,7 @@ mod tests {
     }
 
     fn row_positions<K: MicroKernel>(kernel: K) {
-        use crate::kernels::tile::TILE_ROWS;
+        use crate::kernels::engine::tile::TILE_ROWS;
         let gemm = |a: &[f32], b: &Packed<K, Rhs>, c: &mut [f32]| {
             gemm_packed(&Packed::new(kernel, a, TILE_ROWS, b.dim()), b, 0, b.rows(), 100.0, c);
         };
@@ -374,7 +269,7 @@ mod tests {
         for &(m, n, d) in &[(37usize, 75usize, 300usize), (9, 33, 1041), (1, 1, 5)] {
             let a = uniform(m * d, 5);
             let b = uniform(n * d, 6);
-            let portable = product(crate::kernels::micro::Portable::new(), &a, &b, m, n, d);
+            let portable = product(crate::kernels::engine::micro::Portable::new(), &a, &b, m, n, d);
             let fused: Vec<Kernel> = kernels().into_iter().filter(|k| k.isa() != Isa::Portable).collect();
             for &kernel in &fused {
                 let got = with_kernel!(kernel, k => product(k, &a, &b, m, n, d));

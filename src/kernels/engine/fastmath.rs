@@ -10,41 +10,19 @@
 //! fused multiply-adds (the same operations in the same order, so the same bits), the portable
 //! build with `*` and `+`. Dot products, maxima and lane sums use plain `*`/`+` in every build.
 
-/// How a build evaluates `a * b + c`: fused in the kernels whose CPUs have FMA (AVX2, AVX-512),
-/// two roundings in the portable one (where `f32::mul_add` would be a library call per element).
-pub trait Mode {
-    fn mul_add(a: f32, b: f32, c: f32) -> f32;
-}
-
-/// Fused multiply-add: the AVX2 and AVX-512 builds.
-pub struct Fused;
-/// `a * b + c` rounded twice: the portable build.
-pub struct Plain;
-
-impl Mode for Fused {
-    #[inline(always)]
-    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
-        a.mul_add(b, c)
-    }
-}
-
-impl Mode for Plain {
-    #[inline(always)]
-    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
-        a * b + c
-    }
-}
+use super::micro::Mode;
 
 /// Defines a function whose body is compiled once per instruction set, with its
 /// `#[inline(always)]` helpers inlined so that their loops vectorise for it. Two forms:
 ///
 /// * `fn name<K>(kernel: K, args..)`: the epilogue of a kernel's products, compiled for that
 ///   kernel's instruction set with `M = K::Mode`. The build is chosen by the type `K` (the
-///   call's kernel, picked once per call by [`crate::kernels::isa::with_kernel!`]), never by a
+///   call's kernel, picked once per call by [`crate::kernels::engine::dispatch::with_kernel!`]), never
+///   by a
 ///   test of its own; the `kernel` witness proves the CPU has the instruction set.
 /// * `fn name(args..)`: a helper whose bits must not depend on the kernel (`M = Plain` in every
 ///   build, so `M::mul_add` is two roundings everywhere): the instruction set only changes its
-///   speed. Runs in the process's kernel's build ([`crate::kernels::isa::helper_isa`]).
+///   speed. Runs in the process's kernel's build ([`crate::kernels::engine::isa::helper_isa`]).
 ///
 /// The AVX-512 builds really use 512-bit vectors: the generic x86-64 tuning does not cap the
 /// vector width, and `objdump -d` of the benches shows `zmm` loops in `reduce_tile`, `pow_tile`,
@@ -55,27 +33,27 @@ macro_rules! simd_fn {
         $(#[$m])*
         #[inline]
         #[allow(clippy::too_many_arguments)]
-        $vis fn $name<K: $crate::kernels::micro::MicroKernel>($kw: K $(, $arg: $ty)*) $(-> $ret)? {
+        $vis fn $name<K: $crate::kernels::engine::micro::MicroKernel>($kw: K $(, $arg: $ty)*) $(-> $ret)? {
             #[inline(always)]
             #[allow(unused, clippy::extra_unused_type_parameters, clippy::too_many_arguments)]
-            fn body<M: $crate::kernels::fastmath::Mode>($($arg: $ty),*) $(-> $ret)? $body
+            fn body<M: $crate::kernels::engine::micro::Mode>($($arg: $ty),*) $(-> $ret)? $body
             let _ = $kw;
             match K::ISA {
                 #[cfg(target_arch = "x86_64")]
-                $crate::kernels::isa::Isa::Avx512 | $crate::kernels::isa::Isa::Amx => {
+                $crate::kernels::engine::isa::Isa::Avx512 | $crate::kernels::engine::isa::Isa::Amx => {
                     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
                     #[allow(clippy::too_many_arguments)]
-                    unsafe fn avx512<M: $crate::kernels::fastmath::Mode>($($arg: $ty),*) $(-> $ret)? {
+                    unsafe fn avx512<M: $crate::kernels::engine::micro::Mode>($($arg: $ty),*) $(-> $ret)? {
                         body::<M>($($arg),*)
                     }
                     // SAFETY: a `K` witness exists, so the CPU has `K::ISA`'s features.
                     unsafe { avx512::<K::Mode>($($arg),*) }
                 }
                 #[cfg(target_arch = "x86_64")]
-                $crate::kernels::isa::Isa::Avx2 => {
+                $crate::kernels::engine::isa::Isa::Avx2 => {
                     #[target_feature(enable = "avx2,fma")]
                     #[allow(clippy::too_many_arguments)]
-                    unsafe fn avx2<M: $crate::kernels::fastmath::Mode>($($arg: $ty),*) $(-> $ret)? {
+                    unsafe fn avx2<M: $crate::kernels::engine::micro::Mode>($($arg: $ty),*) $(-> $ret)? {
                         body::<M>($($arg),*)
                     }
                     // SAFETY: a `K` witness exists, so the CPU has AVX2 and FMA.
@@ -91,29 +69,29 @@ macro_rules! simd_fn {
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
             #[allow(unused, clippy::extra_unused_type_parameters, clippy::too_many_arguments)]
-            fn body<M: $crate::kernels::fastmath::Mode>($($arg: $ty),*) $(-> $ret)? $body
-            match $crate::kernels::isa::helper_isa() {
+            fn body<M: $crate::kernels::engine::micro::Mode>($($arg: $ty),*) $(-> $ret)? $body
+            match $crate::kernels::engine::isa::helper_isa() {
                 #[cfg(target_arch = "x86_64")]
-                $crate::kernels::isa::Isa::Avx512 | $crate::kernels::isa::Isa::Amx => {
+                $crate::kernels::engine::isa::Isa::Avx512 | $crate::kernels::engine::isa::Isa::Amx => {
                     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
                     #[allow(clippy::too_many_arguments)]
                     unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
-                        body::<$crate::kernels::fastmath::Plain>($($arg),*)
+                        body::<$crate::kernels::engine::micro::Plain>($($arg),*)
                     }
                     // SAFETY: `helper_isa` is the instruction set of a kernel this CPU runs.
                     unsafe { avx512($($arg),*) }
                 }
                 #[cfg(target_arch = "x86_64")]
-                $crate::kernels::isa::Isa::Avx2 => {
+                $crate::kernels::engine::isa::Isa::Avx2 => {
                     #[target_feature(enable = "avx2,fma")]
                     #[allow(clippy::too_many_arguments)]
                     unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-                        body::<$crate::kernels::fastmath::Plain>($($arg),*)
+                        body::<$crate::kernels::engine::micro::Plain>($($arg),*)
                     }
                     // SAFETY: as above.
                     unsafe { avx2($($arg),*) }
                 }
-                _ => body::<$crate::kernels::fastmath::Plain>($($arg),*),
+                _ => body::<$crate::kernels::engine::micro::Plain>($($arg),*),
             }
         }
     };
@@ -245,6 +223,7 @@ pub fn ln<M: Mode>(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::engine::micro::{Fused, Plain};
 
     fn exp_worst<M: Mode>() -> f64 {
         let mut worst = 0f64;
@@ -289,7 +268,8 @@ mod tests {
 
     #[test]
     fn exp_in_every_kernel_build() {
-        use crate::kernels::isa::{with_kernel, Isa};
+        use crate::kernels::engine::dispatch::with_kernel;
+        use crate::kernels::engine::isa::Isa;
         use crate::kernels::testutil::kernels;
         let x: Vec<f32> =
             (0..=20_000).map(|i| -87.0 + 175.0 * i as f32 / 20_000.0).chain([-90.0, 0.0]).collect();
@@ -420,6 +400,7 @@ pub fn sum_exp_inline<M: Mode>(v: &[f32], m: f32) -> f32 {
 #[cfg(test)]
 mod lse_tests {
     use super::*;
+    use crate::kernels::engine::micro::Plain;
 
     #[test]
     fn lse_merge_matches_direct() {

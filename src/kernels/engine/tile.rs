@@ -1,5 +1,5 @@
 //! The tile shape shared by the fused kernels (negCLIPLoss, NormSim): each row block of
-//! `TILE_ROWS` rows is packed once (see [`super::packed`]) and walks the columns in tiles of
+//! `TILE_ROWS` rows is packed once (see [`super::pack`]) and walks the columns in tiles of
 //! `TILE_COLS`, each reduced while it is in cache.
 //!
 //! The same for every kernel: negCLIPLoss merges its column partials per row block, so equal

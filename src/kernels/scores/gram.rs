@@ -2,9 +2,9 @@
 //! (docs/methods.md#normsim_p, `p = 2`) and each round's sample in NormSim_2-D.
 //!
 //! Rows are taken in blocks of [`GRAM_BLOCK`]. A block's product `T_b^T T_b` is an `f32` GEMM
-//! (every entry one FMA chain over the block's rows, see [`super::packed`]); the blocks' products
-//! are added, in block order, into an `f64` total, then rounded to `f32`. So `G` has the same
-//! bits whatever the thread count.
+//! (every entry one FMA chain over the block's rows, see [`crate::kernels::engine::gemm`]); the
+//! blocks' products are added, in block order, into an `f64` total, then rounded to `f32`. So `G`
+//! has the same bits whatever the thread count.
 //!
 //! Only the upper triangle is computed (as a symmetric rank-k update would, and as NumPy's
 //! `t.T @ t` does through BLAS `syrk`); the lower one is its mirror, so `G` is exactly symmetric.
@@ -18,11 +18,12 @@
 
 use rayon::prelude::*;
 
-use super::aligned::AlignedVec;
-use super::fastmath::{dot_inline, simd_fn};
-use super::matrix::Matrix;
-use super::micro::MicroKernel;
-use super::packed::{gemm_packed_k, gemm_packed_ld, Lhs, Packed, Rhs};
+use crate::kernels::engine::aligned::AlignedVec;
+use crate::kernels::engine::fastmath::{dot_inline, simd_fn};
+use crate::kernels::engine::gemm::{gemm_packed_k, gemm_packed_ld};
+use crate::kernels::engine::micro::MicroKernel;
+use crate::kernels::engine::pack::{Lhs, Packed, Rhs};
+use crate::kernels::matrix::Matrix;
 
 /// Rows per block product (an `f32` FMA chain of this length per entry).
 pub const GRAM_BLOCK: usize = 1024;
@@ -88,7 +89,7 @@ pub fn gram_of<K: MicroKernel>(
     let d = x.dim();
     let mut g = vec![0f64; d * d];
     for wave in rows.chunks(GRAM_BLOCK * GRAM_WAVE) {
-        if super::interrupt::pending() {
+        if crate::kernels::runtime::interrupt::pending() {
             break;
         }
         let partials: Vec<AlignedVec> = wave
@@ -176,7 +177,7 @@ pub fn quadratic_rows<K: MicroKernel>(xp: &Packed<K, Lhs>, xs: &[f32], h: &Packe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::isa::with_kernel;
+    use crate::kernels::engine::dispatch::with_kernel;
     use crate::kernels::testutil::{kernels, uniform};
     use crate::kernels::Values;
 
@@ -242,7 +243,7 @@ mod tests {
     }
 
     fn quadratic_form<K: MicroKernel>(kernel: K) {
-        use crate::kernels::packed::gemm_packed;
+        use crate::kernels::engine::gemm::gemm_packed;
         for &(n, d) in &[(7usize, 5usize), (13, 96), (20, 150), (3, 200), (9, 31), (1, 97)] {
             let t = uniform(3 * d * d, 7);
             let g = gram_of(

@@ -14,24 +14,27 @@
 //!
 //! The `n x m` matrix is never built. The target is prepared once ([`Target::prepare`]) and
 //! reused for every batch of rows Polars hands over; each row's result depends only on that row
-//! (see [`super::packed`]), so morsel boundaries never change a bit. A target is packed for one
-//! kernel and scoring against it always runs that kernel: a layout mismatch cannot be expressed.
+//! (see [`crate::kernels::engine::gemm`]), so morsel boundaries never change a bit. A target is
+//! packed for one kernel and scoring against it always runs that kernel: a layout mismatch cannot
+//! be expressed.
 
 use std::fmt;
 
 use rayon::prelude::*;
 
-use super::aligned::AlignedVec;
-use super::fastmath::{fmax, hmax, ln, max_inline, simd_fn, sum_exp_inline, tail, Lse};
 use super::gram::{gram_of, pack_quadratic, quadratic_rows};
-use super::interrupt;
-use super::isa::{with_kernel, Kernel};
-use super::matrix::Matrix;
+use crate::kernels::engine::aligned::AlignedVec;
+use crate::kernels::engine::dispatch::with_kernel;
+use crate::kernels::engine::fastmath::{fmax, hmax, ln, max_inline, simd_fn, sum_exp_inline, tail, Lse};
+use crate::kernels::engine::gemm::gemm_packed;
+use crate::kernels::engine::isa::Kernel;
 #[cfg(target_arch = "x86_64")]
-use super::micro::{Avx2, Avx512};
-use super::micro::{MicroKernel, Portable};
-use super::packed::{gemm_packed, Lhs, Packed, Rhs};
-use super::tile::{self, TILE_COLS, TILE_ROWS};
+use crate::kernels::engine::micro::{Avx2, Avx512};
+use crate::kernels::engine::micro::{MicroKernel, Portable};
+use crate::kernels::engine::pack::{Lhs, Packed, Rhs};
+use crate::kernels::engine::tile::{self, TILE_COLS, TILE_ROWS};
+use crate::kernels::matrix::Matrix;
+use crate::kernels::runtime::interrupt;
 
 /// The `p` of NormSim_p.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -220,7 +223,7 @@ simd_fn! {
 simd_fn! {
     fn sum_sq_tile<K>(kernel: K, z: &[f32], cols: usize, acc: &mut [f64]) {
         for (r, a) in z.chunks_exact(cols).zip(acc.iter_mut()) {
-            *a += f64::from(super::fastmath::dot_inline(r, r));
+            *a += f64::from(crate::kernels::engine::fastmath::dot_inline(r, r));
         }
     }
 }
@@ -246,8 +249,8 @@ simd_fn! {
 
 /// Rows `r0..r0 + rows` of `x`: each row's scale (`None`: unusable), the scaled rows
 /// (`rows x d`, unusable ones zero) and the same packed as the `A` operand. Each entry of a tile
-/// is one FMA chain over `k` (see [`super::packed`]), so a row's result never depends on the
-/// rows it was batched with: no padding needed.
+/// is one FMA chain over `k` (see [`crate::kernels::engine::gemm`]), so a row's result never
+/// depends on the rows it was batched with: no padding needed.
 fn row_block<K: MicroKernel>(
     kernel: K,
     x: &Matrix,
@@ -392,7 +395,7 @@ fn nearest_in<K: MicroKernel>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::isa::Isa;
+    use crate::kernels::engine::isa::Isa;
     use crate::kernels::testutil::kernels;
     use crate::kernels::Values;
 

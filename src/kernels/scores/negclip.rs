@@ -25,15 +25,17 @@
 
 use rayon::prelude::*;
 
-use super::aligned::AlignedVec;
-use super::fastmath::{exp, fmax, hsum, max_inline, simd_fn, tail, Lse};
-use super::interrupt;
-use super::isa::{with_kernel, Kernel};
-use super::matrix::Matrix;
-use super::micro::MicroKernel;
-use super::packed::{gemm_packed, Packed, Rhs};
 use super::partition::{batch_bounds, permutation};
-use super::tile::{self, TILE_COLS, TILE_ROWS};
+use crate::kernels::engine::aligned::AlignedVec;
+use crate::kernels::engine::dispatch::with_kernel;
+use crate::kernels::engine::fastmath::{exp, fmax, hsum, max_inline, simd_fn, tail, Lse};
+use crate::kernels::engine::gemm::gemm_packed;
+use crate::kernels::engine::isa::Kernel;
+use crate::kernels::engine::micro::MicroKernel;
+use crate::kernels::engine::pack::{Packed, Rhs};
+use crate::kernels::engine::tile::{self, TILE_COLS, TILE_ROWS};
+use crate::kernels::matrix::Matrix;
+use crate::kernels::runtime::interrupt;
 
 /// Parameters of [`neg_clip_loss`] (see [`NegClipParams::validate`] for the accepted ranges).
 #[derive(Clone, Copy, Debug)]
@@ -375,7 +377,7 @@ mod tests {
             NegClipParams { batch_size: 600, num_batches: 2, temperature: 0.01, seed: 5, normalize: true };
         let portable = neg_clip_loss(Kernel::portable(), &xm, &tm, &p);
         let fused: Vec<_> =
-            kernels().into_iter().filter(|k| k.isa() != crate::kernels::isa::Isa::Portable).collect();
+            kernels().into_iter().filter(|k| k.isa() != crate::kernels::engine::isa::Isa::Portable).collect();
         for &kernel in &fused {
             let got = neg_clip_loss(kernel, &xm, &tm, &p);
             for i in 0..n {

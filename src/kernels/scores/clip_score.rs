@@ -6,8 +6,8 @@
 
 use rayon::prelude::*;
 
-use super::fastmath::{dot_inline, simd_fn};
-use super::matrix::{Matrix, SS_HI, SS_LO};
+use crate::kernels::engine::fastmath::{dot_inline, simd_fn};
+use crate::kernels::matrix::{Matrix, SS_HI, SS_LO};
 
 /// Rows per parallel task: big enough to hide scheduling, small enough to balance two cores.
 const CHUNK: usize = 2048;
