@@ -70,7 +70,7 @@ def _uids(rng, n):
     from polars_curate.io import uids_from_keys
 
     return uids_from_keys(
-        rng.integers(0, 2**63, n, dtype=np.uint64), rng.integers(0, 2**63, n, dtype=np.uint64)
+        rng.integers(0, 2**64, n, dtype=np.uint64), rng.integers(0, 2**64, n, dtype=np.uint64)
     )
 
 
@@ -287,8 +287,8 @@ def make_scores(root: Path, rows: int, per_unit: int = 1_000_000) -> tuple[Path,
         json.dumps({"scores": ["ncl", "normsim_inf"], "units": units})
     )
     extra = rows // 100  # uids the pool does not have
-    hi = np.concatenate([*base_hi, rng.integers(0, 2**63, extra, dtype=np.uint64)])
-    lo = np.concatenate([*base_lo, rng.integers(0, 2**63, extra, dtype=np.uint64)])
+    hi = np.concatenate([*base_hi, rng.integers(0, 2**64, extra, dtype=np.uint64)])
+    lo = np.concatenate([*base_lo, rng.integers(0, 2**64, extra, dtype=np.uint64)])
     write_keys(hi, lo, base)
     (d / "done").write_text("")
     return d, base

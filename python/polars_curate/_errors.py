@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["INTERRUPTED", "first_line", "is_interrupt"]
+__all__ = ["INTERRUPTED", "PoolError", "first_line", "is_interrupt"]
 
 #: How the plugin reports a call stopped by Ctrl-C (Python raises KeyboardInterrupt next).
 INTERRUPTED = "interrupted (KeyboardInterrupt)"
@@ -17,3 +17,7 @@ def first_line(e: BaseException) -> str:
 def is_interrupt(e: BaseException) -> bool:
     """Whether ``e`` is the plugin's report of a call stopped by Ctrl-C."""
     return INTERRUPTED in str(e)
+
+
+class PoolError(ValueError):
+    """A pool that cannot be read as asked; the message names the file."""

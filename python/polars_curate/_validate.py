@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +14,16 @@ import polars as pl
 
 from polars_curate._types import IntoExpr
 
-__all__ = ["as_bool", "as_expr", "as_fraction", "as_int", "as_keep", "as_number", "as_seed"]
+__all__ = [
+    "as_bool",
+    "as_expr",
+    "as_fraction",
+    "as_int",
+    "as_keep",
+    "as_number",
+    "as_seed",
+    "check_output",
+]
 
 _NUMBERS = (int, float, np.integer, np.floating, Fraction)
 
@@ -72,3 +84,20 @@ def as_keep(keep: Any) -> tuple[int, int]:
         f = as_fraction(keep, "keep")
         return f.numerator, f.denominator
     raise TypeError(f"`keep` must be a row count (int) or a fraction (float), got {keep!r}")
+
+
+def _same(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def check_output(out: Path, inputs: Iterable[Path | None], arg: str = "--out") -> None:
+    """``ValueError`` when writing ``out`` would replace one of a command's ``inputs`` (the
+    same file after resolving links, or a hard link to it)."""
+    for f in inputs:
+        if f is not None and _same(out, Path(f)):
+            raise ValueError(f"{arg} {out} is one of the command's inputs; choose another path")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from polars_curate import _internal
+from polars_curate._errors import first_line
 from polars_curate.pool import Unit
 from polars_curate.unit import Work
 
@@ -55,6 +56,25 @@ class RayRunner:
         self.address = None if address is True else str(address)
         self.cpus = cpus
         self.max_retries = max_retries
+        self._check_reachable()
+
+    def _check_reachable(self, timeout: float = 10.0) -> None:
+        """``ConnectionError`` naming the address when nothing answers there: ``ray.init``
+        would wait for it for minutes. (``True`` without ``RAY_ADDRESS`` starts a local
+        instance, and ``"auto"`` finds a local one: nothing to probe.)"""
+        address = self.address or os.environ.get("RAY_ADDRESS")
+        if not address or address in ("auto", "local"):
+            return
+        hostport = address.split("://", 1)[-1]
+        host, _, port = hostport.rpartition(":")
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+                pass
+        except (OSError, ValueError) as e:
+            raise ConnectionError(
+                f"cannot reach the Ray cluster at {address} ({first_line(e)}); is it running? "
+                f"(ray status --address={hostport})"
+            ) from None
 
     def options(self) -> dict[str, Any]:
         """The Ray task options of a unit task: its CPUs, retries, and a runtime environment

@@ -8,6 +8,7 @@ the codec: :mod:`polars_curate.uids`.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterable
 from functools import cached_property
@@ -27,6 +28,7 @@ __all__ = [
     "SINK_ROW_GROUP",
     "UID_DTYPE",
     "KeyFile",
+    "file_digest",
     "read_datacomp",
     "read_distinct_keys",
     "read_keys",
@@ -262,3 +264,13 @@ def write_key_parts(keys: pl.LazyFrame, path: PathLike, parts: Partitions) -> in
     counted: list[int] = []
     write_atomic(Path(path), write)
     return counted[0]
+
+
+def file_digest(path: PathLike) -> str:
+    """A content digest of a file (BLAKE2b, 128 bits, hex), read in 16 MiB pieces: what a
+    select log records of its subset."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(16 << 20):
+            h.update(block)
+    return h.hexdigest()

@@ -21,11 +21,12 @@ import numpy as np
 
 from polars_curate._types import PathLike
 from polars_curate.atomic import remove_stale_temporaries
-from polars_curate.pool import PoolError, Shard, Unit, list_pool, plan_units
+from polars_curate.pool import PoolError, Shard, Unit, check_agree, list_pool, plan_units
 from polars_curate.progress import Progress
 from polars_curate.runners import Runner, runner_for
 from polars_curate.scoredir import (
     RecordError,
+    check_complete,
     check_records,
     check_unit,
     unit_meta,
@@ -73,6 +74,7 @@ class _Plan:
 def _check_columns(
     shards: Sequence[Shard], configs: Sequence[ScoreConfig], dim: int | None
 ) -> None:
+    check_agree(shards, [e for c in configs for e in c.embeddings()])
     for s in shards:
         for c in configs:
             for col in c.embeddings():
@@ -156,7 +158,10 @@ def score_pool(
     plan = _plan(pool, Path(out), ScoreOptions.of(options, **changes))
     write_records(plan.out, plan.options.unit_rows, plan.configs, pool, plan.units)
     remove_stale_temporaries(plan.out)
-    return _run(plan)
+    run = _run(plan)
+    # What select and report will check, checked now: exit 0 means they accept the directory.
+    check_complete(plan.out, [c.column for c in plan.configs], [u.name for u in plan.units])
+    return run
 
 
 def _run(plan: _Plan) -> ScoreRun:

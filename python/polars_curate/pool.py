@@ -21,24 +21,24 @@ from __future__ import annotations
 
 import glob as _glob
 import hashlib
-import zipfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
-from polars_curate._errors import first_line
+from polars_curate._errors import PoolError, first_line
 from polars_curate._types import PathLike
+from polars_curate.npz import member_headers, member_rows, unusable_reason
 
 __all__ = [
     "DEFAULT_UNIT_ROWS",
     "PoolError",
     "Shard",
     "Unit",
+    "check_agree",
     "list_pool",
     "plan_units",
     "read_datacomp",
@@ -51,10 +51,6 @@ DEFAULT_UNIT_ROWS = 262_144
 
 _TAIL = 64 << 10
 _FLOATS = (pl.Float16, pl.Float32, pl.Float64)
-
-
-class PoolError(ValueError):
-    """A pool that cannot be read as asked; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +66,10 @@ class Shard:
     embeddings: tuple[tuple[str, str, int], ...]
     #: Rows per Parquet row group (Parquet layout), for cutting large files.
     row_groups: tuple[int, ...]
+    #: The Parquet file's columns: name -> dtype (as Polars prints it).
+    columns: tuple[tuple[str, str], ...] = ()
+    #: npz arrays that cannot be embeddings: name -> why.
+    unusable: tuple[tuple[str, str], ...] = ()
 
     def embedding(self, name: str) -> tuple[str, int] | None:
         for n, dtype, width in self.embeddings:
@@ -82,6 +82,12 @@ class Shard:
         shard and the embedding columns it has when there is none (``purpose``: what wanted
         it, e.g. ``"for ncl"``; ``hint``: how to choose another column)."""
         found = self.embedding(name)
+        why_not = dict(self.unusable).get(name)
+        if found is None and why_not is not None:
+            raise PoolError(
+                f"{self.npz}: array {name!r} is {why_not}; embeddings must be 2-D arrays of "
+                "float16, float32 or float64"
+            )
         if found is None:
             have = ", ".join(n for n, _, _ in self.embeddings) or "none"
             why = f" {purpose}" if purpose else ""
@@ -122,35 +128,6 @@ def _fingerprint(paths: Sequence[Path]) -> str:
     return "+".join(sizes) + ":" + h.hexdigest()
 
 
-def _npz_members(npz: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """``{key: (numpy dtype str, shape)}`` from the npy headers inside an npz (no data read)."""
-    out = {}
-    try:
-        with zipfile.ZipFile(npz) as z:
-            for info in z.infolist():
-                if not info.filename.endswith(".npy"):
-                    continue
-                with z.open(info) as f:
-                    shape, fortran, dtype = _npy_header(f)
-                if fortran:
-                    raise PoolError(f"{npz}: array {info.filename[:-4]!r} is in Fortran order")
-                out[info.filename[:-4]] = (dtype.str, shape)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        if isinstance(e, PoolError):
-            raise
-        raise PoolError(f"{npz}: not a readable npz file ({e})") from None
-    return out
-
-
-def _npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """``(shape, fortran_order, dtype)`` of the .npy stream ``f``, leaving it at the data."""
-    major, _minor = np.lib.format.read_magic(f)
-    read = (
-        np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-    )
-    return read(f)
-
-
 _NP_TO_PL = {"<f2": "Float16", "<f4": "Float32", "<f8": "Float64"}
 
 
@@ -169,15 +146,18 @@ def _describe_shard(parquet: Path, npz: Path | None) -> Shard:
         if isinstance(dtype, pl.Array) and dtype.inner in _FLOATS and dtype.size > 0:
             emb.append((name, str(dtype.inner), dtype.size))
     files = [parquet]
+    unusable: list[tuple[str, str]] = []
     if npz is not None:
-        for key, (dt, shape) in _npz_members(npz).items():
-            if len(shape) != 2 or dt not in _NP_TO_PL:
-                continue  # not an embedding matrix (reported if asked for)
+        for key, (dt, shape) in member_headers(npz).items():
+            why = unusable_reason(dt, shape)
+            if why is not None:
+                unusable.append((key, why))  # reported if asked for
+                continue
             if shape[0] != rows:
                 raise PoolError(
                     f"{npz}: array {key!r} has {shape[0]} rows, but {parquet.name} has {rows}"
                 )
-            emb.append((key, _NP_TO_PL[dt], shape[1]))
+            emb.append((key, _NP_TO_PL[dt.str], shape[1]))
         files.append(npz)
     return Shard(
         name=parquet.stem,
@@ -187,6 +167,8 @@ def _describe_shard(parquet: Path, npz: Path | None) -> Shard:
         fingerprint=_fingerprint(files),
         embeddings=tuple(emb),
         row_groups=groups,
+        columns=tuple((n, str(t)) for n, t in schema.items()),
+        unusable=tuple(unusable),
     )
 
 
@@ -203,8 +185,12 @@ def list_pool(path: PathLike) -> list[Shard]:
         found = [f for f in found if f.exists()]
     else:
         found = sorted(Path(m) for m in _glob.glob(str(path)))
+    found = [f for f in found if not f.name.startswith((".", "_"))]
+    broken = [f for f in found if f.is_symlink() and not f.exists()]
+    if broken:
+        raise PoolError(f"{broken[0]}: a broken link in the pool (its target is missing)")
     # Absolute: units travel to other processes (Ray workers) with other working directories.
-    found = [f.absolute() for f in found if not f.name.startswith((".", "_")) and f.is_file()]
+    found = [f.absolute() for f in found if f.is_file()]
     # In name order (names are unique): the order of `scan_pool`'s shard column, declared sorted.
     parquets = sorted(
         {f.with_suffix("") for f in found if f.suffix == ".parquet"}, key=lambda f: (f.name, f)
@@ -232,7 +218,34 @@ def list_pool(path: PathLike) -> list[Shard]:
         (s.with_suffix(".parquet"), s.with_suffix(".npz") if s in npzs else None) for s in parquets
     ]
     with ThreadPoolExecutor(max_workers=8) as ex:
-        return list(ex.map(lambda a: _describe_shard(*a), pairs))
+        shards = list(ex.map(lambda a: _describe_shard(*a), pairs))
+    if npzs:  # a DataComp pool: a .parquet without embeddings has lost its twin
+        lost = [s for s in shards if s.npz is None and not s.embeddings]
+        if lost:
+            raise FileNotFoundError(
+                f"{lost[0].parquet.with_suffix('.npz')} is missing: {lost[0].parquet.name} has "
+                "no embedding columns, and the pool's other shards are .parquet + .npz pairs"
+            )
+    return shards
+
+
+def check_agree(shards: Sequence[Shard], columns: Sequence[str] | None = None) -> None:
+    """``PoolError`` when two shards give a column (default: every column and embedding of
+    the first shard) different types or widths, naming both files: a pool's files must
+    agree (embeddings of different widths come from different models)."""
+    seen: dict[str, tuple[str, Shard]] = {}
+    for s in shards:
+        types = dict(s.columns)
+        types.update({n: f"Array({t}, {w})" for n, t, w in s.embeddings})
+        for name in columns if columns is not None else types:
+            if name not in types:
+                continue
+            first = seen.setdefault(name, (types[name], s))
+            if first[0] != types[name]:
+                raise PoolError(
+                    f"{s.describe()}: column {name!r} is {types[name]}, but "
+                    f"{first[1].describe()} has {first[0]}; a pool's files must agree"
+                )
 
 
 def plan_units(shards: Sequence[Shard], unit_rows: int | None = DEFAULT_UNIT_ROWS) -> list[Unit]:
@@ -270,22 +283,6 @@ def plan_units(shards: Sequence[Shard], unit_rows: int | None = DEFAULT_UNIT_ROW
     return units
 
 
-def _npz_rows(npz: Path, key: str, start: int, rows: int) -> np.ndarray:
-    """Rows ``start .. start + rows`` of array ``key`` of an npz, reading only those rows when
-    the member is stored uncompressed (``np.savez``; compressed members are streamed)."""
-    with zipfile.ZipFile(npz) as z:
-        with z.open(f"{key}.npy") as f:
-            shape, _fortran, dtype = _npy_header(f)
-            width = shape[1]
-            row_bytes = width * dtype.itemsize
-            if start:
-                f.seek(f.tell() + start * row_bytes)
-            buf = f.read(rows * row_bytes)
-    if len(buf) != rows * row_bytes:
-        raise PoolError(f"{npz}: array {key!r} is truncated")
-    return np.frombuffer(buf, dtype=dtype).reshape(rows, width)
-
-
 def _parquet_columns(shard: Shard) -> list[str]:
     return list(pl.read_parquet_schema(shard.parquet))
 
@@ -315,7 +312,7 @@ def read_unit(unit: Unit, columns: Sequence[str], embeddings: Sequence[str]) -> 
             continue
         assert s.npz is not None
         try:
-            a = _npz_rows(s.npz, e, unit.start, unit.rows)
+            a = member_rows(s.npz, e, unit.start, unit.rows)
         except PoolError:
             raise
         except Exception as err:
@@ -380,6 +377,13 @@ def scan_pool(
     └──────────┴─────┴─────┘
     """
     shards = list_pool(path)
+    for s in shards:
+        if shard_column in dict(s.columns) or s.embedding(shard_column):
+            raise PoolError(
+                f"{s.parquet}: the pool already has a column {shard_column!r}; name the shard "
+                "column otherwise (shard_column=...)"
+            )
+    check_agree(shards)
     if all(s.npz is None for s in shards):
         lf = pl.scan_parquet([s.parquet for s in shards], include_file_paths="__pc_path__")
         stem = pl.col("__pc_path__").str.extract(r"([^/\\]+)\.parquet$", 1)

@@ -18,6 +18,7 @@ A :class:`Step` is one rule as applied (its exact cut and counts); a :class:`Sel
 from __future__ import annotations
 
 import json
+import math
 import operator
 import re
 from collections.abc import Callable
@@ -28,20 +29,25 @@ from typing import Any
 
 import polars as pl
 
+from polars_curate._errors import first_line
 from polars_curate._types import PathLike
 from polars_curate._validate import as_fraction
+from polars_curate.partitions import Partitions
 from polars_curate.scores import column_of
-from polars_curate.uids import uid_key_exprs
+from polars_curate.uids import check_uids, uid_key_exprs, uids_from_keys, valid_uid
 
 __all__ = [
     "KEYS",
     "Rule",
     "SelectLog",
     "Step",
+    "check_external",
     "cut_predicate",
     "external_scores",
+    "is_repeated_key_error",
     "keep_count",
     "parse_rule",
+    "refuse_repeated_keys",
     "valid",
 ]
 
@@ -103,7 +109,12 @@ def parse_rule(text: str) -> Rule:
 
 
 def _with_score(rule: Rule, name: str) -> Rule:
-    path, _, col = name.partition("#")
+    """A score of the directory, or a score file ``PATH.parquet`` with an optional
+    ``#COLUMN`` after it (the last ``#``: a ``#`` inside the path is part of the path)."""
+    path, col = name, ""
+    head, sep, tail = name.rpartition("#")
+    if sep and head.endswith(".parquet") and not name.endswith(".parquet"):
+        path, col = head, tail
     if path.endswith(".parquet"):
         source = Path(path)
         if not source.is_file():
@@ -127,18 +138,64 @@ def _only_score_column(path: Path) -> str:
     return cols[0]
 
 
-def external_scores(source: Path, score: str, alias: str) -> pl.LazyFrame:
-    """An external score file as ``uid_hi``, ``uid_lo`` and its column ``score`` (as
-    ``Float64``, named ``alias``), to left-join on the keys."""
-    schema = pl.read_parquet_schema(source)
+def _external_schema(source: Path, score: str) -> pl.Schema:
+    """The schema of an external score file, checked: its score column is numeric, its keys
+    are ``uid_hi``/``uid_lo`` (both ``UInt64``) or a ``uid`` (String); anything ambiguous
+    (signed integers, other types) is refused naming the file and the column."""
+    try:
+        schema = pl.read_parquet_schema(source)
+    except Exception as e:
+        raise ValueError(f"{source}: not a readable Parquet file ({first_line(e)})") from None
     if score not in schema:
         raise ValueError(f"{source}: no column {score!r}")
+    if not schema[score].is_numeric():
+        raise ValueError(f"{source}: score column {score!r} is {schema[score]}, not numeric")
+    if any(k in schema for k in KEYS):
+        for k in KEYS:
+            if schema.get(k) != pl.UInt64:
+                got = schema.get(k, "missing")
+                raise ValueError(
+                    f"{source}: column {k!r} must be UInt64 (an unsigned 64-bit key), got {got}; "
+                    "cast it exactly, or give the uid as 32 hex digits in a 'uid' column"
+                )
+    elif "uid" not in schema:
+        raise ValueError(f"{source}: needs a 'uid' column (or 'uid_hi' and 'uid_lo')")
+    elif schema["uid"] != pl.String:
+        raise ValueError(
+            f"{source}: column 'uid' must be String (32 hex digits), got {schema['uid']}"
+        )
+    return pl.Schema(schema)
+
+
+def check_external(source: Path, score: str) -> None:
+    """Everything :func:`external_scores` will read, checked (one pass over a ``uid``
+    column); ``ValueError`` naming the file, the column and the first bad value."""
+    schema = _external_schema(source, score)
+    if "uid_hi" not in schema:
+        _check_file_uids(pl.scan_parquet(source), source)
+
+
+def external_scores(source: Path, score: str, alias: str) -> pl.LazyFrame:
+    """An external score file as ``uid_hi``, ``uid_lo`` and its column ``score`` (as
+    ``Float64``, named ``alias``), to left-join on the keys (see :func:`check_external`)."""
+    schema = _external_schema(source, score)
     lf = pl.scan_parquet(source)
-    if not set(KEYS) <= set(schema):
-        if "uid" not in schema:
-            raise ValueError(f"{source}: needs a 'uid' column (or 'uid_hi' and 'uid_lo')")
+    if "uid_hi" not in schema:
         lf = lf.with_columns(*uid_key_exprs("uid"))
     return lf.select(*KEYS, pl.col(score).cast(pl.Float64).alias(alias))
+
+
+def _check_file_uids(lf: pl.LazyFrame, source: Path) -> None:
+    """``ValueError`` naming the first value of ``source``'s ``uid`` column that is not a uid."""
+    bad = (
+        lf.select("uid")
+        .with_row_index("row")
+        .filter(~valid_uid("uid"))
+        .head(1)
+        .collect(engine="streaming")
+    )
+    if bad.height:
+        check_uids(bad["uid"], str(source), int(bad["row"][0]))
 
 
 def join_external(
@@ -150,6 +207,34 @@ def join_external(
     if part is not None:
         ext = ext.filter(part)
     return lf.join(ext, on=KEYS, how="left", validate="m:1")
+
+
+def refuse_repeated_keys(sources: list[tuple[Path, str]], parts: Partitions) -> None:
+    """After a join refused a score file's repeated keys: ``ValueError`` naming the file and
+    its first repeated uid (found one key partition at a time)."""
+    for source, score in sources:
+        for p in parts:
+            dup = (
+                external_scores(source, score, "__s")
+                .filter(parts.predicate(p))
+                .group_by(KEYS)
+                .agg(pl.len().alias("n"))
+                .filter(pl.col("n") > 1)
+                .sort(KEYS)
+                .head(1)
+                .collect(engine="streaming")
+            )
+            if dup.height:
+                uid = uids_from_keys(dup["uid_hi"].to_numpy(), dup["uid_lo"].to_numpy())[0]
+                raise ValueError(
+                    f"{source}: uid {uid} appears {dup['n'][0]} times; a score file must give "
+                    "each uid one score"
+                )
+
+
+def is_repeated_key_error(e: BaseException) -> bool:
+    """Whether ``e`` is Polars refusing a many-to-one join (repeated keys on the right)."""
+    return "m:1" in str(e)
 
 
 def valid(col: str) -> pl.Expr:
@@ -192,7 +277,11 @@ class Step:
     _ORDER = ("rule", "score", "before", "file", "kind", "op", "fraction", "k", "value")
 
     def to_json(self) -> dict[str, Any]:
+        """Strict JSON: a non-finite threshold is written as the string ``"inf"``,
+        ``"-inf"`` or ``"nan"``."""
         out = {k: getattr(self, k) for k in self._ORDER if getattr(self, k) is not None}
+        if self.value is not None and not math.isfinite(self.value):
+            out["value"] = str(self.value)
         if self.cut_uid_hi is not None:
             out.update(cut_uid_hi=self.cut_uid_hi, cut_uid_lo=self.cut_uid_lo)
         out["kept"] = self.kept
@@ -201,7 +290,10 @@ class Step:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Step:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        step = cls(**{k: v for k, v in d.items() if k in known})
+        if step.value is not None:
+            step.value = float(step.value)  # "inf", "-inf", "nan" as written by to_json
+        return step
 
     def predicate(self, column: str | None = None) -> pl.Expr:
         """The rows this step passes on its own, as a predicate on its score column
@@ -243,7 +335,12 @@ class SelectLog:
     start: int
     base_without_scores: int | None = None
     steps: list[Step] = field(default_factory=list)
+    #: Distinct uids written (a uid in several rows of the scores is written once).
     kept: int = 0
+    #: Rows of the scores the last rule keeps (more than ``kept`` when uids repeat).
+    kept_rows: int = 0
+    #: :func:`polars_curate.io.file_digest` of the subset this log describes.
+    subset_digest: str | None = None
     created_by: str = ""
 
     @staticmethod
@@ -260,9 +357,11 @@ class SelectLog:
             "base_without_scores": self.base_without_scores,
             "steps": [s.to_json() for s in self.steps],
             "kept": self.kept,
+            "kept_rows": self.kept_rows,
+            "subset_digest": self.subset_digest,
             "created_by": self.created_by,
         }
-        return json.dumps(record, indent=1).encode()
+        return json.dumps(record, indent=1, allow_nan=False).encode()
 
     @classmethod
     def from_json(cls, text: str | bytes, where: Path) -> SelectLog:

@@ -92,12 +92,22 @@ def read_record(out: PathLike) -> dict[str, Any]:
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Where two records differ, as ``` `path` differs: recorded ..., now ...``` lines."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for k in sorted(set(old) | set(new)):
             out += _differences(old.get(k), new.get(k), f"{prefix}{'.' if prefix else ''}{k}")
         return out
-    return [] if old == new else [f"`{prefix}` differs: recorded {old!r}, now {new!r}"]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [
+            d
+            for i, (a, b) in enumerate(zip(old, new))
+            for d in _differences(a, b, f"{prefix}[{i}]")
+        ]
+    if old == new:
+        return []
+    short = [r if len(r := repr(v)) <= 80 else r[:77] + "..." for v in (old, new)]
+    return [f"`{prefix}` differs: recorded {short[0]}, now {short[1]}"]
 
 
 def _is_score_directory(out: Path) -> bool:
@@ -169,7 +179,14 @@ def write_records(
         "units": [unit_entry(u) for u in units],
     }
     digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
-    _write_record_once(out / "_runs" / f"{digest}.json", {**plan, "created_by": __version__})
+    path = out / "_runs" / f"{digest}.json"
+    found = _write_record_once(path, {**plan, "created_by": __version__})
+    diffs = _differences({k: found.get(k) for k in plan}, plan)
+    if diffs:  # the file named by this plan's digest holds another plan: it was edited
+        raise RecordError(
+            f"{path} does not hold the run it is named for ({diffs[0]}); it was changed after "
+            "it was written: restore it or use another --out"
+        )
 
 
 def unit_meta(path: Path) -> dict[str, Any] | None:
@@ -188,13 +205,31 @@ def unit_meta(path: Path) -> dict[str, Any] | None:
 def unit_entry(u: Unit) -> dict[str, Any]:
     """How the record names a unit: its shard, row range and the shard's fingerprint."""
     s = u.shard
-    return {
+    entry = {
         "unit": u.name,
         "shard": s.parquet.name + ("" if s.npz is None else f" + {s.npz.name}"),
         "start": u.start,
         "rows": u.rows,
         "fingerprint": s.fingerprint,
     }
+    if s.npz is not None:  # its rows are scored only after the npz members' CRC-32 is checked
+        entry["checked"] = CHECKED
+    return entry
+
+
+#: How a unit file says its npz's checksums were verified before it was scored (a unit file
+#: without it, from a version that did not verify them, is scored again).
+CHECKED = "crc32"
+#: What names a unit's data: checked by every reader against the unit's plan.
+PLAN_KEYS = ("unit", "fingerprint", "start", "rows")
+
+
+def _made_from(entry: dict[str, Any]) -> str:
+    start, rows = entry.get("start", 0), entry.get("rows", 0)
+    return (
+        f"unit {entry.get('unit')} ({entry.get('shard')} rows {start}..{start + rows}, "
+        f"fingerprint {entry.get('fingerprint')})"
+    )
 
 
 def check_unit(out: Path, unit: Unit, meta: dict[str, Any] | None) -> None:
@@ -203,16 +238,12 @@ def check_unit(out: Path, unit: Unit, meta: dict[str, Any] | None) -> None:
     if meta is None:
         return
     want = unit_entry(unit)
-    for k in ("fingerprint", "start", "rows"):
-        if meta.get(k) != want[k]:
-            start, rows = meta.get("start", 0), meta.get("rows", 0)
-            raise RecordError(
-                f"{out / (unit.name + '.parquet')} holds scores of other data: it was made from "
-                f"{meta.get('shard')} rows {start}..{start + rows} "
-                f"(fingerprint {meta.get('fingerprint')}), but {unit.shard.describe()} rows "
-                f"{unit.start}..{unit.start + unit.rows} has fingerprint {unit.shard.fingerprint}; "
-                "use another --out"
-            )
+    if any(meta.get(k) != want[k] for k in PLAN_KEYS):
+        raise RecordError(
+            f"{out / (unit.name + '.parquet')} holds scores of other data: it was made from "
+            f"{_made_from(meta)}, but {unit.shard.describe()} is {_made_from(want)}; "
+            "use another --out"
+        )
 
 
 def _expected_units(
@@ -232,10 +263,13 @@ def _expected_units(
     return expected
 
 
-def check_complete(out: PathLike, columns: Sequence[str] | None = None) -> list[Path]:
+def check_complete(
+    out: PathLike, columns: Sequence[str] | None = None, units: Sequence[str] | None = None
+) -> list[Path]:
     """The unit files of a complete score directory, in unit order. ``RecordError`` when a
     planned unit lacks its file or one of the scores (``columns``: the scores that matter;
-    default all recorded), or holds other data than its plan says."""
+    default all recorded), or holds other data than its plan says. ``units``: check only
+    these (what one run planned; another process may still be writing the others)."""
     out = Path(out)
     record = read_record(out)
     if not record["runs"]:
@@ -247,7 +281,7 @@ def check_complete(out: PathLike, columns: Sequence[str] | None = None) -> list[
             f"{out} has no score {unknown[0]!r} (it has {', '.join(digests) or 'none'})"
         )
     expected = _expected_units(out, record, columns)
-    names = sorted(expected)
+    names = sorted(expected if units is None else set(units) & set(expected))
     with ThreadPoolExecutor(max_workers=8) as ex:
         metas = list(ex.map(lambda n: unit_meta(out / f"{n}.parquet"), names))
     missing = []
@@ -256,10 +290,16 @@ def check_complete(out: PathLike, columns: Sequence[str] | None = None) -> list[
         if meta is None:
             missing.append(f"{name} (no file)")
             continue
-        if meta.get("fingerprint") != u["fingerprint"]:
-            raise RecordError(f"{out / name}.parquet does not hold the data its run recorded")
+        if any(meta.get(k) != u.get(k) for k in PLAN_KEYS):
+            raise RecordError(
+                f"{out / name}.parquet does not hold the data its run recorded: it holds "
+                f"{_made_from(meta)}, the run planned {_made_from(u)}; run `polars-curate "
+                "score` again to rescore it"
+            )
         lacking = sorted(c for c in wanted if meta.get("scores", {}).get(c) != digests.get(c))
-        if lacking:
+        if meta.get("checked") != u.get("checked", meta.get("checked")):
+            missing.append(f"{name} (scored before its npz checksums were verified)")
+        elif lacking:
             missing.append(f"{name} (no {', '.join(lacking)})")
     if missing:
         raise RecordError(

@@ -16,8 +16,9 @@ import polars as pl
 
 from polars_curate._internal import __version__
 from polars_curate._types import PathLike
+from polars_curate._validate import check_output
 from polars_curate.atomic import write_atomic
-from polars_curate.io import KeyFile, write_key_parts
+from polars_curate.io import KeyFile, file_digest, write_key_parts
 from polars_curate.kth import top_cut
 from polars_curate.partitions import DEFAULT_BUDGET, Partitions
 from polars_curate.rules import (
@@ -25,9 +26,12 @@ from polars_curate.rules import (
     Rule,
     SelectLog,
     Step,
+    check_external,
+    is_repeated_key_error,
     join_external,
     keep_count,
     parse_rule,
+    refuse_repeated_keys,
     threshold_predicate,
     valid,
 )
@@ -91,7 +95,12 @@ def _start_set(
             rows = join_external(rows, r.source, r.score, r.column, parts.predicate(p))
         return rows
 
-    staged = stage.stage_parts(part, parts, "start")
+    try:
+        staged = stage.stage_parts(part, parts, "start")
+    except Exception as e:
+        if is_repeated_key_error(e):
+            refuse_repeated_keys([(r.source, r.score) for r in externals if r.source], parts)
+        raise
     return staged, distinct if base is not None else None
 
 
@@ -102,7 +111,7 @@ def _rows(path: Path) -> int:
 def select(
     scores_dir: PathLike,
     out: PathLike,
-    keep: Sequence[str],
+    keep: str | Sequence[str],
     *,
     base: PathLike | None = None,
     memory_budget: int = DEFAULT_BUDGET,
@@ -135,11 +144,17 @@ def select(
     269
     """
     out = Path(out)
-    rules = [parse_rule(r) for r in keep]
+    rules = [parse_rule(r) for r in ([keep] if isinstance(keep, str) else keep)]
     if not rules:
         raise ValueError("no --keep rules given")
     internal = list(dict.fromkeys(r.score for r in rules if r.source is None))
     files = check_complete(scores_dir, internal)
+    externals = [r.source for r in rules if r.source is not None]
+    for target in (out, SelectLog.path_for(out)):
+        check_output(target, [base, *externals, *files])
+    for r in rules:
+        if r.source is not None:
+            check_external(r.source, r.score)
     base_keys = None if base is None else KeyFile(base)
     with staging(out, "select") as stage:
         lf, distinct = _start_set(stage, files, rules, internal, base_keys, memory_budget)
@@ -158,7 +173,11 @@ def select(
             log(f"{rule.text} keeps {now:,} of {step.before:,} rows")
         parts = Partitions.for_keys(now, memory_budget)
         record.kept = write_key_parts(lf.filter(cond).select(KEYS), out, parts)
-    log(f"wrote {record.kept:,} uids to {out}")
+    record.kept_rows = now
+    repeats = "" if now == record.kept else f" (from {now:,} rows: some uids are in several)"
+    log(f"wrote {record.kept:,} uids to {out}{repeats}")
+    # The log names its subset by content: a log left from another run is refused by report.
+    record.subset_digest = file_digest(out)
     write_atomic(SelectLog.path_for(out), lambda f: f.write(record.to_json()))
     return record
 

@@ -22,23 +22,18 @@ from polars_curate.atomic import write_atomic
 from polars_curate.pool import PoolError, Unit, read_unit
 from polars_curate.scoredir import META_KEY, RecordError, check_unit, unit_entry, unit_meta
 from polars_curate.scores import SCORES, ScoreConfig
-from polars_curate.uids import uid_key_exprs
+from polars_curate.uids import check_uids, uid_key_exprs
 
 __all__ = ["Work", "score_unit"]
 
 
 def _keys(df: pl.DataFrame, unit: Unit) -> pl.DataFrame:
     """``uid`` with its binary key; ``PoolError`` naming the first invalid uid's row."""
-    if df["uid"].dtype != pl.String:
-        raise PoolError(f"column 'uid' must be String, got {df['uid'].dtype}")
-    keys = df.select("uid", *uid_key_exprs("uid"))
-    bad = keys["uid_hi"].is_null() | keys["uid_lo"].is_null() | (keys["uid"].str.len_bytes() != 32)
-    if bad.any():
-        row = int(bad.arg_max())
-        raise PoolError(
-            f"invalid uid at row {unit.start + row}: {keys['uid'][row]!r} (expected 32 hex digits)"
-        )
-    return keys
+    try:
+        check_uids(df["uid"], str(unit.shard.parquet), unit.start)
+    except ValueError as e:
+        raise PoolError(str(e)) from None
+    return df.select("uid", *uid_key_exprs("uid"))
 
 
 def _compute(
@@ -71,6 +66,8 @@ def score_unit(
     dest = out / f"{unit.name}.parquet"
     meta = unit_meta(dest) if dest.exists() else None
     check_unit(out, unit, meta)
+    if meta is not None and meta.get("checked") != unit_entry(unit).get("checked"):
+        meta = None  # scored from unverified bytes: scored again, whole
     have: dict[str, Any] = (meta or {}).get("scores", {})
     need = [c for c in configs if have.get(c.column) != c.digest]
     if not need:

@@ -27,11 +27,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from polars_curate._types import PathLike
+from polars_curate._validate import check_output
 from polars_curate.atomic import write_atomic
 from polars_curate.partitions import DEFAULT_BUDGET
+from polars_curate.pool import list_pool
 from polars_curate.report.data import BINS, GRID, join_sets, read_inputs
 from polars_curate.report.page import Page
 from polars_curate.report.sections import SECTIONS
+from polars_curate.rules import SelectLog
 from polars_curate.staging import staging
 
 __all__ = ["BINS", "GRID", "write_report"]
@@ -70,6 +73,11 @@ def write_report(
     """
     out = Path(out)
     data = read_inputs(scores_dir, base, subset, pool, examples)
+    externals = [Path(s.file) for s in data.steps if s.file]
+    log = None if data.subset is None else SelectLog.path_for(data.subset)
+    pool_files = [f for s in list_pool(pool) for f in (s.parquet, s.npz)] if pool else []
+    inputs = [data.subset, log, data.base, *externals, *pool_files, *data.files]
+    check_output(out, inputs)
     with staging(out, "report") as stage:
         join_sets(data, stage, memory_budget)
         page = Page()

@@ -13,15 +13,24 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from polars_curate._errors import PoolError, first_line
 from polars_curate._types import PathLike
-from polars_curate.io import KeyFile
+from polars_curate.io import KeyFile, file_digest
 from polars_curate.partitions import DEFAULT_BUDGET, Partitions
-from polars_curate.pool import scan_pool
-from polars_curate.rules import KEYS, SelectLog, Step, external_scores, join_external
+from polars_curate.pool import list_pool, scan_pool
+from polars_curate.rules import (
+    KEYS,
+    SelectLog,
+    Step,
+    check_external,
+    is_repeated_key_error,
+    join_external,
+    refuse_repeated_keys,
+)
 from polars_curate.scoredir import check_complete, read_record
 from polars_curate.scores import SCORES
 from polars_curate.staging import Staging, scan_units
-from polars_curate.uids import uids_from_keys
+from polars_curate.uids import uid_key_exprs, uids_from_keys
 
 __all__ = [
     "BINS",
@@ -111,6 +120,8 @@ def read_inputs(
         pool=pool,
         examples=examples,
     )
+    if log is not None and subset is not None:
+        _check_log_describes(log, Path(subset), d.notes)
     if log and log.scores_dir and Path(log.scores_dir).resolve() != scores_dir.resolve():
         d.notes.append(f"the select log was written for {log.scores_dir}, not this directory")
     if base is None and log and log.base:
@@ -119,6 +130,20 @@ def read_inputs(
         else:
             d.notes.append(f"the select log's base {log.base} is not there: no base shown")
     return d
+
+
+def _check_log_describes(log: SelectLog, subset: Path, notes: list[str]) -> None:
+    """``ValueError`` when the select log beside ``subset`` was written for other contents
+    (a subset rewritten after its log, or a log copied beside another subset)."""
+    where = SelectLog.path_for(subset)
+    if log.subset_digest is None:
+        notes.append(f"{where.name} records no digest of its subset (an older version wrote it)")
+    elif log.subset_digest != file_digest(subset):
+        raise ValueError(
+            f"{where} describes another subset than {subset} (their contents differ: the "
+            "subset was rewritten after the log, or the log belongs elsewhere); run "
+            "`polars-curate select` again to write both"
+        )
 
 
 def join_sets(d: ReportData, stage: Staging, budget: int = DEFAULT_BUDGET) -> None:
@@ -145,7 +170,14 @@ def join_sets(d: ReportData, stage: Staging, budget: int = DEFAULT_BUDGET) -> No
             rows = join_external(rows, Path(s.file), s.score, f"__rule{i}", parts.predicate(p))
         return rows
 
-    lf = stage.stage_parts(part, parts, "rows") if keyfiles or externals else scored
+    lf = scored
+    if keyfiles or externals:
+        try:
+            lf = stage.stage_parts(part, parts, "rows")
+        except Exception as e:
+            if is_repeated_key_error(e):
+                refuse_repeated_keys([(Path(s.file), s.score) for _, s in externals], parts)
+            raise
     member = [(n, pl.col(f"in_{n}")) for n in keyfiles] + shown
     d.members = [m[0] for m in member]
     d.lf = lf.with_columns(*[e.alias(f"__set{j}") for j, (_, e) in enumerate(member)])
@@ -167,7 +199,7 @@ def _rule_sets(d: ReportData) -> tuple[list[tuple[int, Step]], list[tuple[str, p
         if s.file:
             column = f"__rule{i}"
             try:
-                external_scores(Path(s.file), s.score, column)
+                check_external(Path(s.file), s.score)
             except Exception as e:  # the external file moved or changed since `select`
                 d.notes.append(f"rule {s.rule!r}: {e}; its rows are not shown")
                 continue
@@ -359,8 +391,8 @@ def caption_rows(d: ReportData) -> tuple[pl.DataFrame, list[CaptionGroup]]:
     chosen = chosen.with_columns(
         uids_from_keys(chosen["uid_hi"].to_numpy(), chosen["uid_lo"].to_numpy())
     )
-    texts = _texts(d.pool, chosen.select("uid").unique())
-    return chosen.join(texts, on="uid", how="left"), groups
+    texts = _texts(d.pool, chosen.select(KEYS).unique())
+    return chosen.join(texts, on=KEYS, how="left"), groups
 
 
 def _tagged(frames: list[pl.DataFrame], group: str, sides: list[str]) -> list[pl.DataFrame]:
@@ -368,16 +400,26 @@ def _tagged(frames: list[pl.DataFrame], group: str, sides: list[str]) -> list[pl
 
 
 def _texts(pool: PathLike | None, wanted: pl.DataFrame) -> pl.DataFrame:
-    """``uid`` with the pool's ``text`` and ``url`` (those it has) for the ``wanted`` uids."""
+    """The keys with the pool's ``text`` and ``url`` (those it has) for the ``wanted`` keys:
+    joined on the key, so a uid's case does not matter (one rule: :mod:`polars_curate.uids`)."""
     assert pool is not None
     src = scan_pool(pool, embeddings=[])
     names = src.collect_schema().names()
     text_cols = [c for c in ("text", "url") if c in names]
     if "uid" not in names:
         raise ValueError(f"pool {pool}: no 'uid' column to match captions on")
-    return (
-        src.select("uid", *text_cols)
-        .join(wanted.lazy(), on="uid", how="semi")
-        .collect(engine="streaming")
-        .unique("uid")
-    )
+    try:
+        return (
+            src.select(*uid_key_exprs("uid"), *text_cols)
+            .join(wanted.lazy(), on=KEYS, how="semi")
+            .collect(engine="streaming")
+            .unique(KEYS, keep="first", maintain_order=True)
+        )
+    except Exception as e:  # e.g. invalid UTF-8 in a caption: name the file that holds it
+        for shard in list_pool(pool):
+            try:
+                pl.scan_parquet(shard.parquet).select("uid", *text_cols).collect()
+            except Exception as bad:
+                msg = f"{shard.parquet}: cannot read its captions ({first_line(bad)})"
+                raise PoolError(msg) from None
+        raise PoolError(f"pool {pool}: cannot read its captions ({first_line(e)})") from None

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
 
+from polars_curate._errors import PoolError
 from polars_curate._internal import __version__
 from polars_curate.report.data import (
     BINS,
@@ -51,7 +52,7 @@ def summary(page: Page, d: ReportData) -> None:
         )
         items.append(
             f"<li>subset <code>{html.escape(str(d.subset))}</code>: {d.sizes['subset']:,} uids, "
-            f"<span class='kept'>{kept_rows:,} of them scored here</span>{log}</li>"
+            f"<span class='kept'>{kept_rows:,} scored rows hold them</span>{log}</li>"
         )
     if d.base is not None:
         without = d.log.base_without_scores if d.log else None
@@ -279,8 +280,18 @@ def _heading(g: CaptionGroup) -> str:
     return "the highest and the lowest"
 
 
+#: The longest url made a link (longer ones are shown cut, as text).
+MAX_URL = 2048
+
+
 def _link(url: object) -> str:
-    if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
+    """An http(s) url as a link (escaped, at most :data:`MAX_URL` characters), anything else
+    as text; the text shown is cut at 60 characters."""
+    if (
+        isinstance(url, str)
+        and len(url) <= MAX_URL
+        and url.lower().startswith(("http://", "https://"))
+    ):
         return (
             f"<a href='{html.escape(url, quote=True)}' rel='noopener noreferrer'>"
             f"{html.escape(url[:60])}</a>"
@@ -309,7 +320,11 @@ def captions(page: Page, d: ReportData) -> None:
     if d.pool is None:
         return
     page.add("<h2 id='captions'>Captions around the cuts</h2>")
-    chosen, groups = caption_rows(d)
+    try:
+        chosen, groups = caption_rows(d)
+    except PoolError as e:
+        page.add(f"<p class='note'>Captions not shown: {html.escape(str(e))}</p>")
+        return
     if not groups:
         page.add("<p>No scores to show captions for.</p>")
         return
