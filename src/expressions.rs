@@ -20,6 +20,9 @@ use crate::kernels::engine::isa::Kernel;
 use crate::kernels::runtime::{interrupt, threads::try_pool};
 use crate::kernels::scores::clip_score::clip_score as clip_score_kernel;
 use crate::kernels::scores::clipcov::{clipcov as clipcov_kernel, ClipCovParams};
+use crate::kernels::scores::sampling::{
+    hard_cap as hard_cap_kernel, soft_cap as soft_cap_kernel, HardCapParams, SoftCapParams,
+};
 use crate::kernels::scores::dynamic::{normsim2_dynamic as dynamic_kernel, DynamicParams};
 use crate::kernels::scores::negclip::{neg_clip_loss as neg_clip_loss_kernel, NegClipParams};
 use crate::kernels::scores::normsim::{nearest, normsim as normsim_kernel, Power, Target};
@@ -402,7 +405,53 @@ pub fn validate(name: &str, kwargs: &[u8]) -> Result<(), String> {
         "normsim2_dynamic" => parse::<DynamicParams>(kwargs)?.validate(),
         "clipcov" => parse::<ClipCovParams>(kwargs)?.validate(),
         "normsim" => Power::validate(parse::<NormSimKwargs>(kwargs)?.p),
+        "soft_cap_sample" => parse::<SoftCapParams>(kwargs)?.validate(),
+        "hard_cap_sample" => parse::<HardCapParams>(kwargs)?.validate(),
         "clip_score" | "zero_shot_labels" => Ok(()),
         other => Err(format!("unknown expression {other:?}")),
     }
+}
+
+/// A score column as the samplers read it: `Float32`, NaN for null.
+fn score_values(s: &Series, arg: &str) -> PolarsResult<Vec<f32>> {
+    polars_ensure!(
+        s.dtype().is_primitive_numeric(),
+        ComputeError: "`{arg}` (column \"{}\") must be numeric, got {}", s.name(), s.dtype()
+    );
+    let f = s.cast(&DataType::Float32)?;
+    Ok(f.f32()?.iter().map(|v| v.unwrap_or(f32::NAN)).collect())
+}
+
+fn sample_field(fields: &[Field]) -> PolarsResult<Field> {
+    output(fields, DataType::UInt32)
+}
+
+fn soft_cap_sample_field(fields: &[Field], params: SoftCapParams) -> PolarsResult<Field> {
+    params.validate().map_err(invalid)?;
+    sample_field(fields)
+}
+
+#[polars_expr(output_type_func_with_kwargs=soft_cap_sample_field)]
+fn soft_cap_sample(inputs: &[Series], kwargs: SoftCapParams) -> PolarsResult<Series> {
+    kwargs.validate().map_err(invalid)?;
+    let scores = score_values(&inputs[0], "score")?;
+    let out = guarded("soft_cap_sample", |_| {
+        soft_cap_kernel(&scores, &kwargs).map_err(|e| polars_err!(ComputeError: "{e}"))
+    })?;
+    Ok(to_u32_series(inputs[0].name().clone(), out.into_iter().map(Some).collect()))
+}
+
+fn hard_cap_sample_field(fields: &[Field], params: HardCapParams) -> PolarsResult<Field> {
+    params.validate().map_err(invalid)?;
+    sample_field(fields)
+}
+
+#[polars_expr(output_type_func_with_kwargs=hard_cap_sample_field)]
+fn hard_cap_sample(inputs: &[Series], kwargs: HardCapParams) -> PolarsResult<Series> {
+    kwargs.validate().map_err(invalid)?;
+    let scores = score_values(&inputs[0], "score")?;
+    let out = guarded("hard_cap_sample", |_| {
+        hard_cap_kernel(&scores, &kwargs).map_err(|e| polars_err!(ComputeError: "{e}"))
+    })?;
+    Ok(to_u32_series(inputs[0].name().clone(), out.into_iter().map(Some).collect()))
 }

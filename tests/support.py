@@ -3,7 +3,9 @@ directories written the way `score` writes one."""
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 
 import numpy as np
 import polars as pl
@@ -98,3 +100,23 @@ def fake_scores(d, uids, **cols):
     (d / "_runs").mkdir()
     (d / "_runs" / "r.json").write_text(json.dumps({"scores": list(cols), "units": units}))
     return d
+
+
+def figures(page: str) -> dict[str, tuple[list[dict], dict]]:
+    """``div id -> (traces, layout)`` of every Plotly figure in the page."""
+    out = {}
+    dec = json.JSONDecoder()
+    for m in re.finditer(r'Plotly\.newPlot\(\s*"(fig-[^"]+)",\s*', page):
+        data, end = dec.raw_decode(page, m.end())
+        rest = page[end:].lstrip()[1:].lstrip()
+        layout, _ = dec.raw_decode(rest)
+        out[m.group(1)] = (data, layout)
+    return out
+
+
+def values(v) -> np.ndarray:
+    """A Plotly array: a list, or the typed-array form ``{"dtype", "bdata", "shape"}``."""
+    if isinstance(v, dict) and "bdata" in v:
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        return a.reshape([int(s) for s in str(v["shape"]).split(",")]) if "shape" in v else a
+    return np.asarray(v)

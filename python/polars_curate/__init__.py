@@ -17,9 +17,11 @@ from polars_curate import datasets, io
 from polars_curate._expr import (
     clip_score,
     clipcov,
+    hard_cap_sample,
     neg_clip_loss,
     normsim,
     normsim2_dynamic,
+    soft_cap_sample,
     top_fraction,
     zero_shot_labels,
 )
@@ -54,6 +56,7 @@ __all__ = [
     "clip_score",
     "clipcov",
     "datasets",
+    "hard_cap_sample",
     "io",
     "neg_clip_loss",
     "normsim",
@@ -66,6 +69,7 @@ __all__ = [
     "score_pool",
     "select",
     "set_thread_count",
+    "soft_cap_sample",
     "thread_count",
     "top_fraction",
     "write_uids",

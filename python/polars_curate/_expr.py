@@ -40,9 +40,11 @@ _LIB = Path(__file__).parent
 __all__ = [
     "clip_score",
     "clipcov",
+    "hard_cap_sample",
     "neg_clip_loss",
     "normsim",
     "normsim2_dynamic",
+    "soft_cap_sample",
     "top_fraction",
     "zero_shot_labels",
 ]
@@ -500,3 +502,82 @@ def zero_shot_labels(
         {"target": spec, "normalize": norm},
         elementwise=True,
     )
+
+
+def soft_cap_sample(
+    score: IntoExpr,
+    total: int,
+    *,
+    batch: int = 100_000,
+    alpha: float = 0.15,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> pl.Expr:
+    """Soft Cap Sampling (FLYT): how many times each row is drawn, repeats allowed.
+
+    Logits ``z = score / temperature``. Until ``total`` rows are drawn: draw
+    ``min(batch, total - drawn)`` distinct rows, successive draws without replacement with
+    probabilities ``softmax(z)``; then ``z -= alpha`` for each drawn row. Drawn as exponential
+    races (a Gumbel top-k per batch), exactly that distribution, in one pass per batch
+    (docs/methods.md#soft-and-hard-cap-sampling). Rows with a null or NaN score are never
+    drawn; fewer drawable rows than a batch is an error.
+
+    Returns
+    -------
+    pl.Expr
+        ``UInt32``: each row's count; the counts sum to ``total``. Whole-frame (per group inside
+        ``group_by``); the same data and seed give the same counts for any thread count.
+
+    Examples
+    --------
+    >>> df = pl.DataFrame({"s": [2.0, 1.0, 0.0, None]})
+    >>> c = df.select(pc.soft_cap_sample("s", 30, batch=3, alpha=0.5))["s"]
+    >>> c.sum(), c[3], c[0] >= c[1] >= c[2]  # every batch draws three distinct rows
+    (30, 0, True)
+    """
+    kwargs = {
+        "total": as_int(total, "total"),
+        "batch": as_int(batch, "batch"),
+        "alpha": as_number(alpha, "alpha"),
+        "temperature": as_number(temperature, "temperature"),
+        "seed": as_seed(seed),
+    }
+    _checked("soft_cap_sample", kwargs)
+    return _call("soft_cap_sample", [as_expr(score, "score")], kwargs, elementwise=False)
+
+
+def hard_cap_sample(
+    score: IntoExpr,
+    total: int,
+    *,
+    limit: int = 15,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> pl.Expr:
+    """Hard Cap Sampling (FLYT): ``total`` draws with replacement, a row at most ``limit``
+    times.
+
+    Probabilities ``softmax(score / temperature)``, fixed; each draw is from the rows still
+    below ``limit``, in proportion to them (the reference's batched draws give the same
+    distribution). Rows with a null or NaN score are never drawn; ``total`` more than
+    ``limit`` times the drawable rows is an error.
+
+    Returns
+    -------
+    pl.Expr
+        ``UInt32``: each row's count, at most ``limit``, summing to ``total``.
+
+    Examples
+    --------
+    >>> df = pl.DataFrame({"s": [5.0, 0.0, 0.0]})
+    >>> df.select(pc.hard_cap_sample("s", 7, limit=3))["s"].to_list()[0]  # the favourite, capped
+    3
+    """
+    kwargs = {
+        "total": as_int(total, "total"),
+        "limit": as_int(limit, "limit", 1, 2**32 - 1),
+        "temperature": as_number(temperature, "temperature"),
+        "seed": as_seed(seed),
+    }
+    _checked("hard_cap_sample", kwargs)
+    return _call("hard_cap_sample", [as_expr(score, "score")], kwargs, elementwise=False)

@@ -17,8 +17,9 @@ from polars_curate._errors import first_line, is_interrupt
 from polars_curate._internal import __version__
 from polars_curate.partitions import DEFAULT_BUDGET
 from polars_curate.pipeline import score_pool
+from polars_curate.sample import Sample
 from polars_curate.scores import SCORES, ScoreOptions, positive_int
-from polars_curate.selection import select
+from polars_curate.selection import TIES, select
 
 __all__ = ["main"]
 
@@ -61,14 +62,31 @@ def _parser() -> argparse.ArgumentParser:
         help="apply rules and write a DataComp subset (.npy)",
         description="Keep, rule after rule, rows of the start set (the pool, or its rows in "
         "--base): SCORE:F keeps floor(F * start) rows by highest score (ties: the smaller uid); "
-        "SCORE>=V (>, <=, <) keeps rows past a threshold. SCORE is a score of the directory or "
-        "an external score file PATH.parquet[#COLUMN] (uid + score, e.g. DFN's). Also writes "
-        "OUT's stem + .select.json, which `report` reads.",
+        "SCORE>=V (>, <=, <) keeps rows past a threshold. SCORE is a score of the directory, "
+        "an external score file PATH.parquet[#COLUMN] (uid + score, e.g. DFN's) or a --mix. "
+        "--sample then draws with repetition from the rows left. Also writes OUT's stem + "
+        ".select.json, which `report` reads.",
     )
     c.add_argument("scores_dir", help="directory written by `score`")
     c.add_argument("--out", required=True, help="subset file to write (.npy)")
     c.add_argument("--base", help="start from this uid subset (.npy), e.g. DFN's")
-    c.add_argument("--keep", action="append", required=True, metavar="RULE")
+    c.add_argument("--keep", action="append", default=[], metavar="RULE")
+    c.add_argument(
+        "--mix",
+        action="append",
+        default=[],
+        metavar="NAME=W*SCORE,...",
+        help="a linear mix of scores for rules and --sample-by, e.g. m=0.7*z(ncl),0.3*z(clip) "
+        "(z(): standardised over the start set; SCORE may be PATH.parquet#COLUMN)",
+    )
+    c.add_argument(
+        "--ties",
+        choices=TIES,
+        default="exact",
+        help="fraction rules: exactly floor(F * start) rows (ties to the smaller uid), or "
+        "datacomp: every row >= the value at index int(start * F) (DataComp's get_threshold)",
+    )
+    _sample_flags(c)
     _budget_flag(c)
 
     r = sub.add_parser(
@@ -91,6 +109,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     _budget_flag(r)
     return p
+
+
+def _sample_flags(c: argparse.ArgumentParser) -> None:
+    c.add_argument(
+        "--sample",
+        metavar="KIND:TOTAL",
+        help="last step: draw TOTAL rows with repetition from the rows the rules left, "
+        "soft-cap:TOTAL (FLYT's Soft Cap Sampling) or hard-cap:TOTAL; the subset repeats each "
+        "uid as often as drawn",
+    )
+    c.add_argument("--sample-by", metavar="SCORE", help="the score or mix the sample's logits use")
+    c.add_argument("--temperature", type=float, default=1.0, help="logits = score / T (1.0)")
+    c.add_argument("--alpha", type=float, default=0.15, help="soft-cap repetition penalty (0.15)")
+    c.add_argument("--sample-batch", type=int, default=100_000, help="soft-cap batch (100000)")
+    c.add_argument("--limit", type=int, default=15, help="hard-cap draws per row at most (15)")
+    c.add_argument("--seed", type=int, default=0, help="the sample's seed (0)")
+
+
+def _sample(args: argparse.Namespace) -> Sample | None:
+    if args.sample is None:
+        return None
+    return Sample.parse(
+        args.sample,
+        by=args.sample_by or "",
+        batch=args.sample_batch,
+        alpha=args.alpha,
+        limit=args.limit,
+        temperature=args.temperature,
+        seed=args.seed,
+    )
 
 
 def _gib(text: str) -> int:
@@ -163,6 +211,9 @@ def _run(args: argparse.Namespace) -> int:
                 args.out,
                 args.keep,
                 base=args.base,
+                mixes=args.mix,
+                ties=args.ties,
+                sample=_sample(args),
                 memory_budget=args.memory_budget,
             )
         else:

@@ -37,6 +37,7 @@ __all__ = [
     "uid_key_exprs",
     "uids_from_keys",
     "write_key_parts",
+    "write_key_runs",
     "write_keys",
     "write_uids",
 ]
@@ -48,10 +49,13 @@ SINK_ROW_GROUP = 262_144
 
 #: DataComp's subset dtype: two little-endian unsigned 64-bit fields.
 UID_DTYPE = np.dtype("u8,u8")
+KEYS_COLUMNS = ["uid_hi", "uid_lo"]
 
 
-def read_uids(path: PathLike) -> pl.DataFrame:
-    """Read a DataComp subset file into a frame with a ``uid`` column (32 lowercase hex digits).
+def read_uids(path: PathLike, *, repeats: bool = False) -> pl.DataFrame:
+    """Read a DataComp subset file into a frame with a ``uid`` column (32 lowercase hex digits),
+    sorted, each uid once; ``repeats=True`` keeps a uid as often as the file lists it (a
+    sampled subset, where DataComp's resharder writes it that many times).
 
     Also accepts an ``(n, 2)`` uint64 array. The columns ``uid_hi``/``uid_lo`` (UInt64) are the
     binary key, cheaper to join on than strings.
@@ -73,8 +77,14 @@ def read_uids(path: PathLike) -> pl.DataFrame:
     >>> subset = read_uids(p)["uid"]
     >>> pool.filter(pl.col("uid").is_in(subset.implode()))["score"].to_list()
     [0.3]
+    >>> write_uids(["ff" * 16, "00" * 15 + "0a", "ff" * 16], p, repeats=True)
+    3
+    >>> read_uids(p, repeats=True)["uid"].str.slice(30).to_list()
+    ['0a', 'ff', 'ff']
     """
-    keys = read_keys(path)
+    keys = read_keys(path) if repeats else read_distinct_keys(path)
+    if repeats and not KeyFile(path).sorted:
+        keys = keys.sort(KEYS_COLUMNS)
     return keys.select(uids_from_keys(keys["uid_hi"].to_numpy(), keys["uid_lo"].to_numpy()), *keys)
 
 
@@ -139,6 +149,18 @@ class KeyFile:
         return np.asarray(self.hi[a:b], np.uint64), np.asarray(self.lo[a:b], np.uint64)
 
     @cached_property
+    def sorted(self) -> bool:
+        """Whether the keys are in order (repeats allowed)."""
+        n = len(self)
+        for a in range(0, n, self.CHUNK):
+            hi, lo = self._chunk(max(a - 1, 0), min(a + self.CHUNK, n))
+            if len(hi) > 1:
+                up = (hi[1:] > hi[:-1]) | ((hi[1:] == hi[:-1]) & (lo[1:] >= lo[:-1]))
+                if not up.all():
+                    return False
+        return True
+
+    @cached_property
     def increasing(self) -> bool:
         """Whether the keys are sorted and distinct (every DataComp subset file is)."""
         n = len(self)
@@ -169,13 +191,17 @@ class KeyFile:
         return _frame(*sorted_distinct_keys(hi, lo))
 
 
-def write_uids(uids: pl.DataFrame | pl.Series | Iterable[str], path: PathLike) -> int:
-    """Write uids as a DataComp subset file; returns the number of (distinct) uids written.
+def write_uids(
+    uids: pl.DataFrame | pl.Series | Iterable[str], path: PathLike, *, repeats: bool = False
+) -> int:
+    """Write uids as a DataComp subset file; returns the number of uids written.
 
-    Exactly DataComp's format: dtype ``("u8", "u8")``, sorted lexicographically, no duplicates.
-    The file is written to a temporary name in the same directory, flushed to disk and renamed,
-    so no reader ever sees a partial file under ``path``. Invalid uids (wrong length, non-hex,
-    null) raise ``ValueError`` naming the first one; nothing is written then.
+    Exactly DataComp's format: dtype ``("u8", "u8")``, sorted lexicographically, each uid once;
+    with ``repeats=True`` a uid given ``c`` times is written ``c`` times (what sampling with
+    repetition writes; DataComp's resharder writes such a uid ``c`` times). The file is written
+    to a temporary name in the same directory, flushed to disk and renamed, so no reader ever
+    sees a partial file under ``path``. Invalid uids (wrong length, non-hex, null) raise
+    ``ValueError`` naming the first one; nothing is written then.
     """
     if isinstance(uids, pl.DataFrame):
         if "uid" not in uids.columns:
@@ -186,7 +212,10 @@ def write_uids(uids: pl.DataFrame | pl.Series | Iterable[str], path: PathLike) -
     else:
         s = pl.Series("uid", list(uids), dtype=pl.String)
     hi, lo = keys_from_uids(s)
-    return write_keys(hi, lo, path)
+    if not repeats:
+        return write_keys(hi, lo, path)
+    keys = _frame(hi, lo).sort(KEYS_COLUMNS)
+    return write_key_runs([(keys["uid_hi"].to_numpy(), keys["uid_lo"].to_numpy())], path)
 
 
 def _increasing(hi: np.ndarray, lo: np.ndarray) -> bool:
@@ -237,19 +266,16 @@ def _header_of_rows(rows: int) -> bytes:
     return buf.getvalue()
 
 
-def write_key_parts(keys: pl.LazyFrame, path: PathLike, parts: Partitions) -> int:
-    """Write the ``uid_hi``/``uid_lo`` rows of ``keys`` as a DataComp subset file, part after
-    part (one part's keys in memory, each sorted and deduplicated), atomically; returns the
-    number written. The bytes are those of :func:`write_keys` on all the keys at once."""
+def write_key_runs(runs: Iterable[tuple[np.ndarray, np.ndarray]], path: PathLike) -> int:
+    """Write runs of ``(hi, lo)`` keys, each sorted and each after the previous one, as one
+    DataComp subset file (the keys in that order; repeats kept), atomically; returns the
+    number written. Memory: one run."""
 
     def write(f: BinaryIO) -> None:
         start = len(_header_of_rows(0))
         f.seek(start)
         total = 0
-        for p in parts:
-            got = keys.filter(parts.predicate(p)).collect(engine="streaming")
-            hi, lo = sorted_distinct_keys(got["uid_hi"].to_numpy(), got["uid_lo"].to_numpy())
-            del got
+        for hi, lo in runs:
             arr = np.empty(len(hi), dtype=UID_DTYPE)
             arr["f0"], arr["f1"] = hi, lo
             f.write(arr.tobytes())
@@ -264,6 +290,19 @@ def write_key_parts(keys: pl.LazyFrame, path: PathLike, parts: Partitions) -> in
     counted: list[int] = []
     write_atomic(Path(path), write)
     return counted[0]
+
+
+def write_key_parts(keys: pl.LazyFrame, path: PathLike, parts: Partitions) -> int:
+    """Write the ``uid_hi``/``uid_lo`` rows of ``keys`` as a DataComp subset file, part after
+    part (one part's keys in memory, each sorted and deduplicated), atomically; returns the
+    number written. The bytes are those of :func:`write_keys` on all the keys at once."""
+
+    def runs() -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        for p in parts:
+            got = keys.filter(parts.predicate(p)).collect(engine="streaming")
+            yield sorted_distinct_keys(got["uid_hi"].to_numpy(), got["uid_lo"].to_numpy())
+
+    return write_key_runs(runs(), path)
 
 
 def file_digest(path: PathLike) -> str:

@@ -39,6 +39,7 @@ from polars_curate.uids import check_uids, uid_key_exprs, uids_from_keys, valid_
 __all__ = [
     "KEYS",
     "Rule",
+    "ScoreRef",
     "SelectLog",
     "Step",
     "check_external",
@@ -48,6 +49,7 @@ __all__ = [
     "keep_count",
     "parse_rule",
     "refuse_repeated_keys",
+    "score_ref",
     "valid",
 ]
 
@@ -71,57 +73,82 @@ def keep_count(n: int, fraction: Fraction) -> int:
 
 
 @dataclass(frozen=True)
+class ScoreRef:
+    """A score a rule, a mix or a sample reads: a column of the score directory, or a column
+    of an external score file ``PATH.parquet[#COLUMN]`` (joined on the uid)."""
+
+    score: str
+    source: Path | None = None
+
+    @property
+    def column(self) -> str:
+        """The column it is in the working frame (one per file and column)."""
+        return self.score if self.source is None else f"__ext_{self.score}@{self.source}"
+
+    @property
+    def text(self) -> str:
+        return self.score if self.source is None else f"{self.source}#{self.score}"
+
+
+def score_ref(name: str, where: str) -> ScoreRef:
+    """A score of the directory (by its name or column), or a score file ``PATH.parquet`` with
+    an optional ``#COLUMN`` after it (the last ``#``: a ``#`` inside the path is part of the
+    path; without it, the file's one numeric column). ``ValueError`` naming ``where``."""
+    path, col = name, ""
+    head, sep, tail = name.rpartition("#")
+    if sep and head.endswith(".parquet") and not name.endswith(".parquet"):
+        path, col = head, tail
+    if not path.endswith(".parquet"):
+        return ScoreRef(column_of(name))
+    source = Path(path)
+    if not source.is_file():
+        raise ValueError(f"{where}: score file {source} not found")
+    return ScoreRef(col or _only_score_column(source), source)
+
+
+@dataclass(frozen=True)
 class Rule:
     """One ``--keep`` rule."""
 
     text: str
-    score: str
-    source: Path | None = None
+    ref: ScoreRef
     fraction: Fraction | None = None
     op: str | None = None
     value: float | None = None
 
     @property
+    def score(self) -> str:
+        return self.ref.score
+
+    @property
+    def source(self) -> Path | None:
+        return self.ref.source
+
+    @property
     def column(self) -> str:
         """The column the rule reads in the working frame."""
-        return self.score if self.source is None else f"__ext_{self.score}"
+        return self.ref.column
 
 
 def parse_rule(text: str) -> Rule:
     """``SCORE:F`` or ``SCORE>=V`` (``>``, ``<=``, ``<``); ``ValueError`` naming the rule."""
     m = _THRESHOLD.match(text.strip())
+    where = f"--keep {text!r}"
     if m:
-        name, op, value = m["score"].strip(), m["op"], float(m["value"])
-        return _with_score(Rule(text, name, op=op, value=value), name)
+        ref = score_ref(m["score"].strip(), where)
+        return Rule(text, ref, op=m["op"], value=float(m["value"]))
     name, sep, frac = text.rpartition(":")
     if not sep or not name.strip():
         raise ValueError(
-            f"--keep {text!r}: expected SCORE:FRACTION (e.g. ncl:0.3) or SCORE>=VALUE "
-            "(e.g. clip>=0.28)"
+            f"{where}: expected SCORE:FRACTION (e.g. ncl:0.3) or SCORE>=VALUE (e.g. clip>=0.28)"
         )
     try:
         f = float(frac)
     except ValueError:
-        raise ValueError(f"--keep {text!r}: {frac!r} is not a number") from None
+        raise ValueError(f"{where}: {frac!r} is not a number") from None
     if not 0 <= f <= 1:
-        raise ValueError(f"--keep {text!r}: the fraction must be in [0, 1]")
-    return _with_score(Rule(text, name.strip(), fraction=as_fraction(f, "fraction")), name.strip())
-
-
-def _with_score(rule: Rule, name: str) -> Rule:
-    """A score of the directory, or a score file ``PATH.parquet`` with an optional
-    ``#COLUMN`` after it (the last ``#``: a ``#`` inside the path is part of the path)."""
-    path, col = name, ""
-    head, sep, tail = name.rpartition("#")
-    if sep and head.endswith(".parquet") and not name.endswith(".parquet"):
-        path, col = head, tail
-    if path.endswith(".parquet"):
-        source = Path(path)
-        if not source.is_file():
-            raise ValueError(f"--keep {rule.text!r}: score file {source} not found")
-        col = col or _only_score_column(source)
-        return Rule(rule.text, col, source, rule.fraction, rule.op, rule.value)
-    return Rule(rule.text, column_of(name), None, rule.fraction, rule.op, rule.value)
+        raise ValueError(f"{where}: the fraction must be in [0, 1]")
+    return Rule(text, score_ref(name.strip(), where), fraction=as_fraction(f, "fraction"))
 
 
 def _only_score_column(path: Path) -> str:
@@ -272,9 +299,11 @@ class Step:
     k: int | None = None
     cut_uid_hi: int | None = None
     cut_uid_lo: int | None = None
+    #: ``"datacomp"`` for a fraction rule cut by DataComp's ``get_threshold`` (``k`` is its index).
+    ties: str | None = None
     kept: int = 0
 
-    _ORDER = ("rule", "score", "before", "file", "kind", "op", "fraction", "k", "value")
+    _ORDER = ("rule", "score", "before", "file", "kind", "op", "fraction", "ties", "k", "value")
 
     def to_json(self) -> dict[str, Any]:
         """Strict JSON: a non-finite threshold is written as the string ``"inf"``,
@@ -319,6 +348,10 @@ class Step:
             return threshold_predicate(col, self.op, float(self.value))
         if self.kind != "fraction":
             raise ValueError(f"step {self.rule!r}: unknown kind {self.kind!r}")
+        if self.ties == "datacomp":  # every row at or above the cut (NaN: none)
+            return threshold_predicate(
+                col, ">=", float(self.value if self.value is not None else "nan")
+            )
         if self.value is not None and self.cut_uid_hi is not None:
             assert self.cut_uid_lo is not None
             return cut_predicate(col, float(self.value), self.cut_uid_hi, self.cut_uid_lo)
@@ -335,7 +368,11 @@ class SelectLog:
     start: int
     base_without_scores: int | None = None
     steps: list[Step] = field(default_factory=list)
-    #: Distinct uids written (a uid in several rows of the scores is written once).
+    #: The mixes the rules or the sample read: their terms, with the means and deviations used.
+    mixes: dict[str, Any] | None = None
+    #: The sampling step's parameters, rows per count and mean score per count.
+    sample: dict[str, Any] | None = None
+    #: Uids written: each once, or as often as drawn when sampling.
     kept: int = 0
     #: Rows of the scores the last rule keeps (more than ``kept`` when uids repeat).
     kept_rows: int = 0
@@ -355,7 +392,9 @@ class SelectLog:
             "base": self.base,
             "start": self.start,
             "base_without_scores": self.base_without_scores,
+            **({"mixes": self.mixes} if self.mixes else {}),
             "steps": [s.to_json() for s in self.steps],
+            **({"sample": self.sample} if self.sample else {}),
             "kept": self.kept,
             "kept_rows": self.kept_rows,
             "subset_digest": self.subset_digest,

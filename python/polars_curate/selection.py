@@ -9,8 +9,12 @@ bytes a row), the base's keys and an external score file's keys and scores are h
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -19,11 +23,13 @@ from polars_curate._types import PathLike
 from polars_curate._validate import check_output
 from polars_curate.atomic import write_atomic
 from polars_curate.io import KeyFile, file_digest, write_key_parts
-from polars_curate.kth import top_cut
+from polars_curate.kth import kth_row, top_cut
+from polars_curate.mixes import Mix, mix_stats
 from polars_curate.partitions import DEFAULT_BUDGET, Partitions
 from polars_curate.rules import (
     KEYS,
     Rule,
+    ScoreRef,
     SelectLog,
     Step,
     check_external,
@@ -32,21 +38,46 @@ from polars_curate.rules import (
     keep_count,
     parse_rule,
     refuse_repeated_keys,
+    score_ref,
     threshold_predicate,
     valid,
 )
+from polars_curate.sample import Sample, sample_subset
 from polars_curate.scoredir import check_complete
 from polars_curate.staging import Staging, scan_units, staging
 
-__all__ = ["select"]
+__all__ = ["TIES", "select"]
+
+#: How a fraction rule treats ties at its cut: exactly ``floor(F * start)`` rows (ties to the
+#: smaller uid), or DataComp's ``get_threshold`` (every row at or above the cut).
+TIES = ("exact", "datacomp")
 
 
 def _count(lf: pl.LazyFrame) -> int:
     return lf.select(pl.len()).collect(engine="streaming").item()
 
 
+def _datacomp_cut(
+    cur: pl.LazyFrame, col: str, start: int, fraction: Fraction, now: int
+) -> tuple[pl.Expr, int, float]:
+    """DataComp's ``get_threshold``: the value at index ``int(start * fraction)`` of the
+    scores of the rows still in, sorted descending with missing ones last; every row at or
+    above it is kept (ties at the cut all kept). A cut among the missing scores keeps none."""
+    n = int(start * float(fraction))  # DataComp's float product, not the exact floor
+    if n >= now:
+        raise ValueError(
+            f"--ties datacomp: index {n} = int({start} * {float(fraction)}) is past the {now} "
+            "rows still in (DataComp's get_threshold has no value there)"
+        )
+    available = _count(cur.filter(valid(col)))
+    if n >= available:
+        return pl.lit(False), n, math.nan
+    (neg,) = kth_row(cur.filter(valid(col)), [-pl.col(col).cast(pl.Float64)], n + 1)
+    return threshold_predicate(col, ">=", -neg), n, -neg
+
+
 def _apply(
-    lf: pl.LazyFrame, cond: pl.Expr, rule: Rule, start: int, now: int
+    lf: pl.LazyFrame, cond: pl.Expr, rule: Rule, start: int, now: int, ties: str
 ) -> tuple[pl.Expr, Step]:
     """Rule ``rule`` after the rows ``cond`` keeps: the new condition and its step."""
     col = rule.column
@@ -58,25 +89,82 @@ def _apply(
         step.op, step.value = rule.op, rule.value
         return cond & threshold_predicate(col, rule.op, rule.value), step
     cur = lf.filter(cond)
-    step.fraction, step.k = str(rule.fraction), keep_count(start, rule.fraction)
+    step.fraction = str(rule.fraction)
+    if ties == "datacomp":
+        pred, step.k, step.value = _datacomp_cut(cur, col, start, rule.fraction, now)
+        step.ties = ties
+        return cond & pred, step
+    step.k = keep_count(start, rule.fraction)
     pred, cut = top_cut(cur, col, step.k, _count(cur.filter(valid(col))))
     if cut is not None:
         step.value, step.cut_uid_hi, step.cut_uid_lo = cut
     return cond & pred, step
 
 
+@dataclass
+class _Plan:
+    """A checked ``select``: what it reads and does; nothing written yet."""
+
+    rules: list[Rule]
+    mixes: list[Mix]
+    sample: Sample | None
+    ties: str
+    internal: list[str]  # score columns of the directory read
+    externals: list[ScoreRef]  # score file columns read (each once)
+    files: list[Path]
+
+    @property
+    def sample_column(self) -> str:
+        assert self.sample is not None
+        if self.sample.by in {m.name for m in self.mixes}:
+            return self.sample.by
+        return score_ref(self.sample.by, "--sample-by").column
+
+
+def _listed(x: Any) -> list[Any]:
+    return [] if x is None else [x] if isinstance(x, (str, Mix, Sample)) else list(x)
+
+
+def _plan(
+    scores_dir: PathLike,
+    out: Path,
+    keep: Any,
+    base: PathLike | None,
+    mixes: Any,
+    ties: str,
+    sample: Sample | None,
+) -> _Plan:
+    rules = [r if isinstance(r, Rule) else parse_rule(r) for r in _listed(keep)]
+    mix_list = [m if isinstance(m, Mix) else Mix.parse(m) for m in _listed(mixes)]
+    names = [m.name for m in mix_list]
+    if len(set(names)) < len(names):
+        raise ValueError(f"--mix: two mixes are named {sorted(names)[0]!r}")
+    if ties not in TIES:
+        raise ValueError(f"--ties must be one of {', '.join(TIES)}, got {ties!r}")
+    if not rules and sample is None:
+        raise ValueError("no --keep rules given (and no --sample)")
+    refs = [r.ref for r in rules] + [t.ref for m in mix_list for t in m.terms]
+    if sample is not None and sample.by not in names:
+        refs.append(score_ref(sample.by, "--sample-by"))
+    refs = [r for r in refs if r.source is not None or r.score not in names]
+    internal = list(dict.fromkeys(r.score for r in refs if r.source is None))
+    externals = list(dict.fromkeys(r for r in refs if r.source is not None))
+    files = check_complete(scores_dir, internal)
+    for target in (out, SelectLog.path_for(out)):
+        check_output(target, [base, *(r.source for r in externals), *files])
+    for r in externals:
+        assert r.source is not None
+        check_external(r.source, r.score)
+    return _Plan(rules, mix_list, sample, ties, internal, externals, files)
+
+
 def _start_set(
-    stage: Staging,
-    files: list[Path],
-    rules: Sequence[Rule],
-    internal: list[str],
-    base: KeyFile | None,
-    budget: int,
+    stage: Staging, plan: _Plan, base: KeyFile | None, budget: int
 ) -> tuple[pl.LazyFrame, int | None]:
-    """The rows to select from, with every score the rules read (joins run once, staged one
-    key partition at a time), and the base's distinct uids."""
-    lf = scan_units(files, internal)
-    externals = [r for r in rules if r.source is not None]
+    """The rows to select from, with every score the rules, mixes and sample read (joins run
+    once, staged one key partition at a time), and the base's distinct uids."""
+    lf = scan_units(plan.files, plan.internal)
+    externals = plan.externals
     if base is None and not externals:
         return lf, None
     held = (len(base) if base else 0) + sum(_rows(r.source) for r in externals if r.source)
@@ -111,9 +199,12 @@ def _rows(path: Path) -> int:
 def select(
     scores_dir: PathLike,
     out: PathLike,
-    keep: str | Sequence[str],
+    keep: str | Sequence[str] = (),
     *,
     base: PathLike | None = None,
+    mixes: str | Sequence[str | Mix] = (),
+    ties: str = "exact",
+    sample: Sample | None = None,
     memory_budget: int = DEFAULT_BUDGET,
     log: Callable[[str], None] = print,
 ) -> SelectLog:
@@ -122,17 +213,21 @@ def select(
     Writes ``out`` (sorted ``("u8", "u8")`` uids, atomically) and, beside it,
     ``<out stem>.select.json`` (a :class:`~polars_curate.rules.SelectLog`, also returned): the
     start set, each rule with its cut and count (what ``report`` draws). See
-    :mod:`polars_curate.rules` for the rules. ``memory_budget`` (bytes) bounds the keys held
-    at once (the base's, an external score file's, the subset's): larger sets are worked
-    through in key partitions, with the same result.
+    :mod:`polars_curate.rules` for the rules; a rule or the sample may read a mix
+    (``mixes``, :mod:`polars_curate.mixes`). ``ties="datacomp"``: fraction rules keep every
+    row at or above DataComp's ``get_threshold`` value (ties at the cut all kept) instead of
+    exactly ``floor(F * start)`` rows. ``sample`` (:class:`~polars_curate.sample.Sample`): the
+    last step draws Soft or Hard Cap samples from the rows the rules left, and the subset lists
+    each uid as often as drawn. ``memory_budget`` (bytes) bounds the keys held at once (the
+    base's, an external score file's, the subset's): larger sets are worked through in key
+    partitions, with the same result.
 
     Examples
     --------
-    >>> import tempfile, polars_curate as pc
-    >>> from polars_curate.datasets import synthetic_pool
+    >>> import tempfile
     >>> from polars_curate.selection import select
     >>> tmp = tempfile.mkdtemp()
-    >>> paths = synthetic_pool(tmp, n=1000, d=16, shards=2)
+    >>> paths = pc.datasets.synthetic_pool(tmp, n=1000, d=16, shards=2)
     >>> _ = pc.score_pool(paths["pool"], f"{tmp}/s", scores=["ncl", "clip"], batch_size=256,
     ...                   progress=False)
     >>> r = select(f"{tmp}/s", f"{tmp}/subset.npy", ["ncl:0.3", "clip>=0.4"])  # doctest: +ELLIPSIS
@@ -144,20 +239,10 @@ def select(
     269
     """
     out = Path(out)
-    rules = [parse_rule(r) for r in ([keep] if isinstance(keep, str) else keep)]
-    if not rules:
-        raise ValueError("no --keep rules given")
-    internal = list(dict.fromkeys(r.score for r in rules if r.source is None))
-    files = check_complete(scores_dir, internal)
-    externals = [r.source for r in rules if r.source is not None]
-    for target in (out, SelectLog.path_for(out)):
-        check_output(target, [base, *externals, *files])
-    for r in rules:
-        if r.source is not None:
-            check_external(r.source, r.score)
+    plan = _plan(scores_dir, out, keep, base, mixes, ties, sample)
     base_keys = None if base is None else KeyFile(base)
     with staging(out, "select") as stage:
-        lf, distinct = _start_set(stage, files, rules, internal, base_keys, memory_budget)
+        lf, distinct = _start_set(stage, plan, base_keys, memory_budget)
         record = SelectLog(
             scores_dir=str(Path(scores_dir).resolve()),
             base=None if base is None else str(Path(base).resolve()),
@@ -165,21 +250,52 @@ def select(
             created_by=__version__,
         )
         _log_start(record, distinct, base, log)
+        lf = _with_mixes(lf, plan.mixes, record)
         cond, now = pl.lit(True), record.start
-        for rule in rules:
-            cond, step = _apply(lf, cond, rule, record.start, now)
+        for rule in plan.rules:
+            cond, step = _apply(lf, cond, rule, record.start, now, plan.ties)
             now = step.kept = _count(lf.filter(cond))
             record.steps.append(step)
             log(f"{rule.text} keeps {now:,} of {step.before:,} rows")
-        parts = Partitions.for_keys(now, memory_budget)
-        record.kept = write_key_parts(lf.filter(cond).select(KEYS), out, parts)
-    record.kept_rows = now
-    repeats = "" if now == record.kept else f" (from {now:,} rows: some uids are in several)"
-    log(f"wrote {record.kept:,} uids to {out}{repeats}")
+        record.kept_rows = now
+        _write_subset(lf.filter(cond), plan, out, record, memory_budget, log)
     # The log names its subset by content: a log left from another run is refused by report.
     record.subset_digest = file_digest(out)
     write_atomic(SelectLog.path_for(out), lambda f: f.write(record.to_json()))
     return record
+
+
+def _with_mixes(lf: pl.LazyFrame, mixes: list[Mix], record: SelectLog) -> pl.LazyFrame:
+    if not mixes:
+        return lf
+    stats = mix_stats(lf, mixes)
+    record.mixes = {m.name: m.to_json(stats) for m in mixes}
+    return lf.with_columns(m.expression(stats) for m in mixes)
+
+
+def _write_subset(
+    kept: pl.LazyFrame,
+    plan: _Plan,
+    out: Path,
+    record: SelectLog,
+    budget: int,
+    log: Callable[[str], None],
+) -> None:
+    """The subset: the kept rows' uids (each once), or the sample drawn from them."""
+    parts = Partitions.for_keys(record.kept_rows, budget)
+    if plan.sample is None:
+        record.kept = write_key_parts(kept.select(KEYS), out, parts)
+        now = record.kept_rows
+        repeats = "" if now == record.kept else f" (from {now:,} rows: some uids are in several)"
+        log(f"wrote {record.kept:,} uids to {out}{repeats}")
+        return
+    record.kept, record.sample = sample_subset(kept, plan.sample_column, plan.sample, out, parts)
+    drawn = record.sample["rows_per_count"]
+    distinct = sum(n for c, n in drawn.items() if int(c) > 0)
+    log(
+        f"{plan.sample.kind} sampling on {plan.sample.by}: {record.kept:,} draws of "
+        f"{distinct:,} distinct uids among {record.kept_rows:,} rows; wrote {out}"
+    )
 
 
 def _log_start(

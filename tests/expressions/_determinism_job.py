@@ -23,6 +23,8 @@ exprs = {
     "ns2": pc.normsim("img", target, p=2),
     "nsinf": pc.normsim("img", target, p="inf"),
     "ns3": pc.normsim("img", target, p=3),
+    "scs": pc.soft_cap_sample(pc.clip_score("img", "txt"), 9000, batch=700, alpha=0.3, seed=2),
+    "hcs": pc.hard_cap_sample(pc.clip_score("img", "txt") * 5, 7000, limit=4, seed=2),
 }
 for engine in ("in-memory", "streaming"):
     out = df.lazy().select(**exprs).collect(engine=engine)

@@ -26,7 +26,7 @@ def hashes(threads: int) -> list[str]:
 
 def test_threads_and_engines():
     one = hashes(1)
-    assert len([x for x in one if x]) == 12
+    assert len([x for x in one if x]) == 16  # 8 expressions x 2 engines
     assert one == hashes(2) == hashes(3)
     lines = [x.split() for x in one if x]
     by_engine = {name: set() for name, _ in lines}

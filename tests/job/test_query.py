@@ -87,8 +87,9 @@ def test_the_readme_form_streams_with_nothing_declared(pool, tmp_path):
 
 
 def test_equals_what_score_writes_per_shard(pool, tmp_path):
-    run = pc.score_pool(pool["pool"], tmp_path / "s", scores="ncl,clip", unit_rows=None,
-                        progress=False, **NCL)  # fmt: skip
+    run = pc.score_pool(
+        pool["pool"], tmp_path / "s", scores="ncl,clip", unit_rows=None, progress=False, **NCL
+    )
     assert run.units == 3
     written = pc.scan_scores(tmp_path / "s").select("uid", "ncl", "clip").collect()
     with_clip = (

@@ -4,7 +4,6 @@ loads in a real browser (headless Chromium) with every figure drawn and no error
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import shutil
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from support import figures, values
 
 import polars_curate as pc
 from polars_curate.datasets import synthetic_pool
@@ -23,26 +23,6 @@ from polars_curate.report import BINS, GRID, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = {">=": np.greater_equal, ">": np.greater, "<=": np.less_equal, "<": np.less}
-
-
-def figures(page: str) -> dict[str, tuple[list[dict], dict]]:
-    """``div id -> (traces, layout)`` of every Plotly figure in the page."""
-    out = {}
-    dec = json.JSONDecoder()
-    for m in re.finditer(r'Plotly\.newPlot\(\s*"(fig-[^"]+)",\s*', page):
-        data, end = dec.raw_decode(page, m.end())
-        rest = page[end:].lstrip()[1:].lstrip()
-        layout, _ = dec.raw_decode(rest)
-        out[m.group(1)] = (data, layout)
-    return out
-
-
-def values(v) -> np.ndarray:
-    """A Plotly array: a list, or the typed-array form ``{"dtype", "bdata", "shape"}``."""
-    if isinstance(v, dict) and "bdata" in v:
-        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
-        return a.reshape([int(s) for s in str(v["shape"]).split(",")]) if "shape" in v else a
-    return np.asarray(v)
 
 
 def bins(x: np.ndarray, lo: float, hi: float, n: int) -> np.ndarray:

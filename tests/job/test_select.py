@@ -199,8 +199,9 @@ def test_key_partitions_give_the_same_subset_log_and_report(tmp_path):
     for name, budget in (("one", DEFAULT_BUDGET), ("parts", 40_000)):  # 8 parts
         out = tmp_path / name / "sub.npy"
         out.parent.mkdir()
-        pc.select(d, out, rules, base=tmp_path / "base.npy", memory_budget=budget,
-                  log=lambda s: None)  # fmt: skip
+        pc.select(
+            d, out, rules, base=tmp_path / "base.npy", memory_budget=budget, log=lambda s: None
+        )
         page = write_report(d, tmp_path / name / "r.html", subset=out, memory_budget=budget)
         log = out.with_name("sub.select.json").read_bytes()
         pages[name] = (out.read_bytes(), log, page.read_text())

@@ -16,6 +16,7 @@ import polars as pl
 from polars_curate._errors import PoolError, first_line
 from polars_curate._types import PathLike
 from polars_curate.io import KeyFile, file_digest
+from polars_curate.mixes import Mix
 from polars_curate.partitions import DEFAULT_BUDGET, Partitions
 from polars_curate.pool import list_pool, scan_pool
 from polars_curate.rules import (
@@ -75,6 +76,13 @@ class ReportData:
     lf: pl.LazyFrame | None = None
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     hists: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The select log's mixes, with the means and deviations it used.
+    mixes: list[tuple[Mix, dict[str, tuple[float, float]]]] = field(default_factory=list)
+
+    @property
+    def columns(self) -> list[str]:
+        """What the report draws: the directory's scores, then the log's mixes."""
+        return [*self.scores, *(m.name for m, _ in self.mixes)]
 
     @property
     def steps(self) -> list[Step]:
@@ -86,7 +94,7 @@ class ReportData:
 
     @property
     def total(self) -> int:
-        st = self.stats[self.scores[0]]
+        st = self.stats[self.columns[0]]
         return st["n"] + st["missing"]
 
     @property
@@ -124,6 +132,13 @@ def read_inputs(
         _check_log_describes(log, Path(subset), d.notes)
     if log and log.scores_dir and Path(log.scores_dir).resolve() != scores_dir.resolve():
         d.notes.append(f"the select log was written for {log.scores_dir}, not this directory")
+    for name, spec in (log.mixes or {}).items() if log else ():
+        mix, stats = Mix.from_json(name, spec)
+        gone = [t.ref.source for t in mix.terms if t.ref.source and not t.ref.source.is_file()]
+        if gone:
+            d.notes.append(f"mix {name!r}: its score file {gone[0]} is not there")
+        else:
+            d.mixes.append((mix, stats))
     if base is None and log and log.base:
         if Path(log.base).is_file():
             d.base = Path(log.base)
@@ -152,8 +167,11 @@ def join_sets(d: ReportData, stage: Staging, budget: int = DEFAULT_BUDGET) -> No
     once, staged one key partition at a time within ``budget``); then the statistics and
     histograms every section uses."""
     keyfiles = {n: KeyFile(p) for n, p in (("base", d.base), ("subset", d.subset)) if p}
-    externals, shown = _rule_sets(d)
-    held = sum(len(k) for k in keyfiles.values()) + sum(_rows(Path(s.file)) for _, s in externals)
+    rule_files, shown = _rule_sets(d)
+    joins = [(Path(s.file), s.score, f"__rule{i}") for i, s in rule_files if s.file]
+    refs = dict.fromkeys(t.ref for m, _ in d.mixes for t in m.terms if t.ref.source)
+    joins += [(r.source, r.score, r.column) for r in refs if r.source]
+    held = sum(len(k) for k in keyfiles.values()) + sum(_rows(f) for f, _, _ in joins)
     parts = Partitions.for_keys(held, budget)
     d.sizes = dict.fromkeys(keyfiles, 0)
     scored = scan_units(d.files, d.scores)
@@ -166,23 +184,24 @@ def join_sets(d: ReportData, stage: Staging, budget: int = DEFAULT_BUDGET) -> No
             flag = pl.lit(True).alias(f"in_{name}")
             rows = rows.join(keys.lazy().with_columns(flag), on=KEYS, how="left")
             rows = rows.with_columns(pl.col(f"in_{name}").fill_null(False))
-        for i, s in externals:
-            rows = join_external(rows, Path(s.file), s.score, f"__rule{i}", parts.predicate(p))
+        for source, score, alias in joins:
+            rows = join_external(rows, source, score, alias, parts.predicate(p))
         return rows
 
     lf = scored
-    if keyfiles or externals:
+    if keyfiles or joins:
         try:
             lf = stage.stage_parts(part, parts, "rows")
         except Exception as e:
             if is_repeated_key_error(e):
-                refuse_repeated_keys([(Path(s.file), s.score) for _, s in externals], parts)
+                refuse_repeated_keys([(f, s) for f, s, _ in joins], parts)
             raise
+    lf = lf.with_columns(m.expression(stats) for m, stats in d.mixes)
     member = [(n, pl.col(f"in_{n}")) for n in keyfiles] + shown
     d.members = [m[0] for m in member]
     d.lf = lf.with_columns(*[e.alias(f"__set{j}") for j, (_, e) in enumerate(member)])
-    d.stats = _stats(d.rows, d.scores)
-    d.hists = {c: histogram(d.rows, c, d.stats[c], d.split) for c in d.scores if d.stats[c]["n"]}
+    d.stats = _stats(d.rows, d.columns)
+    d.hists = {c: histogram(d.rows, c, d.stats[c], d.split) for c in d.columns if d.stats[c]["n"]}
 
 
 def _rows(path: Path) -> int:
@@ -204,7 +223,7 @@ def _rule_sets(d: ReportData) -> tuple[list[tuple[int, Step]], list[tuple[str, p
                 d.notes.append(f"rule {s.rule!r}: {e}; its rows are not shown")
                 continue
             externals.append((i, s))
-        elif s.score not in d.scores:
+        elif s.score not in d.columns:
             d.notes.append(f"rule {s.rule!r}: this directory has no score {s.score!r}")
             continue
         name = f"rule {i + 1}: {html.escape(s.rule)}"
@@ -369,9 +388,9 @@ def caption_rows(d: ReportData) -> tuple[pl.DataFrame, list[CaptionGroup]]:
     k = d.examples
     picks: list[pl.DataFrame] = []
     groups: list[CaptionGroup] = []
-    cols = [*KEYS, *d.scores, *(["in_subset"] if d.split else [])]
+    cols = [*KEYS, *d.columns, *(["in_subset"] if d.split else [])]
     order = [pl.col("uid_hi"), pl.col("uid_lo")]
-    for c in (c for c in d.scores if c in d.hists):
+    for c in (c for c in d.columns if c in d.hists):
         x = pl.col(c).cast(pl.Float64)
         fin = d.rows.filter(finite(c))
         for g in _cuts(d, c):

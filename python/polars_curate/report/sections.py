@@ -41,7 +41,7 @@ def summary(page: Page, d: ReportData) -> None:
     items = [
         f"<li><b>{d.total:,}</b> scored rows in {len(d.files):,} unit files of "
         f"<code>{html.escape(str(d.scores_dir))}</code>; scores: "
-        f"{html.escape(', '.join(label(c) for c in d.scores))}</li>"
+        f"{html.escape(', '.join(label(c) for c in d.columns))}</li>"
     ]
     if d.subset is not None:
         kept_rows = int(d.rows.select(pl.col("in_subset").sum()).collect(engine="streaming").item())
@@ -73,7 +73,7 @@ def summary(page: Page, d: ReportData) -> None:
 
 def _statistics_table(d: ReportData) -> str:
     rows = []
-    for c in d.scores:
+    for c in d.columns:
         st = d.stats[c]
         pct = percentiles(d.hists[c], (0.01, 0.1, 0.5, 0.9, 0.99)) if c in d.hists else [None] * 5
         rows.append(
@@ -129,7 +129,7 @@ def _histogram_figure(d: ReportData, c: str) -> go.Figure:
 def distributions(page: Page, d: ReportData) -> None:
     page.add("<h2 id='distributions'>Distributions</h2>")
     page.add(_statistics_table(d))
-    for c in d.scores:
+    for c in d.columns:
         if c not in d.hists:
             page.add(f"<p>{html.escape(label(c))}: no finite values.</p>")
             continue
@@ -272,6 +272,41 @@ def density_section(page: Page, d: ReportData) -> None:
     page.figure(fig, "density")
 
 
+def sampling_section(page: Page, d: ReportData) -> None:
+    """The sample's draws: rows per count and the mean score per count (from the log)."""
+    sample = d.log.sample if d.log else None
+    if not sample:
+        return
+    page.add("<h2 id='sampling'>Sampling</h2>")
+    rows = {int(c): n for c, n in sample["rows_per_count"].items()}
+    means = {int(c): v for c, v in sample["mean_score_per_count"].items()}
+    counts = sorted(rows)
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_bar(x=counts, y=[rows[c] for c in counts], name="rows", marker_color=KEPT)
+    fig.add_scatter(
+        x=[c for c in counts if c in means],
+        y=[means[c] for c in counts if c in means],
+        name=f"mean {html.escape(sample['by'])}",
+        mode="lines+markers",
+        marker_color="#d62828",
+        secondary_y=True,
+    )
+    fig.update_xaxes(title_text="times drawn", dtick=1)
+    fig.update_yaxes(title_text="rows", secondary_y=False)
+    fig.update_yaxes(title_text=f"mean {html.escape(sample['by'])}", secondary_y=True)
+    params = ", ".join(
+        f"{k} {sample[k]}"
+        for k in ("batch", "alpha", "limit", "temperature", "seed")
+        if k in sample
+    )
+    fig.update_layout(
+        title=f"{html.escape(sample['kind'])}: {sample['total']:,} draws from "
+        f"{sample['candidates']:,} rows ({html.escape(params)})",
+        height=360,
+    )
+    page.figure(fig, "sampling")
+
+
 def _heading(g: CaptionGroup) -> str:
     if g.kind == "cut":
         return f"at {g.rule} (cut {num(g.value)})"
@@ -361,6 +396,7 @@ SECTIONS: list[Callable[[Page, ReportData], None]] = [
     summary,
     distributions,
     rules,
+    sampling_section,
     overlap_section,
     density_section,
     captions,

@@ -5,7 +5,8 @@
 //!   [`partition`];
 //! * NormSim_p in [`normsim`], with the Gram matrices of `p = 2` in [`gram`]; NormSim_2-D in
 //!   [`dynamic`];
-//! * ClipCov in [`clipcov`].
+//! * ClipCov in [`clipcov`];
+//! * Soft and Hard Cap Sampling (draws with repetition) in [`sampling`].
 //!
 //! The selection kernels ([`dynamic`], [`clipcov`]) share [`Keep`] and [`KernelError`].
 
@@ -16,6 +17,7 @@ pub mod gram;
 pub mod negclip;
 pub mod normsim;
 pub mod partition;
+pub mod sampling;
 
 use crate::kernels::runtime::memory;
 
