@@ -9,6 +9,7 @@ those values (the user's own file when it is one, or a content-addressed copy in
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from polars_curate import _internal
 from polars_curate._errors import first_line
 from polars_curate._types import TargetLike
 from polars_curate.atomic import write_atomic
+from polars_curate.storage import Loc, S3Path, location, read_parquet
 
 __all__ = ["read_target", "series_to_numpy", "target_array", "target_key", "target_spec"]
 
@@ -48,37 +50,42 @@ def series_to_numpy(s: pl.Series, arg: str, where: str) -> np.ndarray:
     return s.to_numpy()
 
 
+def _read_target_file(path: Loc, arg: str) -> tuple[np.ndarray, Path | None]:
+    """A target file's values (``.npy``, or ``.parquet`` with one embedding column; local or in
+    a bucket) and its path when it is a local ``.npy``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"`{arg}` file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            data = io.BytesIO(path.read_bytes()) if isinstance(path, S3Path) else path
+            arr = np.load(data, allow_pickle=False)
+        except Exception as e:
+            raise ValueError(f"`{arg}` file {path} is not a readable .npy file ({e})") from None
+        return arr, path if isinstance(path, Path) else None
+    if suffix != ".parquet":
+        raise ValueError(f"`{arg}` file must be .npy or .parquet, got {path}")
+    try:
+        df = read_parquet(path)
+    except Exception as e:
+        raise ValueError(
+            f"`{arg}` file {path} is not a readable Parquet file ({first_line(e)})"
+        ) from None
+    cols = [c for c, t in df.schema.items() if isinstance(t, (pl.Array, pl.List))]
+    if len(cols) != 1:
+        raise ValueError(
+            f"`{arg}` file {path} must hold exactly one embedding column, found "
+            f"{cols or 'none'}; pass the column itself: pl.read_parquet(path)['name']"
+        )
+    return series_to_numpy(df[cols[0]], arg, f"column {cols[0]!r} of {path}"), None
+
+
 def read_target(target: TargetLike, arg: str) -> tuple[np.ndarray, Path | None]:
     """The target as a 2-D array of numbers and, when it came from a ``.npy`` file, its path.
     Every problem is a ``ValueError``/``TypeError``/``FileNotFoundError`` naming ``arg``."""
     source: Path | None = None
-    if isinstance(target, (str, os.PathLike)):
-        path = Path(target)
-        if not path.is_file():
-            raise FileNotFoundError(f"`{arg}` file not found: {path}")
-        suffix = path.suffix.lower()
-        if suffix == ".npy":
-            try:
-                arr = np.load(path, allow_pickle=False)
-            except Exception as e:
-                raise ValueError(f"`{arg}` file {path} is not a readable .npy file ({e})") from None
-            source = path
-        elif suffix == ".parquet":
-            try:
-                df = pl.read_parquet(path)
-            except Exception as e:
-                raise ValueError(
-                    f"`{arg}` file {path} is not a readable Parquet file ({first_line(e)})"
-                ) from None
-            cols = [c for c, t in df.schema.items() if isinstance(t, (pl.Array, pl.List))]
-            if len(cols) != 1:
-                raise ValueError(
-                    f"`{arg}` file {path} must hold exactly one embedding column, found "
-                    f"{cols or 'none'}; pass the column itself: pl.read_parquet(path)['name']"
-                )
-            arr = series_to_numpy(df[cols[0]], arg, f"column {cols[0]!r} of {path}")
-        else:
-            raise ValueError(f"`{arg}` file must be .npy or .parquet, got {path}")
+    if isinstance(target, (str, os.PathLike, S3Path)):
+        arr, source = _read_target_file(location(target), arg)
     elif isinstance(target, pl.Series):
         arr = series_to_numpy(target, arg, f"Series {target.name!r}")
     elif isinstance(target, (pl.Expr, str)):

@@ -91,7 +91,7 @@ def _same(a: Path, b: Path) -> bool:
         return True
     try:
         return os.path.samefile(a, b)  # hard links
-    except OSError:
+    except (OSError, TypeError):  # TypeError: a key of a bucket
         return False
 
 

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from polars_curate.storage import Loc, S3Path
+
 __all__ = [
     "HOST",
     "remove_stale_temporaries",
@@ -54,10 +56,16 @@ def _write_temporary(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     return Path(tmp)
 
 
-def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+def write_atomic(path: Loc, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to
     ``path`` (atomic on POSIX). On any error the temporary file is removed and ``path`` is left
-    as it was."""
+    as it was. On a bucket the temporary file is local and goes up in one PUT (an object is
+    whole or absent)."""
+    if isinstance(path, S3Path):
+        with tempfile.TemporaryDirectory(prefix=".polars-curate-") as d:
+            tmp = _write_temporary(Path(d) / path.name, write)
+            path.put(tmp)
+        return
     tmp = _write_temporary(path, write)
     try:
         os.replace(tmp, path)
@@ -66,9 +74,16 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
         raise
 
 
-def write_once(path: Path, data: bytes) -> bool:
+def write_once(path: Loc, data: bytes) -> bool:
     """Create ``path`` holding ``data`` unless it exists, atomically also against a concurrent
-    writer (a hard link never replaces a file). Returns whether this call created it."""
+    writer (a hard link never replaces a file; on a bucket, a PUT with ``If-None-Match: *``).
+    Returns whether this call created it."""
+    if isinstance(path, S3Path):
+        try:
+            path.put(data, create=True)
+            return True
+        except FileExistsError:
+            return False
     if path.exists():
         return False
     tmp = _write_temporary(path, lambda f: f.write(data))
@@ -82,11 +97,12 @@ def write_once(path: Path, data: bytes) -> bool:
 
 
 @contextmanager
-def temporary_directory(beside: Path, name: str) -> Iterator[Path]:
+def temporary_directory(beside: Loc, name: str) -> Iterator[Path]:
     """A directory for intermediate files next to ``beside`` (same file system, so staged files
-    are cheap to write), removed on exit; a dead process's is removed by
-    :func:`remove_stale_temporaries`."""
-    parent = beside.parent if beside.parent.is_dir() else Path(tempfile.gettempdir())
+    are cheap to write; the system's temporary directory for a bucket), removed on exit; a
+    dead process's is removed by :func:`remove_stale_temporaries`."""
+    local = isinstance(beside, Path) and beside.parent.is_dir()
+    parent = beside.parent if local else Path(tempfile.gettempdir())
     tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(name), suffix=".tmp", dir=parent))
     try:
         yield tmp
@@ -104,12 +120,12 @@ def _writer_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(directory: Path) -> int:
+def remove_stale_temporaries(directory: Loc) -> int:
     """Remove the temporary files and directories that a writer on this host left in
     ``directory`` when it died (its process no longer exists); those of live writers and of
-    other hosts are left alone. Returns the count."""
+    other hosts are left alone. Returns the count. (A bucket holds no temporaries.)"""
     removed = 0
-    if not directory.is_dir():
+    if isinstance(directory, S3Path) or not directory.is_dir():
         return 0
     for f in directory.glob(f".*.{HOST}.*.tmp"):
         parts = f.name.rsplit(".", 3)  # [".<name>.<host>", "<pid>", "<random>", "tmp"]

@@ -12,8 +12,7 @@ import hashlib
 import io
 from collections.abc import Iterable
 from functools import cached_property
-from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import polars as pl
@@ -22,6 +21,7 @@ from polars_curate._types import PathLike
 from polars_curate.atomic import write_atomic
 from polars_curate.partitions import Partitions
 from polars_curate.pool import read_datacomp
+from polars_curate.storage import Loc, local_copy, location, open_read
 from polars_curate.uids import keys_from_uids, uid_key_exprs, uids_from_keys
 
 __all__ = [
@@ -52,10 +52,13 @@ UID_DTYPE = np.dtype("u8,u8")
 KEYS_COLUMNS = ["uid_hi", "uid_lo"]
 
 
-def read_uids(path: PathLike, *, repeats: bool = False) -> pl.DataFrame:
+def read_uids(
+    path: PathLike | Loc, *, repeats: bool = False, storage_options: dict[str, Any] | None = None
+) -> pl.DataFrame:
     """Read a DataComp subset file into a frame with a ``uid`` column (32 lowercase hex digits),
     sorted, each uid once; ``repeats=True`` keeps a uid as often as the file lists it (a
-    sampled subset, where DataComp's resharder writes it that many times).
+    sampled subset, where DataComp's resharder writes it that many times). ``path`` may be in a
+    bucket (``s3://``, reached with ``storage_options`` or the ``AWS_*`` environment).
 
     Also accepts an ``(n, 2)`` uint64 array. The columns ``uid_hi``/``uid_lo`` (UInt64) are the
     binary key, cheaper to join on than strings.
@@ -82,13 +85,14 @@ def read_uids(path: PathLike, *, repeats: bool = False) -> pl.DataFrame:
     >>> read_uids(p, repeats=True)["uid"].str.slice(30).to_list()
     ['0a', 'ff', 'ff']
     """
+    path = location(path, storage_options)
     keys = read_keys(path) if repeats else read_distinct_keys(path)
     if repeats and not KeyFile(path).sorted:
         keys = keys.sort(KEYS_COLUMNS)
     return keys.select(uids_from_keys(keys["uid_hi"].to_numpy(), keys["uid_lo"].to_numpy()), *keys)
 
 
-def read_keys(path: PathLike) -> pl.DataFrame:
+def read_keys(path: PathLike | Loc) -> pl.DataFrame:
     """The binary keys of a DataComp subset file: ``uid_hi``/``uid_lo`` (UInt64), without
     building the hex strings (16 bytes a row). Larger files: :class:`KeyFile`.
 
@@ -118,12 +122,14 @@ class KeyFile:
     #: Keys per chunk when the file is walked.
     CHUNK = 1 << 22
 
-    def __init__(self, path: PathLike) -> None:
-        self.path = path = Path(path)
+    def __init__(self, path: PathLike | Loc, storage_options: dict[str, Any] | None = None) -> None:
+        self.path = path = location(path, storage_options)
         if not path.is_file():
             raise FileNotFoundError(f"uid file not found: {path}")
+        # In a bucket: downloaded to a temporary file (kept while this object lives), mapped.
+        local, self._download = local_copy(path)
         try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            arr = np.load(local, mmap_mode="r", allow_pickle=False)
         except Exception as e:
             raise ValueError(f"{path}: not a readable .npy file ({e})") from None
         if not isinstance(arr, np.ndarray):
@@ -192,7 +198,11 @@ class KeyFile:
 
 
 def write_uids(
-    uids: pl.DataFrame | pl.Series | Iterable[str], path: PathLike, *, repeats: bool = False
+    uids: pl.DataFrame | pl.Series | Iterable[str],
+    path: PathLike | Loc,
+    *,
+    repeats: bool = False,
+    storage_options: dict[str, Any] | None = None,
 ) -> int:
     """Write uids as a DataComp subset file; returns the number of uids written.
 
@@ -212,6 +222,7 @@ def write_uids(
     else:
         s = pl.Series("uid", list(uids), dtype=pl.String)
     hi, lo = keys_from_uids(s)
+    path = location(path, storage_options)
     if not repeats:
         return write_keys(hi, lo, path)
     keys = _frame(hi, lo).sort(KEYS_COLUMNS)
@@ -242,19 +253,19 @@ def sorted_distinct_keys(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np
     return (hi, lo) if new.all() else (hi[new], lo[new])
 
 
-def read_distinct_keys(path: PathLike) -> pl.DataFrame:
+def read_distinct_keys(path: PathLike | Loc) -> pl.DataFrame:
     """:func:`read_keys`, each key once (what joins with a subset need)."""
     return KeyFile(path).part(Partitions(), 0)
 
 
-def write_keys(hi: np.ndarray, lo: np.ndarray, path: PathLike) -> int:
+def write_keys(hi: np.ndarray, lo: np.ndarray, path: PathLike | Loc) -> int:
     """Write ``(hi, lo)`` uid keys as a DataComp subset file (sorted, no duplicates, atomic);
     returns the number written."""
     hi, lo = sorted_distinct_keys(hi, lo)
     arr = np.empty(len(hi), dtype=UID_DTYPE)
     arr["f0"], arr["f1"] = hi, lo
     del hi, lo
-    write_atomic(Path(path), lambda f: np.save(f, arr, allow_pickle=False))
+    write_atomic(location(path), lambda f: np.save(f, arr, allow_pickle=False))
     return len(arr)
 
 
@@ -266,7 +277,7 @@ def _header_of_rows(rows: int) -> bytes:
     return buf.getvalue()
 
 
-def write_key_runs(runs: Iterable[tuple[np.ndarray, np.ndarray]], path: PathLike) -> int:
+def write_key_runs(runs: Iterable[tuple[np.ndarray, np.ndarray]], path: PathLike | Loc) -> int:
     """Write runs of ``(hi, lo)`` keys, each sorted and each after the previous one, as one
     DataComp subset file (the keys in that order; repeats kept), atomically; returns the
     number written. Memory: one run."""
@@ -288,11 +299,11 @@ def write_key_runs(runs: Iterable[tuple[np.ndarray, np.ndarray]], path: PathLike
         counted.append(total)
 
     counted: list[int] = []
-    write_atomic(Path(path), write)
+    write_atomic(location(path), write)
     return counted[0]
 
 
-def write_key_parts(keys: pl.LazyFrame, path: PathLike, parts: Partitions) -> int:
+def write_key_parts(keys: pl.LazyFrame, path: PathLike | Loc, parts: Partitions) -> int:
     """Write the ``uid_hi``/``uid_lo`` rows of ``keys`` as a DataComp subset file, part after
     part (one part's keys in memory, each sorted and deduplicated), atomically; returns the
     number written. The bytes are those of :func:`write_keys` on all the keys at once."""
@@ -305,11 +316,11 @@ def write_key_parts(keys: pl.LazyFrame, path: PathLike, parts: Partitions) -> in
     return write_key_runs(runs(), path)
 
 
-def file_digest(path: PathLike) -> str:
+def file_digest(path: PathLike | Loc) -> str:
     """A content digest of a file (BLAKE2b, 128 bits, hex), read in 16 MiB pieces: what a
     select log records of its subset."""
     h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
+    with open_read(location(path)) as f:
         while block := f.read(16 << 20):
             h.update(block)
     return h.hexdigest()

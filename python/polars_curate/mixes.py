@@ -14,13 +14,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from polars_curate.rules import ScoreRef, score_ref, valid
 from polars_curate.scores import SCORES
+from polars_curate.storage import location
 
 __all__ = ["Mix", "Term", "mix_stats"]
 
@@ -46,7 +46,7 @@ class Mix:
     text: str = ""
 
     @classmethod
-    def parse(cls, text: str) -> Mix:
+    def parse(cls, text: str, storage_options: dict[str, Any] | None = None) -> Mix:
         """``NAME=W*SCORE,W*z(SCORE),...``; ``ValueError`` naming the mix."""
         where = f"--mix {text!r}"
         name, sep, body = text.partition("=")
@@ -64,7 +64,8 @@ class Mix:
                 raise ValueError(f"{where}: term {part.strip()!r} is not WEIGHT*SCORE")
             weight, score = float(m["w"]), m["s"]
             z = score.startswith("z(") and score.endswith(")")
-            terms.append(Term(score_ref(score[2:-1] if z else score, where), weight, z))
+            ref = score_ref(score[2:-1] if z else score, where, storage_options)
+            terms.append(Term(ref, weight, z))
         return cls(name, tuple(terms), text)
 
     def expression(self, stats: dict[str, tuple[float, float]]) -> pl.Expr:
@@ -82,11 +83,14 @@ class Mix:
         return pl.when(ok).then(total).alias(self.name)
 
     @classmethod
-    def from_json(cls, name: str, d: dict[str, Any]) -> tuple[Mix, dict[str, tuple[float, float]]]:
-        """A mix as a select log records it, with the means and deviations it used."""
+    def from_json(
+        cls, name: str, d: dict[str, Any], options: dict[str, Any] | None = None
+    ) -> tuple[Mix, dict[str, tuple[float, float]]]:
+        """A mix as a select log records it, with the means and deviations it used (score
+        files in a bucket reached with ``options``)."""
         terms, stats = [], {}
         for t in d["terms"]:
-            ref = ScoreRef(t["score"], Path(t["file"]) if t.get("file") else None)
+            ref = ScoreRef(t["score"], location(t["file"], options) if t.get("file") else None)
             terms.append(Term(ref, float(t["weight"]), bool(t["z"])))
             if t["z"]:
                 stats[ref.column] = (float(t["mean"]), float(t["std"]))

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import threading
 import zipfile
-from pathlib import Path
 
 import numpy as np
 
 from polars_curate._errors import PoolError
+from polars_curate.storage import Loc, open_read
 
 __all__ = ["member_headers", "member_rows", "unusable_reason"]
 
 _EMBEDDING_DTYPES = ("<f2", "<f4", "<f8")
-_VERIFIED: set[tuple[str, int, int, str]] = set()
+_VERIFIED: set[tuple[str, str, str]] = set()
 _LOCK = threading.Lock()
 
 
@@ -33,11 +33,11 @@ def _npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
     return read(f)
 
 
-def member_headers(npz: Path) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+def member_headers(npz: Loc) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
     """``{key: (dtype, shape)}`` from the npy headers inside an npz (no data read)."""
     out = {}
     try:
-        with zipfile.ZipFile(npz) as z:
+        with open_read(npz) as fh, zipfile.ZipFile(fh) as z:
             for info in z.infolist():
                 if not info.filename.endswith(".npy"):
                     continue
@@ -64,10 +64,10 @@ def unusable_reason(dtype: np.dtype, shape: tuple[int, ...]) -> str | None:
     return None
 
 
-def _verify(npz: Path, z: zipfile.ZipFile, name: str) -> None:
-    """Read member ``name`` to its end once per process: zipfile checks its CRC-32 there."""
-    st = npz.stat()
-    key = (str(npz), st.st_size, st.st_mtime_ns, name)
+def _verify(npz: Loc, version: str, z: zipfile.ZipFile, name: str) -> None:
+    """Read member ``name`` to its end once per process and ``version`` of the file (its
+    fingerprint): zipfile checks its CRC-32 there."""
+    key = (str(npz), version, name)
     with _LOCK:
         if key in _VERIFIED:
             return
@@ -81,11 +81,12 @@ def _verify(npz: Path, z: zipfile.ZipFile, name: str) -> None:
         _VERIFIED.add(key)
 
 
-def member_rows(npz: Path, key: str, start: int, rows: int) -> np.ndarray:
+def member_rows(npz: Loc, version: str, key: str, start: int, rows: int) -> np.ndarray:
     """Rows ``start .. start + rows`` of array ``key``, after the member's checksum is verified
-    (reading only those rows when the member is stored uncompressed, as ``np.savez`` writes)."""
-    with zipfile.ZipFile(npz) as z:
-        _verify(npz, z, f"{key}.npy")
+    (reading only those rows when the member is stored uncompressed, as ``np.savez`` writes;
+    ``version``: the file's fingerprint, so a changed file is verified again)."""
+    with open_read(npz) as fh, zipfile.ZipFile(fh) as z:
+        _verify(npz, version, z, f"{key}.npy")
         with z.open(f"{key}.npy") as f:
             shape, _fortran, dtype = _npy_header(f)
             width = shape[1]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from polars_curate.scoredir import (
     write_records,
 )
 from polars_curate.scores import ScoreConfig, ScoreOptions, configure, prepare_target
+from polars_curate.storage import Loc, location
 from polars_curate.unit import Work
 
 __all__ = ["ScoreRun", "score_pool"]
@@ -44,12 +44,12 @@ _HINT = "choose with --model, --image-col, --text-col or --normsim-col"
 class ScoreRun:
     """What :func:`score_pool` did."""
 
-    out: Path
+    out: Loc
     units: int
     rows: int
     scored_units: int = 0
     scored_rows: int = 0
-    files: list[Path] = field(default_factory=list)
+    files: list[Loc] = field(default_factory=list)
 
     def __str__(self) -> str:
         done = self.units - self.scored_units
@@ -63,7 +63,7 @@ class ScoreRun:
 class _Plan:
     """A checked run: nothing of it has been written yet."""
 
-    out: Path
+    out: Loc
     options: ScoreOptions
     configs: list[ScoreConfig]
     target: np.ndarray | None
@@ -86,7 +86,7 @@ def _check_columns(
                     )
 
 
-def _check_out(out: Path, shards: Sequence[Shard]) -> None:
+def _check_out(out: Loc, shards: Sequence[Shard]) -> None:
     out_abs = out.resolve()
     for s in shards:
         for f in (s.parquet, s.npz):
@@ -97,7 +97,7 @@ def _check_out(out: Path, shards: Sequence[Shard]) -> None:
                 )
 
 
-def _plan(pool: PathLike, out: Path, options: ScoreOptions) -> _Plan:
+def _plan(pool: Loc, out: Loc, options: ScoreOptions) -> _Plan:
     """Every argument, the pool and what ``out`` records, checked; nothing written."""
     f32, target_info = prepare_target(options)
     configs = configure(options, target_info)
@@ -117,7 +117,12 @@ def _plan(pool: PathLike, out: Path, options: ScoreOptions) -> _Plan:
 
 
 def score_pool(
-    pool: PathLike, out: PathLike, options: ScoreOptions | None = None, **changes: Any
+    pool: PathLike | Loc,
+    out: PathLike | Loc,
+    options: ScoreOptions | None = None,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    **changes: Any,
 ) -> ScoreRun:
     """Score every unit of ``pool`` into the score directory ``out`` (resumable).
 
@@ -138,6 +143,10 @@ def score_pool(
         ``num_batches``, ``temperature`` and ``seed`` (it batches within each unit),
         ``normalize``, ``unit_rows`` (``None``: one unit per shard), ``progress``, and ``ray``
         (``True`` or a cluster address: one Ray task per unit, ``ray_cpus`` CPUs each).
+    storage_options
+        For a pool or a score directory in a bucket (``s3://``): endpoint, region,
+        credentials, as Polars takes them (default: the ``AWS_*`` environment and ``~/.aws``;
+        see :mod:`polars_curate.storage`). Ray tasks get them with their units.
 
     Examples
     --------
@@ -155,7 +164,8 @@ def score_pool(
     ...               scores=["normsim-inf", "ncl"], batch_size=128, progress=False).scored_rows
     0
     """
-    plan = _plan(pool, Path(out), ScoreOptions.of(options, **changes))
+    pool, out = location(pool, storage_options), location(out, storage_options)
+    plan = _plan(pool, out, ScoreOptions.of(options, **changes))
     write_records(plan.out, plan.options.unit_rows, plan.configs, pool, plan.units)
     remove_stale_temporaries(plan.out)
     run = _run(plan)

@@ -32,6 +32,15 @@ import polars as pl
 from polars_curate._errors import PoolError, first_line
 from polars_curate._types import PathLike
 from polars_curate.npz import member_headers, member_rows, unusable_reason
+from polars_curate.storage import (
+    Loc,
+    S3Path,
+    location,
+    parquet_footer,
+    parquet_schema,
+    scan_parquet,
+    size_and_tail,
+)
 
 __all__ = [
     "DEFAULT_UNIT_ROWS",
@@ -49,7 +58,6 @@ __all__ = [
 #: text embeddings at d = 768. DataComp's shards (about 10,000 rows) are one unit each.
 DEFAULT_UNIT_ROWS = 262_144
 
-_TAIL = 64 << 10
 _FLOATS = (pl.Float16, pl.Float32, pl.Float64)
 
 
@@ -58,8 +66,8 @@ class Shard:
     """One shard: a Parquet file, with its npz twin in DataComp's layout."""
 
     name: str
-    parquet: Path
-    npz: Path | None
+    parquet: Loc
+    npz: Loc | None
     rows: int
     fingerprint: str
     #: Embedding columns: name -> (inner dtype name, width).
@@ -112,31 +120,27 @@ class Unit:
     rows: int
 
 
-def _fingerprint(paths: Sequence[Path]) -> str:
+def _fingerprint(paths: Sequence[Loc]) -> str:
     """Size and a hash of the last 64 KiB of each file: the Parquet footer (schema, row groups,
-    statistics) or the zip central directory (member CRCs). Cheap, and it changes with the
-    content; it does not depend on the path or the modification time, so a pool copied
-    elsewhere is the same pool."""
+    statistics) or the zip central directory (member CRCs). Cheap (one ranged read on a
+    bucket), and it changes with the content; it does not depend on the path, the place or
+    the modification time, so a pool copied elsewhere (or to a bucket) is the same pool."""
     h = hashlib.blake2b(digest_size=12)
     sizes = []
     for p in paths:
-        size = p.stat().st_size
+        size, tail = size_and_tail(p)
         sizes.append(str(size))
-        with open(p, "rb") as f:
-            f.seek(max(0, size - _TAIL))
-            h.update(f.read())
+        h.update(tail)
     return "+".join(sizes) + ":" + h.hexdigest()
 
 
 _NP_TO_PL = {"<f2": "Float16", "<f4": "Float32", "<f8": "Float64"}
 
 
-def _describe_shard(parquet: Path, npz: Path | None) -> Shard:
-    import pyarrow.parquet as pq
-
+def _describe_shard(parquet: Loc, npz: Loc | None) -> Shard:
     try:
-        meta = pq.read_metadata(parquet)
-        schema = pl.read_parquet_schema(parquet)
+        meta = parquet_footer(parquet)
+        schema = parquet_schema(parquet)
     except Exception as e:
         raise PoolError(f"{parquet}: not a readable Parquet file ({first_line(e)})") from None
     rows = meta.num_rows
@@ -172,19 +176,28 @@ def _describe_shard(parquet: Path, npz: Path | None) -> Shard:
     )
 
 
-def list_pool(path: PathLike) -> list[Shard]:
-    """The shards of a pool: ``path`` is a directory, a glob, or one file (``.parquet`` or
-    ``.npz`` of a pair). Files whose names start with ``.`` or ``_`` are not shards. Each
-    ``.parquet`` with a ``.npz`` twin is a DataComp pair; one without is a Parquet shard with
-    embedding columns. Shards come in name order; their metadata is read in parallel."""
-    p = Path(path)
+def _found(p: Loc, text: str) -> list[Loc]:
+    """The files ``p`` names: a directory's, a pair's, or a glob's (on a bucket: a prefix's
+    objects, a pair, or ``*``/``?`` patterns in the last part)."""
     if p.is_dir():
-        found = sorted(p.glob("*.parquet")) + sorted(p.glob("*.npz"))
-    elif p.is_file() and p.suffix in (".parquet", ".npz"):
-        found = [p.with_suffix(".parquet"), p.with_suffix(".npz")]
-        found = [f for f in found if f.exists()]
-    else:
-        found = sorted(Path(m) for m in _glob.glob(str(path)))
+        return sorted(p.glob("*.parquet")) + sorted(p.glob("*.npz"))
+    if p.suffix in (".parquet", ".npz") and p.is_file():
+        return [f for f in (p.with_suffix(".parquet"), p.with_suffix(".npz")) if f.exists()]
+    if isinstance(p, S3Path):
+        return sorted(p.parent.glob(p.name))
+    return sorted(Path(m) for m in _glob.glob(text))
+
+
+def list_pool(
+    path: PathLike | S3Path, storage_options: dict[str, Any] | None = None
+) -> list[Shard]:
+    """The shards of a pool: ``path`` is a directory, a glob, or one file (``.parquet`` or
+    ``.npz`` of a pair), local or in a bucket (``s3://``, with ``storage_options``). Files
+    whose names start with ``.`` or ``_`` are not shards. Each ``.parquet`` with a ``.npz``
+    twin is a DataComp pair; one without is a Parquet shard with embedding columns. Shards come
+    in name order; their metadata is read in parallel."""
+    p = location(path, storage_options)
+    found = _found(p, str(path))
     found = [f for f in found if not f.name.startswith((".", "_"))]
     broken = [f for f in found if f.is_symlink() and not f.exists()]
     if broken:
@@ -206,7 +219,7 @@ def list_pool(path: PathLike) -> list[Shard]:
         raise FileNotFoundError(
             f"{o.with_suffix('.parquet')} is missing: every .npz needs its .parquet"
         )
-    names: dict[str, Path] = {}
+    names: dict[str, Loc] = {}
     for stem in parquets:
         if stem.name in names:
             raise PoolError(
@@ -284,7 +297,7 @@ def plan_units(shards: Sequence[Shard], unit_rows: int | None = DEFAULT_UNIT_ROW
 
 
 def _parquet_columns(shard: Shard) -> list[str]:
-    return list(pl.read_parquet_schema(shard.parquet))
+    return [n for n, _ in shard.columns]
 
 
 def read_unit(unit: Unit, columns: Sequence[str], embeddings: Sequence[str]) -> pl.DataFrame:
@@ -299,7 +312,8 @@ def read_unit(unit: Unit, columns: Sequence[str], embeddings: Sequence[str]) -> 
     if missing:
         raise PoolError(f"{s.parquet}: no column {missing[0]!r}")
     try:
-        df = pl.scan_parquet(s.parquet).select(pq_cols).slice(unit.start, unit.rows).collect()
+        lf = scan_parquet([s.parquet]).select(pq_cols).slice(unit.start, unit.rows)
+        df = lf.collect()
     except Exception as e:
         raise PoolError(
             f"{s.parquet}: cannot read rows {unit.start}..{unit.start + unit.rows} "
@@ -312,7 +326,7 @@ def read_unit(unit: Unit, columns: Sequence[str], embeddings: Sequence[str]) -> 
             continue
         assert s.npz is not None
         try:
-            a = member_rows(s.npz, e, unit.start, unit.rows)
+            a = member_rows(s.npz, s.fingerprint, e, unit.start, unit.rows)
         except PoolError:
             raise
         except Exception as err:
@@ -328,10 +342,11 @@ def read_unit(unit: Unit, columns: Sequence[str], embeddings: Sequence[str]) -> 
 
 
 def scan_pool(
-    path: PathLike,
+    path: PathLike | S3Path,
     *,
     embeddings: Sequence[str] | None = None,
     shard_column: str = "shard",
+    storage_options: dict[str, Any] | None = None,
 ) -> pl.LazyFrame:
     """A lazy frame over a pool in either layout, with a ``shard`` column naming each row's
     shard, so that a query over a pool is one line.
@@ -345,6 +360,9 @@ def scan_pool(
         Parquet embedding columns are always there.
     shard_column
         Name of the String column holding each row's shard name.
+    storage_options
+        For a pool in a bucket (``s3://``): endpoint, region, credentials, as Polars takes them
+        (default: the ``AWS_*`` environment and ``~/.aws``; see :mod:`polars_curate.storage`).
 
     Notes
     -----
@@ -376,7 +394,7 @@ def scan_pool(
     │ 00000002 ┆ 100 ┆ 16  │
     └──────────┴─────┴─────┘
     """
-    shards = list_pool(path)
+    shards = list_pool(path, storage_options)
     for s in shards:
         if shard_column in dict(s.columns) or s.embedding(shard_column):
             raise PoolError(
@@ -385,7 +403,7 @@ def scan_pool(
             )
     check_agree(shards)
     if all(s.npz is None for s in shards):
-        lf = pl.scan_parquet([s.parquet for s in shards], include_file_paths="__pc_path__")
+        lf = scan_parquet([s.parquet for s in shards], include_file_paths="__pc_path__")
         stem = pl.col("__pc_path__").str.extract(r"([^/\\]+)\.parquet$", 1)
         lf = lf.with_columns(stem.alias(shard_column)).drop("__pc_path__")
     else:
@@ -401,7 +419,7 @@ def _scan_pairs(
     from polars.io.plugins import register_io_source
 
     first = shards[0]
-    base = pl.read_parquet_schema(first.parquet)
+    base = parquet_schema(first.parquet)
     names = (
         list(embeddings)
         if embeddings is not None
@@ -447,7 +465,11 @@ def _scan_pairs(
 
 
 def read_datacomp(
-    path: PathLike, *, keys: Sequence[str] | None = None, shard_column: str | None = "shard"
+    path: PathLike | S3Path,
+    *,
+    keys: Sequence[str] | None = None,
+    shard_column: str | None = "shard",
+    storage_options: dict[str, Any] | None = None,
 ) -> pl.DataFrame:
     """Read a whole pool (either layout: DataComp's ``<name>.parquet`` + ``<name>.npz`` pairs,
     or Parquet files with embedding columns) into one frame; for pools that fit in memory.
@@ -467,7 +489,12 @@ def read_datacomp(
     Rows keep the shard's order; shards are read in name order. A missing twin file,
     mismatched row counts or an unknown key raises an error naming the file.
     """
-    lf = scan_pool(path, embeddings=keys, shard_column=shard_column or "__shard__")
+    lf = scan_pool(
+        path,
+        embeddings=keys,
+        shard_column=shard_column or "__shard__",
+        storage_options=storage_options,
+    )
     if shard_column is None:
         lf = lf.drop("__shard__")
     return lf.collect()

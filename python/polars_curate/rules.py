@@ -24,7 +24,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -34,6 +33,7 @@ from polars_curate._types import PathLike
 from polars_curate._validate import as_fraction
 from polars_curate.partitions import Partitions
 from polars_curate.scores import column_of
+from polars_curate.storage import Loc, location, parquet_schema, scan_parquet
 from polars_curate.uids import check_uids, uid_key_exprs, uids_from_keys, valid_uid
 
 __all__ = [
@@ -78,7 +78,7 @@ class ScoreRef:
     of an external score file ``PATH.parquet[#COLUMN]`` (joined on the uid)."""
 
     score: str
-    source: Path | None = None
+    source: Loc | None = None
 
     @property
     def column(self) -> str:
@@ -90,7 +90,7 @@ class ScoreRef:
         return self.score if self.source is None else f"{self.source}#{self.score}"
 
 
-def score_ref(name: str, where: str) -> ScoreRef:
+def score_ref(name: str, where: str, storage_options: dict[str, Any] | None = None) -> ScoreRef:
     """A score of the directory (by its name or column), or a score file ``PATH.parquet`` with
     an optional ``#COLUMN`` after it (the last ``#``: a ``#`` inside the path is part of the
     path; without it, the file's one numeric column). ``ValueError`` naming ``where``."""
@@ -100,7 +100,7 @@ def score_ref(name: str, where: str) -> ScoreRef:
         path, col = head, tail
     if not path.endswith(".parquet"):
         return ScoreRef(column_of(name))
-    source = Path(path)
+    source = location(path, storage_options)
     if not source.is_file():
         raise ValueError(f"{where}: score file {source} not found")
     return ScoreRef(col or _only_score_column(source), source)
@@ -121,7 +121,7 @@ class Rule:
         return self.ref.score
 
     @property
-    def source(self) -> Path | None:
+    def source(self) -> Loc | None:
         return self.ref.source
 
     @property
@@ -130,12 +130,12 @@ class Rule:
         return self.ref.column
 
 
-def parse_rule(text: str) -> Rule:
+def parse_rule(text: str, storage_options: dict[str, Any] | None = None) -> Rule:
     """``SCORE:F`` or ``SCORE>=V`` (``>``, ``<=``, ``<``); ``ValueError`` naming the rule."""
     m = _THRESHOLD.match(text.strip())
     where = f"--keep {text!r}"
     if m:
-        ref = score_ref(m["score"].strip(), where)
+        ref = score_ref(m["score"].strip(), where, storage_options)
         return Rule(text, ref, op=m["op"], value=float(m["value"]))
     name, sep, frac = text.rpartition(":")
     if not sep or not name.strip():
@@ -148,14 +148,15 @@ def parse_rule(text: str) -> Rule:
         raise ValueError(f"{where}: {frac!r} is not a number") from None
     if not 0 <= f <= 1:
         raise ValueError(f"{where}: the fraction must be in [0, 1]")
-    return Rule(text, score_ref(name.strip(), where), fraction=as_fraction(f, "fraction"))
+    ref = score_ref(name.strip(), where, storage_options)
+    return Rule(text, ref, fraction=as_fraction(f, "fraction"))
 
 
-def _only_score_column(path: Path) -> str:
+def _only_score_column(path: Loc) -> str:
     try:
-        schema = pl.read_parquet_schema(path)
+        schema = parquet_schema(path)
     except Exception as e:
-        raise ValueError(f"{path}: not a readable Parquet file ({e})") from None
+        raise ValueError(f"{path}: not a readable Parquet file ({first_line(e)})") from None
     cols = [c for c, t in schema.items() if c not in ("uid", *KEYS) and t.is_numeric()]
     if len(cols) != 1:
         raise ValueError(
@@ -165,12 +166,12 @@ def _only_score_column(path: Path) -> str:
     return cols[0]
 
 
-def _external_schema(source: Path, score: str) -> pl.Schema:
+def _external_schema(source: Loc, score: str) -> pl.Schema:
     """The schema of an external score file, checked: its score column is numeric, its keys
     are ``uid_hi``/``uid_lo`` (both ``UInt64``) or a ``uid`` (String); anything ambiguous
     (signed integers, other types) is refused naming the file and the column."""
     try:
-        schema = pl.read_parquet_schema(source)
+        schema = parquet_schema(source)
     except Exception as e:
         raise ValueError(f"{source}: not a readable Parquet file ({first_line(e)})") from None
     if score not in schema:
@@ -194,25 +195,25 @@ def _external_schema(source: Path, score: str) -> pl.Schema:
     return pl.Schema(schema)
 
 
-def check_external(source: Path, score: str) -> None:
+def check_external(source: Loc, score: str) -> None:
     """Everything :func:`external_scores` will read, checked (one pass over a ``uid``
     column); ``ValueError`` naming the file, the column and the first bad value."""
     schema = _external_schema(source, score)
     if "uid_hi" not in schema:
-        _check_file_uids(pl.scan_parquet(source), source)
+        _check_file_uids(scan_parquet([source]), source)
 
 
-def external_scores(source: Path, score: str, alias: str) -> pl.LazyFrame:
+def external_scores(source: Loc, score: str, alias: str) -> pl.LazyFrame:
     """An external score file as ``uid_hi``, ``uid_lo`` and its column ``score`` (as
     ``Float64``, named ``alias``), to left-join on the keys (see :func:`check_external`)."""
     schema = _external_schema(source, score)
-    lf = pl.scan_parquet(source)
+    lf = scan_parquet([source])
     if "uid_hi" not in schema:
         lf = lf.with_columns(*uid_key_exprs("uid"))
     return lf.select(*KEYS, pl.col(score).cast(pl.Float64).alias(alias))
 
 
-def _check_file_uids(lf: pl.LazyFrame, source: Path) -> None:
+def _check_file_uids(lf: pl.LazyFrame, source: Loc) -> None:
     """``ValueError`` naming the first value of ``source``'s ``uid`` column that is not a uid."""
     bad = (
         lf.select("uid")
@@ -226,7 +227,7 @@ def _check_file_uids(lf: pl.LazyFrame, source: Path) -> None:
 
 
 def join_external(
-    lf: pl.LazyFrame, source: Path, score: str, alias: str, part: pl.Expr | None = None
+    lf: pl.LazyFrame, source: Loc, score: str, alias: str, part: pl.Expr | None = None
 ) -> pl.LazyFrame:
     """``lf`` with an external score joined on the keys (each key at most once in the file);
     ``part``: only the file's rows of one key partition (those ``lf`` holds)."""
@@ -236,7 +237,7 @@ def join_external(
     return lf.join(ext, on=KEYS, how="left", validate="m:1")
 
 
-def refuse_repeated_keys(sources: list[tuple[Path, str]], parts: Partitions) -> None:
+def refuse_repeated_keys(sources: list[tuple[Loc, str]], parts: Partitions) -> None:
     """After a join refused a score file's repeated keys: ``ValueError`` naming the file and
     its first repeated uid (found one key partition at a time)."""
     for source, score in sources:
@@ -381,9 +382,9 @@ class SelectLog:
     created_by: str = ""
 
     @staticmethod
-    def path_for(subset: PathLike) -> Path:
+    def path_for(subset: PathLike | Loc) -> Loc:
         """Where the log of the subset file ``subset`` is."""
-        subset = Path(subset)
+        subset = location(subset)
         return subset.with_name(subset.stem + ".select.json")
 
     def to_json(self) -> bytes:
@@ -403,7 +404,7 @@ class SelectLog:
         return json.dumps(record, indent=1, allow_nan=False).encode()
 
     @classmethod
-    def from_json(cls, text: str | bytes, where: Path) -> SelectLog:
+    def from_json(cls, text: str | bytes, where: Loc) -> SelectLog:
         """The log in ``text`` (read from ``where``); ``ValueError`` naming ``where``."""
         try:
             d = json.loads(text)
@@ -414,7 +415,7 @@ class SelectLog:
             raise ValueError(f"{where}: not a select log ({e})") from None
 
     @classmethod
-    def read(cls, subset: PathLike) -> SelectLog | None:
+    def read(cls, subset: PathLike | Loc) -> SelectLog | None:
         """The log beside ``subset``, or ``None`` when there is none."""
         path = cls.path_for(subset)
         return cls.from_json(path.read_bytes(), path) if path.is_file() else None

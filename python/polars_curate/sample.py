@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ from polars_curate._expr import hard_cap_sample, soft_cap_sample
 from polars_curate.io import write_key_runs
 from polars_curate.partitions import Partitions
 from polars_curate.rules import KEYS
+from polars_curate.storage import Loc
 
 __all__ = ["KINDS", "Sample", "sample_subset"]
 
@@ -87,7 +87,7 @@ def _parts_in_key_order(lf: pl.LazyFrame, column: str, parts: Partitions) -> Ite
 
 
 def sample_subset(
-    lf: pl.LazyFrame, column: str, sample: Sample, out: Path, parts: Partitions
+    lf: pl.LazyFrame, column: str, sample: Sample, out: Loc, parts: Partitions
 ) -> tuple[int, dict[str, Any]]:
     """Draw ``sample`` over the rows of ``lf`` (score ``column``) and write ``out``: each uid
     as often as drawn, sorted. The number written (``sample.total``) and the log's summary:

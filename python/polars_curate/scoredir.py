@@ -34,6 +34,7 @@ from polars_curate._types import PathLike
 from polars_curate.atomic import write_once
 from polars_curate.pool import Unit
 from polars_curate.scores import ScoreConfig
+from polars_curate.storage import Loc, location, parquet_kv_metadata, scan_parquet
 
 __all__ = [
     "DIR_RECORD",
@@ -73,10 +74,10 @@ def _write_record_once(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     return _read_json(path)
 
 
-def read_record(out: PathLike) -> dict[str, Any]:
+def read_record(out: PathLike | Loc) -> dict[str, Any]:
     """The record of a score directory: ``{"unit_rows", "scores": {column: record},
     "runs": [plan, ...]}``. ``RecordError`` when ``out`` is not a score directory."""
-    out = Path(out)
+    out = location(out)
     head = out / DIR_RECORD
     if not head.is_file():
         if not out.is_dir():
@@ -174,7 +175,7 @@ def write_records(
             },
         )
     plan = {
-        "pool": str(Path(pool)),
+        "pool": str(location(pool)),
         "scores": [c.column for c in configs],
         "units": [unit_entry(u) for u in units],
     }
@@ -193,7 +194,7 @@ def unit_meta(path: Path) -> dict[str, Any] | None:
     """What a unit file says of itself (its Parquet metadata), or ``None`` when it is not a
     readable unit file."""
     try:
-        meta = pl.read_parquet_metadata(path)
+        meta = parquet_kv_metadata(path)
     except Exception:
         return None  # unreadable: treated as not there (rewritten)
     try:
@@ -264,13 +265,13 @@ def _expected_units(
 
 
 def check_complete(
-    out: PathLike, columns: Sequence[str] | None = None, units: Sequence[str] | None = None
-) -> list[Path]:
+    out: PathLike | Loc, columns: Sequence[str] | None = None, units: Sequence[str] | None = None
+) -> list[Loc]:
     """The unit files of a complete score directory, in unit order. ``RecordError`` when a
     planned unit lacks its file or one of the scores (``columns``: the scores that matter;
     default all recorded), or holds other data than its plan says. ``units``: check only
     these (what one run planned; another process may still be writing the others)."""
-    out = Path(out)
+    out = location(out)
     record = read_record(out)
     if not record["runs"]:
         raise RecordError(f"{out} records no run yet; run `polars-curate score` first")
@@ -309,9 +310,15 @@ def check_complete(
     return [out / f"{n}.parquet" for n in names]
 
 
-def scan_scores(out: PathLike, columns: Sequence[str] | None = None) -> pl.LazyFrame:
+def scan_scores(
+    out: PathLike | Loc,
+    columns: Sequence[str] | None = None,
+    *,
+    storage_options: dict[str, Any] | None = None,
+) -> pl.LazyFrame:
     """The scores of a complete score directory as one lazy frame (``uid``, ``uid_hi``,
-    ``uid_lo`` and the score columns); ``RecordError`` when it is incomplete.
+    ``uid_lo`` and the score columns); ``RecordError`` when it is incomplete. ``out`` may be
+    in a bucket (``s3://``, with ``storage_options``).
 
     Examples
     --------
@@ -327,5 +334,5 @@ def scan_scores(out: PathLike, columns: Sequence[str] | None = None) -> pl.LazyF
     >>> lf.select(pl.len()).collect().item()
     500
     """
-    files = check_complete(out, columns)
-    return pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore")
+    files = check_complete(location(out, storage_options), columns)
+    return scan_parquet(files, missing_columns="insert", extra_columns="ignore")

@@ -13,7 +13,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -45,6 +44,7 @@ from polars_curate.rules import (
 from polars_curate.sample import Sample, sample_subset
 from polars_curate.scoredir import check_complete
 from polars_curate.staging import Staging, scan_units, staging
+from polars_curate.storage import Loc, location, scan_parquet
 
 __all__ = ["TIES", "select"]
 
@@ -111,7 +111,7 @@ class _Plan:
     ties: str
     internal: list[str]  # score columns of the directory read
     externals: list[ScoreRef]  # score file columns read (each once)
-    files: list[Path]
+    files: list[Loc]
 
     @property
     def sample_column(self) -> str:
@@ -126,16 +126,17 @@ def _listed(x: Any) -> list[Any]:
 
 
 def _plan(
-    scores_dir: PathLike,
-    out: Path,
+    scores_dir: Loc,
+    out: Loc,
     keep: Any,
-    base: PathLike | None,
+    base: Loc | None,
     mixes: Any,
     ties: str,
     sample: Sample | None,
+    options: dict[str, Any] | None,
 ) -> _Plan:
-    rules = [r if isinstance(r, Rule) else parse_rule(r) for r in _listed(keep)]
-    mix_list = [m if isinstance(m, Mix) else Mix.parse(m) for m in _listed(mixes)]
+    rules = [r if isinstance(r, Rule) else parse_rule(r, options) for r in _listed(keep)]
+    mix_list = [m if isinstance(m, Mix) else Mix.parse(m, options) for m in _listed(mixes)]
     names = [m.name for m in mix_list]
     if len(set(names)) < len(names):
         raise ValueError(f"--mix: two mixes are named {sorted(names)[0]!r}")
@@ -145,7 +146,7 @@ def _plan(
         raise ValueError("no --keep rules given (and no --sample)")
     refs = [r.ref for r in rules] + [t.ref for m in mix_list for t in m.terms]
     if sample is not None and sample.by not in names:
-        refs.append(score_ref(sample.by, "--sample-by"))
+        refs.append(score_ref(sample.by, "--sample-by", options))
     refs = [r for r in refs if r.source is not None or r.score not in names]
     internal = list(dict.fromkeys(r.score for r in refs if r.source is None))
     externals = list(dict.fromkeys(r for r in refs if r.source is not None))
@@ -192,8 +193,8 @@ def _start_set(
     return staged, distinct if base is not None else None
 
 
-def _rows(path: Path) -> int:
-    return pl.scan_parquet(path).select(pl.len()).collect().item()
+def _rows(path: Loc) -> int:
+    return scan_parquet([path]).select(pl.len()).collect().item()
 
 
 def select(
@@ -206,6 +207,7 @@ def select(
     ties: str = "exact",
     sample: Sample | None = None,
     memory_budget: int = DEFAULT_BUDGET,
+    storage_options: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> SelectLog:
     """Apply ``--keep`` rules to a complete score directory and write a DataComp subset.
@@ -220,7 +222,8 @@ def select(
     last step draws Soft or Hard Cap samples from the rows the rules left, and the subset lists
     each uid as often as drawn. ``memory_budget`` (bytes) bounds the keys held at once (the
     base's, an external score file's, the subset's): larger sets are worked through in key
-    partitions, with the same result.
+    partitions, with the same result. Every path may be in a bucket (``s3://``, reached with
+    ``storage_options`` or the ``AWS_*`` environment).
 
     Examples
     --------
@@ -238,14 +241,15 @@ def select(
     >>> len(pc.read_uids(f"{tmp}/subset.npy"))
     269
     """
-    out = Path(out)
-    plan = _plan(scores_dir, out, keep, base, mixes, ties, sample)
+    out, scores_dir = location(out, storage_options), location(scores_dir, storage_options)
+    base = None if base is None else location(base, storage_options)
+    plan = _plan(scores_dir, out, keep, base, mixes, ties, sample, storage_options)
     base_keys = None if base is None else KeyFile(base)
     with staging(out, "select") as stage:
         lf, distinct = _start_set(stage, plan, base_keys, memory_budget)
         record = SelectLog(
-            scores_dir=str(Path(scores_dir).resolve()),
-            base=None if base is None else str(Path(base).resolve()),
+            scores_dir=str(scores_dir.resolve()),
+            base=None if base is None else str(base.resolve()),
             start=_count(lf),
             created_by=__version__,
         )
@@ -276,7 +280,7 @@ def _with_mixes(lf: pl.LazyFrame, mixes: list[Mix], record: SelectLog) -> pl.Laz
 def _write_subset(
     kept: pl.LazyFrame,
     plan: _Plan,
-    out: Path,
+    out: Loc,
     record: SelectLog,
     budget: int,
     log: Callable[[str], None],
@@ -306,6 +310,6 @@ def _log_start(
         return
     record.base_without_scores = distinct - record.start
     log(
-        f"start: {record.start:,} rows (pool rows in {Path(base).name}); "
+        f"start: {record.start:,} rows (pool rows in {location(base).name}); "
         f"{record.base_without_scores:,} of its {distinct:,} uids have no scores"
     )

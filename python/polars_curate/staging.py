@@ -18,15 +18,14 @@ import polars as pl
 from polars_curate.atomic import remove_stale_temporaries, temporary_directory
 from polars_curate.io import SINK_ROW_GROUP
 from polars_curate.partitions import Partitions
+from polars_curate.storage import Loc, scan_parquet
 
 __all__ = ["Staging", "scan_units", "staging"]
 
 
-def scan_units(files: Sequence[Path], columns: Sequence[str]) -> pl.LazyFrame:
+def scan_units(files: Sequence[Loc], columns: Sequence[str]) -> pl.LazyFrame:
     """The score files' ``uid_hi``, ``uid_lo`` and ``columns`` (missing ones as null)."""
-    return pl.scan_parquet(list(files), missing_columns="insert").select(
-        "uid_hi", "uid_lo", *columns
-    )
+    return scan_parquet(files, missing_columns="insert").select("uid_hi", "uid_lo", *columns)
 
 
 class Staging:
@@ -54,9 +53,9 @@ class Staging:
 
 
 @contextmanager
-def staging(out: Path, name: str) -> Iterator[Staging]:
+def staging(out: Loc, name: str) -> Iterator[Staging]:
     """A :class:`Staging` beside ``out`` for the command ``name``, removed on exit."""
-    if out.parent.is_dir():
+    if isinstance(out, Path) and out.parent.is_dir():
         remove_stale_temporaries(out.parent)
     with temporary_directory(out, name) as directory:
         yield Staging(directory)

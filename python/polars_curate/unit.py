@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ from polars_curate.atomic import write_atomic
 from polars_curate.pool import PoolError, Unit, read_unit
 from polars_curate.scoredir import META_KEY, RecordError, check_unit, unit_entry, unit_meta
 from polars_curate.scores import SCORES, ScoreConfig
+from polars_curate.storage import Loc, read_parquet
 from polars_curate.uids import check_uids, uid_key_exprs
 
 __all__ = ["Work", "score_unit"]
@@ -59,7 +59,7 @@ def _compute(
 
 
 def score_unit(
-    unit: Unit, out: Path, configs: Sequence[ScoreConfig], target: np.ndarray | None
+    unit: Unit, out: Loc, configs: Sequence[ScoreConfig], target: np.ndarray | None
 ) -> int:
     """Score one unit into ``out/<unit>.parquet``, adding to what the file already holds;
     returns the rows scored (0 when everything asked was there). Errors name the shard."""
@@ -74,7 +74,7 @@ def score_unit(
         return 0
     keys, scores = _compute(unit, need, target)
     if meta is not None:
-        kept = pl.read_parquet(dest).drop([c.column for c in need], strict=False)
+        kept = read_parquet(dest).drop([c.column for c in need], strict=False)
         if not kept["uid"].equals(keys["uid"]):
             raise RecordError(
                 f"{dest}: its uids differ from {unit.shard.describe()}; use another --out"
@@ -96,7 +96,7 @@ class Work:
     """What every unit of a run is scored with: where its files go, the scores and the
     target. A runner gets one and calls :meth:`score` once per unit, wherever it runs."""
 
-    out: Path
+    out: Loc
     configs: tuple[ScoreConfig, ...]
     target: np.ndarray | None
 

@@ -24,7 +24,7 @@ keys, not the scores.
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 from polars_curate._types import PathLike
 from polars_curate._validate import check_output
@@ -36,6 +36,7 @@ from polars_curate.report.page import Page
 from polars_curate.report.sections import SECTIONS
 from polars_curate.rules import SelectLog
 from polars_curate.staging import staging
+from polars_curate.storage import Loc, location
 
 __all__ = ["BINS", "GRID", "write_report"]
 
@@ -49,14 +50,16 @@ def write_report(
     pool: PathLike | None = None,
     examples: int = 5,
     memory_budget: int = DEFAULT_BUDGET,
-) -> Path:
+    storage_options: dict[str, Any] | None = None,
+) -> Loc:
     """Write the report of a complete score directory to ``out`` (atomically).
 
     ``subset`` (a ``select`` output) splits every chart into kept and dropped rows and, through
     the ``<subset stem>.select.json`` written beside it, draws each rule's cut and count;
     ``base`` adds the base to the overlap (default: the base the select log names); ``pool``
     adds the captions and urls of ``examples`` rows on each side of every cut.
-    ``memory_budget`` (bytes) bounds the keys of the base and the subset held at once.
+    ``memory_budget`` (bytes) bounds the keys of the base and the subset held at once. Every
+    path may be in a bucket (``s3://``, reached with ``storage_options`` or the environment).
 
     Examples
     --------
@@ -71,11 +74,16 @@ def write_report(
     >>> "ncl:0.5" in text and "Captions around the cuts" in text
     True
     """
-    out = Path(out)
-    data = read_inputs(scores_dir, base, subset, pool, examples)
-    externals = [Path(s.file) for s in data.steps if s.file]
+    so = storage_options
+
+    def loc(p: PathLike | None) -> Loc | None:
+        return None if p is None else location(p, so)
+
+    out = location(out, so)
+    data = read_inputs(location(scores_dir, so), loc(base), loc(subset), loc(pool), examples, so)
+    externals = [location(s.file, so) for s in data.steps if s.file]
     log = None if data.subset is None else SelectLog.path_for(data.subset)
-    pool_files = [f for s in list_pool(pool) for f in (s.parquet, s.npz)] if pool else []
+    pool_files = [f for s in list_pool(data.pool) for f in (s.parquet, s.npz)] if pool else []
     inputs = [data.subset, log, data.base, *externals, *pool_files, *data.files]
     check_output(out, inputs)
     with staging(out, "report") as stage:

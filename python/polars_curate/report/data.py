@@ -7,7 +7,6 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,7 @@ from polars_curate.rules import (
 from polars_curate.scoredir import check_complete, read_record
 from polars_curate.scores import SCORES
 from polars_curate.staging import Staging, scan_units
+from polars_curate.storage import Loc, location, scan_parquet
 from polars_curate.uids import uid_key_exprs, uids_from_keys
 
 __all__ = [
@@ -61,12 +61,12 @@ MAX_COMBINATIONS = 24
 class ReportData:
     """The report's inputs and the joined rows every section aggregates."""
 
-    scores_dir: Path
+    scores_dir: Loc
     record: dict[str, Any]
-    files: list[Path]
+    files: list[Loc]
     scores: list[str]
-    subset: Path | None
-    base: Path | None
+    subset: Loc | None
+    base: Loc | None
     log: SelectLog | None
     pool: PathLike | None
     examples: int
@@ -76,6 +76,8 @@ class ReportData:
     lf: pl.LazyFrame | None = None
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     hists: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: How paths in a bucket are reached (the user's ``storage_options``).
+    options: dict[str, Any] | None = None
     #: The select log's mixes, with the means and deviations it used.
     mixes: list[tuple[Mix, dict[str, tuple[float, float]]]] = field(default_factory=list)
 
@@ -104,14 +106,15 @@ class ReportData:
 
 
 def read_inputs(
-    scores_dir: PathLike,
-    base: PathLike | None,
-    subset: PathLike | None,
-    pool: PathLike | None,
+    scores_dir: Loc,
+    base: Loc | None,
+    subset: Loc | None,
+    pool: Loc | None,
     examples: int,
+    options: dict[str, Any] | None = None,
 ) -> ReportData:
-    """The directory (complete), the subset's select log, and the base it names."""
-    scores_dir = Path(scores_dir)
+    """The directory (complete), the subset's select log, and the base it names (the log's
+    paths in a bucket reached with ``options``)."""
     record = read_record(scores_dir)
     files = check_complete(scores_dir)
     scores = [s.column for s in SCORES.values() if s.column in record["scores"]]
@@ -122,32 +125,38 @@ def read_inputs(
         record=record,
         files=files,
         scores=scores,
-        subset=None if subset is None else Path(subset),
-        base=None if base is None else Path(base),
+        subset=subset,
+        base=base,
         log=log,
         pool=pool,
         examples=examples,
+        options=options,
     )
     if log is not None and subset is not None:
-        _check_log_describes(log, Path(subset), d.notes)
-    if log and log.scores_dir and Path(log.scores_dir).resolve() != scores_dir.resolve():
+        _check_log_describes(log, subset, d.notes)
+    if (
+        log
+        and log.scores_dir
+        and str(location(log.scores_dir).resolve()) != str(scores_dir.resolve())
+    ):
         d.notes.append(f"the select log was written for {log.scores_dir}, not this directory")
     for name, spec in (log.mixes or {}).items() if log else ():
-        mix, stats = Mix.from_json(name, spec)
+        mix, stats = Mix.from_json(name, spec, options)
         gone = [t.ref.source for t in mix.terms if t.ref.source and not t.ref.source.is_file()]
         if gone:
             d.notes.append(f"mix {name!r}: its score file {gone[0]} is not there")
         else:
             d.mixes.append((mix, stats))
     if base is None and log and log.base:
-        if Path(log.base).is_file():
-            d.base = Path(log.base)
+        logged = location(log.base, options)
+        if logged.is_file():
+            d.base = logged
         else:
             d.notes.append(f"the select log's base {log.base} is not there: no base shown")
     return d
 
 
-def _check_log_describes(log: SelectLog, subset: Path, notes: list[str]) -> None:
+def _check_log_describes(log: SelectLog, subset: Loc, notes: list[str]) -> None:
     """``ValueError`` when the select log beside ``subset`` was written for other contents
     (a subset rewritten after its log, or a log copied beside another subset)."""
     where = SelectLog.path_for(subset)
@@ -168,7 +177,7 @@ def join_sets(d: ReportData, stage: Staging, budget: int = DEFAULT_BUDGET) -> No
     histograms every section uses."""
     keyfiles = {n: KeyFile(p) for n, p in (("base", d.base), ("subset", d.subset)) if p}
     rule_files, shown = _rule_sets(d)
-    joins = [(Path(s.file), s.score, f"__rule{i}") for i, s in rule_files if s.file]
+    joins = [(location(s.file, d.options), s.score, f"__rule{i}") for i, s in rule_files if s.file]
     refs = dict.fromkeys(t.ref for m, _ in d.mixes for t in m.terms if t.ref.source)
     joins += [(r.source, r.score, r.column) for r in refs if r.source]
     held = sum(len(k) for k in keyfiles.values()) + sum(_rows(f) for f, _, _ in joins)
@@ -204,8 +213,8 @@ def join_sets(d: ReportData, stage: Staging, budget: int = DEFAULT_BUDGET) -> No
     d.hists = {c: histogram(d.rows, c, d.stats[c], d.split) for c in d.columns if d.stats[c]["n"]}
 
 
-def _rows(path: Path) -> int:
-    return pl.scan_parquet(path).select(pl.len()).collect().item()
+def _rows(path: Loc) -> int:
+    return scan_parquet([path]).select(pl.len()).collect().item()
 
 
 def _rule_sets(d: ReportData) -> tuple[list[tuple[int, Step]], list[tuple[str, pl.Expr]]]:
@@ -218,7 +227,7 @@ def _rule_sets(d: ReportData) -> tuple[list[tuple[int, Step]], list[tuple[str, p
         if s.file:
             column = f"__rule{i}"
             try:
-                check_external(Path(s.file), s.score)
+                check_external(location(s.file, d.options), s.score)
             except Exception as e:  # the external file moved or changed since `select`
                 d.notes.append(f"rule {s.rule!r}: {e}; its rows are not shown")
                 continue
@@ -437,7 +446,7 @@ def _texts(pool: PathLike | None, wanted: pl.DataFrame) -> pl.DataFrame:
     except Exception as e:  # e.g. invalid UTF-8 in a caption: name the file that holds it
         for shard in list_pool(pool):
             try:
-                pl.scan_parquet(shard.parquet).select("uid", *text_cols).collect()
+                scan_parquet([shard.parquet]).select("uid", *text_cols).collect()
             except Exception as bad:
                 msg = f"{shard.parquet}: cannot read its captions ({first_line(bad)})"
                 raise PoolError(msg) from None
