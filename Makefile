@@ -6,7 +6,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PYTHON  ?= python3
 # The optional dependencies (pyproject.toml) that the virtualenv gets: tests, report, Ray.
-EXTRAS  ?= test,report,ray
+EXTRAS  ?= test,report,ray,s3
 # Outside the clone so CI and later clones reuse the (8-minute) first build of the polars crates.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/polars-curate/target
 # Build with the committed Cargo.lock (maturin's PEP 517 backend reads its cargo flags here).

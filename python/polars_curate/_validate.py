@@ -86,8 +86,10 @@ def as_keep(keep: Any) -> tuple[int, int]:
     raise TypeError(f"`keep` must be a row count (int) or a fraction (float), got {keep!r}")
 
 
-def _same(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
+def _same(a: Any, b: Any) -> bool:
+    """Whether two local paths or bucket keys are one file (links and hard links resolved)."""
+    a, b = (Path(x) if isinstance(x, str) else x for x in (a, b))
+    if str(a.resolve()) == str(b.resolve()):
         return True
     try:
         return os.path.samefile(a, b)  # hard links
@@ -95,9 +97,9 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output(out: Path, inputs: Iterable[Path | None], arg: str = "--out") -> None:
+def check_output(out: Any, inputs: Iterable[Any], arg: str = "--out") -> None:
     """``ValueError`` when writing ``out`` would replace one of a command's ``inputs`` (the
     same file after resolving links, or a hard link to it)."""
     for f in inputs:
-        if f is not None and _same(out, Path(f)):
+        if f is not None and _same(out, f):
             raise ValueError(f"{arg} {out} is one of the command's inputs; choose another path")
