@@ -22,7 +22,7 @@
 //! position in it. The AVX2 and AVX-512 kernels compute the same fused chain, so they agree bit
 //! for bit; the portable kernel rounds each product first.
 
-use super::micro::MicroKernel;
+use super::micro::{KBlock, MicroKernel};
 use super::pack::{Lhs, Packed, Rhs};
 
 /// `c[i * cols + j] = scale * sum_k A[i][k] * B[col0 + j][k]` for the `rows = a.rows()` rows of
@@ -98,7 +98,8 @@ pub fn gemm_packed_k<K: MicroKernel>(
             for p in 0..rows.div_ceil(mr_) {
                 let mr = mr_.min(rows - p * mr_);
                 let at = p * mr_ * ldc + q * nr_;
-                kernel.block(kc, a.panel(k0, kc, p), bp, &mut c[at..], ldc, mr, nr, k0 > 0, s);
+                let ks = KBlock { kc, a: a.panel(k0, kc, p), b: bp, load: k0 > 0, scale: s };
+                kernel.block(ks, &mut c[at..], ldc, mr, nr);
             }
         }
     }
