@@ -26,7 +26,8 @@ use super::micro::{KBlock, MicroKernel};
 use super::pack::{Lhs, Packed, Rhs};
 
 /// `c[i * cols + j] = scale * sum_k A[i][k] * B[col0 + j][k]` for the `rows = a.rows()` rows of
-/// `a` and `cols` rows of `b` starting at `col0` (a multiple of `K::NR`).
+/// `a` and `cols` rows of `b` starting at `col0` (a multiple of `K::NR`): [`gemm_packed_in`] of
+/// the whole sum into rows `cols` floats apart.
 ///
 /// # Panics
 /// If `col0` is not a multiple of `K::NR`, the range exceeds `b`, `c` is too small or the widths
@@ -39,37 +40,38 @@ pub fn gemm_packed<K: MicroKernel>(
     scale: f32,
     c: &mut [f32],
 ) {
-    gemm_packed_ld(a, b, col0, cols, scale, c, cols);
+    gemm_packed_in(a, b, Part { col0, cols, ldc: cols, kmax: a.dim() }, scale, c);
 }
 
-/// [`gemm_packed`] into rows of `c` that are `ldc >= cols` floats apart: entry `(i, j)` goes to
-/// `c[i * ldc + j]`, the rest of each row is left as it is.
-pub fn gemm_packed_ld<K: MicroKernel>(
-    a: &Packed<K, Lhs>,
-    b: &Packed<K, Rhs>,
-    col0: usize,
-    cols: usize,
-    scale: f32,
-    c: &mut [f32],
-    ldc: usize,
-) {
-    gemm_packed_k(a, b, col0, cols, a.dim(), scale, c, ldc);
+/// The part of `A B^T` that [`gemm_packed_in`] computes, and where it puts it.
+#[derive(Clone, Copy, Debug)]
+pub struct Part {
+    /// The first column (row of `B`): a multiple of `K::NR`.
+    pub col0: usize,
+    /// Columns `col0..col0 + cols`.
+    pub cols: usize,
+    /// Floats between rows of `c` (`>= cols`): entry `(i, j)` goes to `c[i * ldc + j]`, the rest
+    /// of each row is left as it is.
+    pub ldc: usize,
+    /// The sum runs over `k < kmax` only (`<= dim`): for a `B` whose rows are zero from `kmax` on
+    /// (a triangular factor), this skips the zero part and gives the same bits as the full
+    /// product (adding `x * 0` to a chain leaves it unchanged).
+    pub kmax: usize,
 }
 
-/// [`gemm_packed_ld`] over `k < kmax` only: for a `B` whose rows are zero from `kmax` on (a
-/// triangular factor), this skips the zero part and gives the same bits as the full product
-/// (adding `x * 0` to a chain leaves it unchanged).
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_packed_k<K: MicroKernel>(
+/// [`gemm_packed`] for any [`Part`]: entry `(i, j)` is
+/// `c[i * ldc + j] = scale * sum_{k < kmax} A[i][k] * B[col0 + j][k]`.
+///
+/// # Panics
+/// As [`gemm_packed`], and if `ldc < cols` or `kmax` exceeds the width.
+pub fn gemm_packed_in<K: MicroKernel>(
     a: &Packed<K, Lhs>,
     b: &Packed<K, Rhs>,
-    col0: usize,
-    cols: usize,
-    kmax: usize,
+    part: Part,
     scale: f32,
     c: &mut [f32],
-    ldc: usize,
 ) {
+    let Part { col0, cols, ldc, kmax } = part;
     let (mr_, nr_) = (K::MR, K::NR);
     assert!(a.dim() == b.dim() && col0.is_multiple_of(nr_));
     assert!(col0 + cols <= b.rows() && ldc >= cols && kmax <= a.dim());
@@ -140,7 +142,7 @@ mod tests {
         v
     }
 
-    /// The product at every edge shape against a float64 reference, through `gemm_packed_ld`
+    /// The product at every edge shape against a float64 reference, through `gemm_packed_in`
     /// with `ldc > cols`: every entry is written (`c` starts as NaN) and nothing between rows is.
     fn naive_at_block_edges<K: MicroKernel>(kernel: K) {
         for (m, n, d) in edge_shapes::<K>() {
@@ -149,7 +151,7 @@ mod tests {
             let (pa, pb) = (Packed::<K, Lhs>::new(kernel, &a, m, d), Packed::<K, Rhs>::new(kernel, &b, n, d));
             let ldc = n + 3;
             let mut c = vec![f32::NAN; m * ldc];
-            gemm_packed_ld(&pa, &pb, 0, n, 2.0, &mut c, ldc);
+            gemm_packed_in(&pa, &pb, Part { col0: 0, cols: n, ldc, kmax: d }, 2.0, &mut c);
             for i in 0..m {
                 for j in 0..n {
                     let want: f64 =

@@ -5,7 +5,7 @@
 //!
 //! Layout (every kernel so far): `f32` panels, k-major. An `A` micro-panel holds `MR` rows
 //! (`a[k * MR + i]`), a `B` micro-panel `NR` rows (`b[k * NR + j]`); see the `pack` module.
-//! The loop nest (`gemm::gemm_packed_k`) and the packing take `MR`/`NR` from the kernel type, so
+//! The loop nest (`gemm::gemm_packed_in`) and the packing take `MR`/`NR` from the kernel type, so
 //! a packed operand is typed by the kernel it was packed for.
 //!
 //! Each kernel type also declares how its build evaluates `a * b + c` ([`Mode`]), which the
@@ -70,7 +70,7 @@ pub unsafe trait MicroKernel: Copy + Send + Sync + 'static {
     const MR: usize;
     /// Rows of `B` per micro-panel (the vector side).
     const NR: usize;
-    /// `k` per block of the loop nest (`gemm::gemm_packed_k`). Partial sums are carried
+    /// `k` per block of the loop nest (`gemm::gemm_packed_in`). Partial sums are carried
     /// across k-blocks in `C`, so this changes speed, never bits.
     const KC: usize;
     /// How the epilogues evaluate `a * b + c` in this kernel's build.
