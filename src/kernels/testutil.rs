@@ -34,3 +34,20 @@ pub fn kernels() -> Vec<Kernel> {
     });
     Kernel::available()
 }
+
+/// `each_kernel!(check)`: runs the generic `check(k)` with the witness of every kernel this
+/// machine runs (see [`kernels`]), compiled once per kernel type.
+macro_rules! each_kernel {
+    ($check:expr) => {
+        for kernel in $crate::kernels::testutil::kernels() {
+            $crate::kernels::engine::dispatch::with_kernel!(kernel, k => $check(k));
+        }
+    };
+}
+pub(crate) use each_kernel;
+
+/// Asserts `|got - want| <= tol` (a NaN fails), naming the case with `what()` when it does not hold.
+#[track_caller]
+pub fn assert_close(got: f64, want: f64, tol: f64, what: impl FnOnce() -> String) {
+    assert!((got - want).abs() <= tol, "{}: {got} vs {want}", what());
+}

@@ -113,7 +113,7 @@ mod tests {
     use crate::kernels::engine::dispatch::with_kernel;
     use crate::kernels::engine::isa::{Isa, Kernel};
     use crate::kernels::engine::pack::{Lhs, Packed, Rhs};
-    use crate::kernels::testutil::{kernels, uniform};
+    use crate::kernels::testutil::{assert_close, each_kernel, kernels, uniform};
 
     /// Shapes `(m, n, d)` at `K`'s block edges: 0, 1, `MR`/`NR` +-1 and multiples, `KC` +-1, and
     /// past the largest embedding width (1024).
@@ -156,12 +156,10 @@ mod tests {
                 for j in 0..n {
                     let want: f64 =
                         (0..d).map(|k| f64::from(a[i * d + k]) * f64::from(b[j * d + k])).sum::<f64>() * 2.0;
-                    assert!(
-                        (f64::from(c[i * ldc + j]) - want).abs() <= 1e-5 * (d as f64).sqrt(),
-                        "{} ({m},{n},{d}) [{i},{j}]: {} vs {want}",
-                        K::ISA,
-                        c[i * ldc + j]
-                    );
+                    let tol = 1e-5 * (d as f64).sqrt();
+                    assert_close(f64::from(c[i * ldc + j]), want, tol, || {
+                        format!("{} ({m},{n},{d}) [{i},{j}]", K::ISA)
+                    });
                 }
                 assert!(
                     c[i * ldc + n..(i + 1) * ldc].iter().all(|v| v.is_nan()),
@@ -174,9 +172,7 @@ mod tests {
 
     #[test]
     fn matches_naive_at_block_edges() {
-        for kernel in kernels() {
-            with_kernel!(kernel, k => naive_at_block_edges(k));
-        }
+        each_kernel!(naive_at_block_edges);
         // The register blocks measured against the chosen ones (see `micro::Portable`, `micro::Avx512`).
         naive_at_block_edges(crate::kernels::engine::micro::PortableBlock::<6, 16>::detect().unwrap());
         naive_at_block_edges(crate::kernels::engine::micro::PortableBlock::<4, 8>::detect().unwrap());
@@ -217,9 +213,7 @@ mod tests {
 
     #[test]
     fn column_ranges_and_row_positions_give_the_same_bits() {
-        for kernel in kernels() {
-            with_kernel!(kernel, k => column_ranges(k));
-        }
+        each_kernel!(column_ranges);
     }
 
     fn row_positions<K: MicroKernel>(kernel: K) {
@@ -255,9 +249,7 @@ mod tests {
 
     #[test]
     fn entries_do_not_depend_on_row_position_or_shape() {
-        for kernel in kernels() {
-            with_kernel!(kernel, k => row_positions(k));
-        }
+        each_kernel!(row_positions);
     }
 
     /// `C` of a product with its shape's every edge, by one kernel.

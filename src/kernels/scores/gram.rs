@@ -179,7 +179,7 @@ pub fn quadratic_rows<K: MicroKernel>(xp: &Packed<K, Lhs>, xs: &[f32], h: &Packe
 mod tests {
     use super::*;
     use crate::kernels::engine::dispatch::with_kernel;
-    use crate::kernels::testutil::{kernels, uniform};
+    use crate::kernels::testutil::{assert_close, each_kernel, kernels, uniform};
     use crate::kernels::Values;
 
     fn upper_triangle<K: MicroKernel>(kernel: K) {
@@ -194,11 +194,9 @@ mod tests {
                     let term = |t: usize| f64::from(a[t * d + p]) * f64::from(a[t * d + q]);
                     let want: f64 = (0..m).map(term).sum();
                     let size: f64 = (0..m).map(|t| term(t).abs()).sum();
-                    assert!(
-                        (f64::from(c[p * d + q]) - want).abs() <= 1e-6 * size,
-                        "{} ({m},{d}) [{p},{q}]",
-                        K::ISA
-                    );
+                    assert_close(f64::from(c[p * d + q]), want, 1e-6 * size, || {
+                        format!("{} ({m},{d}) [{p},{q}]", K::ISA)
+                    });
                 }
             }
         }
@@ -206,9 +204,7 @@ mod tests {
 
     #[test]
     fn upper_triangle_matches_naive() {
-        for kernel in kernels() {
-            with_kernel!(kernel, k => upper_triangle(k));
-        }
+        each_kernel!(upper_triangle);
     }
 
     #[test]
@@ -280,11 +276,8 @@ mod tests {
                     .map(|(a, b)| f64::from(xi[a]) * f64::from(g[a * d + b]) * f64::from(xi[b]))
                     .sum();
                 for (what, got) in [("tiles", q[i]), ("quadratic_rows", rows_q[i])] {
-                    assert!(
-                        (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                        "{} ({n},{d}) row {i} {what}: {got} vs {want}",
-                        K::ISA
-                    );
+                    let tol = 1e-4 * want.abs().max(1.0);
+                    assert_close(got, want, tol, || format!("{} ({n},{d}) row {i} {what}", K::ISA));
                 }
             }
         }
@@ -292,8 +285,6 @@ mod tests {
 
     #[test]
     fn quadratic_form_through_triangular_tiles() {
-        for kernel in kernels() {
-            with_kernel!(kernel, k => quadratic_form(k));
-        }
+        each_kernel!(quadratic_form);
     }
 }
