@@ -275,68 +275,91 @@ enum Acc {
     Log(Vec<Lse>),
 }
 
+/// `score(xs, xp)` for every [`TILE_ROWS`] row block of `x` in parallel (the block from
+/// [`row_block`]: its scaled rows and the same packed), one value per row of the block: the
+/// values of the usable rows, `None` for the others.
+fn by_row_block<K: MicroKernel, T: Copy + Send>(
+    kernel: K,
+    x: &Matrix,
+    normalize: bool,
+    score: impl Fn(&[f32], &Packed<K, Lhs>) -> Vec<T> + Sync,
+) -> Vec<Option<T>> {
+    const { tile::check::<K>() };
+    let mut out = vec![None; x.rows()];
+    out.par_chunks_mut(TILE_ROWS).enumerate().for_each(|(blk, dst)| {
+        let (scales, xs, xp) = row_block(kernel, x, blk * TILE_ROWS, dst.len(), normalize);
+        for ((o, s), v) in dst.iter_mut().zip(&scales).zip(score(&xs, &xp)) {
+            *o = s.map(|_| v);
+        }
+    });
+    out
+}
+
+/// `f(c0, cols, z)` for each tile `z` of `X T^T` (columns `c0..c0 + cols`, `rows x cols`): the row
+/// block `xp` against every row of `panels`, [`TILE_COLS`] at a time; no further tile once an
+/// interrupt is pending.
+fn for_each_tile<K: MicroKernel>(
+    xp: &Packed<K, Lhs>,
+    panels: &Packed<K, Rhs>,
+    mut f: impl FnMut(usize, usize, &mut [f32]),
+) {
+    let (rows, b_rows) = (xp.rows(), panels.rows());
+    let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
+    for c0 in (0..b_rows).step_by(TILE_COLS) {
+        if interrupt::pending() {
+            break;
+        }
+        let cols = TILE_COLS.min(b_rows - c0);
+        let z = &mut tile[..rows * cols];
+        gemm_packed(xp, panels, c0, cols, 1.0, z);
+        f(c0, cols, z);
+    }
+}
+
 /// NormSim of every row of `x` against `target` (same width), with the kernel the target was
 /// prepared for. Rows that are null, hold a NaN or infinity, or (when normalising) are zero get
 /// `None`. Runs on the current rayon pool.
 pub fn normsim(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<f32>> {
-    with_panels!(&target.panels, p => normsim_in(x, target, p, normalize))
+    debug_assert_eq!(x.dim(), target.d);
+    with_panels!(&target.panels, p => by_row_block(p.kernel(), x, normalize, |xs, xp| normsim_rows(target, p, xs, xp)))
 }
 
-/// [`normsim`] monomorphised for the kernel of `panels` (the target's).
-fn normsim_in<K: MicroKernel>(
-    x: &Matrix,
+/// [`normsim`] of one row block (`xs` its scaled rows, `xp` the same packed), monomorphised for
+/// the kernel of `panels` (the target's).
+fn normsim_rows<K: MicroKernel>(
     target: &Target,
     panels: &Packed<K, Rhs>,
-    normalize: bool,
-) -> Vec<Option<f32>> {
-    const { tile::check::<K>() };
-    let n = x.rows();
-    debug_assert_eq!(x.dim(), target.d);
-    let (b_rows, kernel) = (panels.rows(), panels.kernel());
-    let mut out = vec![None; n];
-    out.par_chunks_mut(TILE_ROWS).enumerate().for_each(|(blk, dst)| {
-        let (scales, xs, xp) = row_block(kernel, x, blk * TILE_ROWS, dst.len(), normalize);
-        let rows = dst.len();
-        let acc = if target.uses_gram {
-            let mut a = vec![0.0; rows];
-            quadratic_rows(&xp, &xs, panels, &mut a);
-            Acc::Sum(a)
-        } else {
-            let mut acc = match target.power {
-                Power::Inf => Acc::Max(vec![0.0; rows]),
-                Power::Two => Acc::Sum(vec![0.0; rows]),
-                Power::Finite(_) => Acc::Log(vec![Lse::EMPTY; rows]),
-            };
-            let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
-            for c0 in (0..b_rows).step_by(TILE_COLS) {
-                if interrupt::pending() {
-                    break;
-                }
-                let cols = TILE_COLS.min(b_rows - c0);
-                let z = &mut tile[..rows * cols];
-                gemm_packed(&xp, panels, c0, cols, 1.0, z);
-                match (&mut acc, target.power) {
-                    (Acc::Max(a), _) => max_abs_tile(kernel, z, cols, a),
-                    (Acc::Sum(a), _) => sum_sq_tile(kernel, z, cols, a),
-                    (Acc::Log(a), Power::Finite(p)) => pow_tile(kernel, z, cols, p, a),
-                    (Acc::Log(_), _) => unreachable!("log accumulator only for finite p"),
-                }
-            }
-            acc
+    xs: &[f32],
+    xp: &Packed<K, Lhs>,
+) -> Vec<f32> {
+    let (rows, kernel) = (xp.rows(), panels.kernel());
+    let acc = if target.uses_gram {
+        let mut a = vec![0.0; rows];
+        quadratic_rows(xp, xs, panels, &mut a);
+        Acc::Sum(a)
+    } else {
+        let mut acc = match target.power {
+            Power::Inf => Acc::Max(vec![0.0; rows]),
+            Power::Two => Acc::Sum(vec![0.0; rows]),
+            Power::Finite(_) => Acc::Log(vec![Lse::EMPTY; rows]),
         };
-        let value = |i: usize| -> f32 {
-            match (&acc, target.power) {
-                (Acc::Max(a), _) => a[i],
-                (Acc::Sum(a), _) => a[i].max(0.0).sqrt() as f32,
-                (Acc::Log(a), Power::Finite(p)) => (a[i].value() / f64::from(p)).exp() as f32,
-                (Acc::Log(_), _) => f32::NAN,
-            }
-        };
-        for (k, o) in dst.iter_mut().enumerate() {
-            *o = scales[k].map(|_| value(k));
+        for_each_tile(xp, panels, |_, cols, z| match (&mut acc, target.power) {
+            (Acc::Max(a), _) => max_abs_tile(kernel, z, cols, a),
+            (Acc::Sum(a), _) => sum_sq_tile(kernel, z, cols, a),
+            (Acc::Log(a), Power::Finite(p)) => pow_tile(kernel, z, cols, p, a),
+            (Acc::Log(_), _) => unreachable!("log accumulator only for finite p"),
+        });
+        acc
+    };
+    let value = |i: usize| -> f32 {
+        match (&acc, target.power) {
+            (Acc::Max(a), _) => a[i],
+            (Acc::Sum(a), _) => a[i].max(0.0).sqrt() as f32,
+            (Acc::Log(a), Power::Finite(p)) => (a[i].value() / f64::from(p)).exp() as f32,
+            (Acc::Log(_), _) => f32::NAN,
         }
-    });
-    out
+    };
+    (0..rows).map(value).collect()
 }
 
 simd_fn! {
@@ -357,39 +380,15 @@ simd_fn! {
 /// are text embeddings of class prompts. `target` must not use a Gram matrix (prepare it with
 /// `Power::Inf`).
 pub fn nearest(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<u32>> {
-    with_panels!(&target.panels, p => nearest_in(x, target, p, normalize))
+    debug_assert!(!target.uses_gram);
+    with_panels!(&target.panels, p => by_row_block(p.kernel(), x, normalize, |_, xp| nearest_rows(p, xp)))
 }
 
-/// [`nearest`] monomorphised for the kernel of `panels` (the target's).
-fn nearest_in<K: MicroKernel>(
-    x: &Matrix,
-    target: &Target,
-    panels: &Packed<K, Rhs>,
-    normalize: bool,
-) -> Vec<Option<u32>> {
-    const { tile::check::<K>() };
-    debug_assert!(!target.uses_gram);
-    let n = x.rows();
-    let kernel = panels.kernel();
-    let mut out = vec![None; n];
-    out.par_chunks_mut(TILE_ROWS).enumerate().for_each(|(blk, dst)| {
-        let (scales, _, xp) = row_block(kernel, x, blk * TILE_ROWS, dst.len(), normalize);
-        let rows = dst.len();
-        let mut best = vec![(f32::NEG_INFINITY, 0u32); rows];
-        let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
-        for c0 in (0..target.m).step_by(TILE_COLS) {
-            if interrupt::pending() {
-                break;
-            }
-            let cols = TILE_COLS.min(target.m - c0);
-            gemm_packed(&xp, panels, c0, cols, 1.0, &mut tile[..rows * cols]);
-            argmax_tile(kernel, &tile[..rows * cols], cols, c0, &mut best);
-        }
-        for (k, o) in dst.iter_mut().enumerate() {
-            *o = scales[k].map(|_| best[k].1);
-        }
-    });
-    out
+/// [`nearest`] of one packed row block, monomorphised for the kernel of `panels` (the target's).
+fn nearest_rows<K: MicroKernel>(panels: &Packed<K, Rhs>, xp: &Packed<K, Lhs>) -> Vec<u32> {
+    let mut best = vec![(f32::NEG_INFINITY, 0u32); xp.rows()];
+    for_each_tile(xp, panels, |c0, cols, z| argmax_tile(panels.kernel(), z, cols, c0, &mut best));
+    best.into_iter().map(|(_, j)| j).collect()
 }
 
 #[cfg(test)]
