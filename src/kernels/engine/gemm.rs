@@ -111,9 +111,8 @@ pub fn gemm_packed_in<K: MicroKernel>(
 mod tests {
     use super::*;
     use crate::kernels::engine::dispatch::with_kernel;
-    use crate::kernels::engine::isa::{Isa, Kernel};
     use crate::kernels::engine::pack::{Lhs, Packed, Rhs};
-    use crate::kernels::testutil::{assert_close, each_kernel, kernels, uniform};
+    use crate::kernels::testutil::{assert_close, each_kernel, fused_kernels, uniform};
 
     /// Shapes `(m, n, d)` at `K`'s block edges: 0, 1, `MR`/`NR` +-1 and multiples, `KC` +-1, and
     /// past the largest embedding width (1024).
@@ -265,7 +264,7 @@ mod tests {
             let a = uniform(m * d, 5);
             let b = uniform(n * d, 6);
             let portable = product(crate::kernels::engine::micro::Portable::new(), &a, &b, m, n, d);
-            let fused: Vec<Kernel> = kernels().into_iter().filter(|k| k.isa() != Isa::Portable).collect();
+            let fused = fused_kernels();
             for &kernel in &fused {
                 let got = with_kernel!(kernel, k => product(k, &a, &b, m, n, d));
                 for (g, w) in got.iter().zip(&portable) {

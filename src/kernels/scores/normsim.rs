@@ -394,13 +394,8 @@ fn nearest_rows<K: MicroKernel>(panels: &Packed<K, Rhs>, xp: &Packed<K, Lhs>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::engine::isa::Isa;
-    use crate::kernels::testutil::kernels;
+    use crate::kernels::testutil::{fused_kernels, kernels, matrix, Inputs};
     use crate::kernels::Values;
-
-    fn data(n: usize, d: usize, seed: u64) -> Vec<f32> {
-        crate::kernels::testutil::uniform(n * d, seed)
-    }
 
     fn naive(x: &[f32], t: &[f32], d: usize, p: f64) -> Vec<f64> {
         let norm = |v: &[f32]| -> Vec<f64> {
@@ -434,15 +429,13 @@ mod tests {
                 (9, 33, 31),
                 (17, 31, 7),
             ] {
-                let x = data(n, d, 11);
-                let t = data(m, d, 12);
-                let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
-                let tm = Matrix::new(Values::F32(&t), m, d, None).unwrap();
+                let data = Inputs::new(n, m, d, 11);
+                let (xm, tm) = (data.xm(), data.tm());
                 for p in [f64::INFINITY, 2.0, 1.0, 2.5, 3.0, 3.5, 40.0] {
                     let target = Target::prepare(kernel, &tm, Power::from_p(p), true).unwrap();
                     assert_eq!(target.kernel(), kernel);
                     let got = normsim(&xm, &target, true);
-                    let want = naive(&x, &t, d, p);
+                    let want = naive(&data.x, &data.t, d, p);
                     for i in 0..n {
                         let g = f64::from(got[i].unwrap());
                         assert!(
@@ -459,14 +452,12 @@ mod tests {
     #[test]
     fn kernels_agree() {
         let (n, m, d) = (300, 700, 96);
-        let x = data(n, d, 41);
-        let t = data(m, d, 42);
-        let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
-        let tm = Matrix::new(Values::F32(&t), m, d, None).unwrap();
+        let data = Inputs::new(n, m, d, 41);
+        let (xm, tm) = (data.xm(), data.tm());
         for p in [f64::INFINITY, 2.0, 2.5, 3.0] {
             let run = |k| normsim(&xm, &Target::prepare(k, &tm, Power::from_p(p), true).unwrap(), true);
             let portable = run(Kernel::portable());
-            let fused: Vec<Kernel> = kernels().into_iter().filter(|k| k.isa() != Isa::Portable).collect();
+            let fused = fused_kernels();
             for &kernel in &fused {
                 let got = run(kernel);
                 for i in 0..n {
@@ -510,19 +501,14 @@ mod tests {
     #[test]
     fn rows_do_not_depend_on_the_batch_they_come_in() {
         let (n, m, d) = (600, 300, 64);
-        let x = data(n, d, 21);
-        let t = data(m, d, 22);
-        let tm = Matrix::new(Values::F32(&t), m, d, None).unwrap();
+        let data = Inputs::new(n, m, d, 21);
+        let tm = data.tm();
         for kernel in kernels() {
             for p in [f64::INFINITY, 2.0, 3.0] {
                 let target = Target::prepare(kernel, &tm, Power::from_p(p), true).unwrap();
-                let all = normsim(&Matrix::new(Values::F32(&x), n, d, None).unwrap(), &target, true);
+                let all = normsim(&data.xm(), &target, true);
                 for (s, e) in [(0, 1), (3, 40), (250, 600), (599, 600)] {
-                    let part = normsim(
-                        &Matrix::new(Values::F32(&x[s * d..e * d]), e - s, d, None).unwrap(),
-                        &target,
-                        true,
-                    );
+                    let part = normsim(&matrix(&data.x[s * d..e * d], d), &target, true);
                     assert_eq!(part, all[s..e].to_vec(), "{kernel} p={p} rows {s}..{e}");
                 }
             }
