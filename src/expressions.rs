@@ -218,12 +218,46 @@ fn same_width(a: &Embeddings, an: &str, b: &Embeddings, bn: &str) -> PolarsResul
     Ok(())
 }
 
-fn to_series(name: PlSmallStr, values: Vec<Option<f32>>) -> Series {
-    Float32Chunked::from_iter_options(name, values.into_iter()).into_series()
+/// The `image` and `text` columns of a two-column expression whose kwargs passed their check
+/// (`checked`): embeddings of the same width.
+fn image_text(inputs: &[Series], checked: Result<(), String>) -> PolarsResult<(Embeddings, Embeddings)> {
+    checked.map_err(invalid)?;
+    let (img, txt) = (Embeddings::new(&inputs[0], "image")?, Embeddings::new(&inputs[1], "text")?);
+    same_width(&img, "image", &txt, "text")?;
+    Ok((img, txt))
 }
 
-fn to_u32_series(name: PlSmallStr, values: Vec<Option<u32>>) -> Series {
-    UInt32Chunked::from_iter_options(name, values.into_iter()).into_series()
+/// The output field (`dtype`) of a two-column expression, [`image_text`] at planning time.
+fn image_text_field(fields: &[Field], checked: Result<(), String>, dtype: DataType) -> PolarsResult<Field> {
+    checked.map_err(invalid)?;
+    same_width_fields(fields, "image", "text")?;
+    output(fields, dtype)
+}
+
+/// A kernel's values, one per row: the expression's output column.
+trait RowValues: Send {
+    fn into_column(self, name: PlSmallStr) -> Series;
+}
+
+impl RowValues for Vec<Option<f32>> {
+    fn into_column(self, name: PlSmallStr) -> Series {
+        Float32Chunked::from_iter_options(name, self.into_iter()).into_series()
+    }
+}
+
+impl RowValues for Vec<Option<u32>> {
+    fn into_column(self, name: PlSmallStr) -> Series {
+        UInt32Chunked::from_iter_options(name, self.into_iter()).into_series()
+    }
+}
+
+/// [`guarded`] `f`, its values as the output column, named after the first input.
+fn column<T: RowValues>(
+    inputs: &[Series],
+    what: &str,
+    f: impl FnOnce(Kernel) -> PolarsResult<T> + Send,
+) -> PolarsResult<Series> {
+    Ok(guarded(what, f)?.into_column(inputs[0].name().clone()))
 }
 
 #[derive(Deserialize)]
@@ -232,44 +266,36 @@ pub struct ClipScoreKwargs {
 }
 
 fn clip_score_field(fields: &[Field], _: ClipScoreKwargs) -> PolarsResult<Field> {
-    same_width_fields(fields, "image", "text")?;
-    output(fields, DataType::Float32)
+    image_text_field(fields, Ok(()), DataType::Float32)
 }
 
 #[polars_expr(output_type_func_with_kwargs=clip_score_field)]
 fn clip_score(inputs: &[Series], kwargs: ClipScoreKwargs) -> PolarsResult<Series> {
-    let (img, txt) = (Embeddings::new(&inputs[0], "image")?, Embeddings::new(&inputs[1], "text")?);
-    same_width(&img, "image", &txt, "text")?;
+    let (img, txt) = image_text(inputs, Ok(()))?;
     let (n, m) = (img.rows(), txt.rows());
     polars_ensure!(
         n == m || n == 1 || m == 1,
         ComputeError: "`image` and `text` must have the same number of rows, got {n} and {m}"
     );
-    let out = guarded("clip_score", |_| {
+    column(inputs, "clip_score", |_| {
         Ok(clip_score_kernel(&img.matrix("image")?, &txt.matrix("text")?, kwargs.normalize))
-    })?;
-    Ok(to_series(inputs[0].name().clone(), out))
+    })
 }
 
 fn neg_clip_loss_field(fields: &[Field], params: NegClipParams) -> PolarsResult<Field> {
-    params.validate().map_err(invalid)?;
-    same_width_fields(fields, "image", "text")?;
-    output(fields, DataType::Float32)
+    image_text_field(fields, params.validate(), DataType::Float32)
 }
 
 #[polars_expr(output_type_func_with_kwargs=neg_clip_loss_field)]
 fn neg_clip_loss(inputs: &[Series], kwargs: NegClipParams) -> PolarsResult<Series> {
-    kwargs.validate().map_err(invalid)?;
-    let (img, txt) = (Embeddings::new(&inputs[0], "image")?, Embeddings::new(&inputs[1], "text")?);
-    same_width(&img, "image", &txt, "text")?;
+    let (img, txt) = image_text(inputs, kwargs.validate())?;
     polars_ensure!(
         img.rows() == txt.rows(),
         ComputeError: "`image` and `text` must have the same number of rows, got {} and {}", img.rows(), txt.rows()
     );
-    let out = guarded("neg_clip_loss", |kernel| {
+    column(inputs, "neg_clip_loss", |kernel| {
         Ok(neg_clip_loss_kernel(kernel, &img.matrix("image")?, &txt.matrix("text")?, &kwargs))
-    })?;
-    Ok(to_series(inputs[0].name().clone(), out))
+    })
 }
 
 #[derive(Deserialize)]
@@ -302,9 +328,7 @@ fn normsim(inputs: &[Series], kwargs: NormSimKwargs) -> PolarsResult<Series> {
         ComputeError: "`embedding` and `target` must have the same embedding width, got {} and {}", emb.width(), kwargs.target.dim
     );
     let target = prepared_target("normsim", &kwargs.target, kwargs.p, kwargs.normalize, "target")?;
-    let out =
-        guarded("normsim", |_| Ok(normsim_kernel(&emb.matrix("embedding")?, &target, kwargs.normalize)))?;
-    Ok(to_series(inputs[0].name().clone(), out))
+    column(inputs, "normsim", |_| Ok(normsim_kernel(&emb.matrix("embedding")?, &target, kwargs.normalize)))
 }
 
 fn normsim2_dynamic_field(fields: &[Field], params: DynamicParams) -> PolarsResult<Field> {
@@ -317,24 +341,19 @@ fn normsim2_dynamic_field(fields: &[Field], params: DynamicParams) -> PolarsResu
 fn normsim2_dynamic(inputs: &[Series], kwargs: DynamicParams) -> PolarsResult<Series> {
     kwargs.validate().map_err(invalid)?;
     let emb = Embeddings::new(&inputs[0], "embedding")?;
-    let out = guarded("normsim2_dynamic", |kernel| {
+    column(inputs, "normsim2_dynamic", |kernel| {
         dynamic_kernel(kernel, &emb.matrix("embedding")?, &kwargs)
             .map_err(|e| polars_err!(ComputeError: "{e}"))
-    })?;
-    Ok(to_u32_series(inputs[0].name().clone(), out))
+    })
 }
 
 fn clipcov_field(fields: &[Field], params: ClipCovParams) -> PolarsResult<Field> {
-    params.validate().map_err(invalid)?;
-    same_width_fields(fields, "image", "text")?;
-    output(fields, DataType::UInt32)
+    image_text_field(fields, params.validate(), DataType::UInt32)
 }
 
 #[polars_expr(output_type_func_with_kwargs=clipcov_field)]
 fn clipcov(inputs: &[Series], kwargs: ClipCovParams) -> PolarsResult<Series> {
-    kwargs.validate().map_err(invalid)?;
-    let (img, txt) = (Embeddings::new(&inputs[0], "image")?, Embeddings::new(&inputs[1], "text")?);
-    same_width(&img, "image", &txt, "text")?;
+    let (img, txt) = image_text(inputs, kwargs.validate())?;
     let n = img.rows();
     let nc = inputs[2].len();
     polars_ensure!(
@@ -351,11 +370,10 @@ fn clipcov(inputs: &[Series], kwargs: ClipCovParams) -> PolarsResult<Series> {
     if nc == 1 && n != 1 {
         codes = vec![codes[0]; n]; // one label for every row, as Polars broadcasts a literal
     }
-    let out = guarded("clipcov", |_| {
+    column(inputs, "clipcov", |_| {
         clipcov_kernel(&img.matrix("image")?, &txt.matrix("text")?, &codes, &kwargs)
             .map_err(|e| polars_err!(ComputeError: "{e}"))
-    })?;
-    Ok(to_u32_series(inputs[0].name().clone(), out))
+    })
 }
 
 #[derive(Deserialize)]
@@ -389,8 +407,7 @@ fn zero_shot_labels(inputs: &[Series], kwargs: ZeroShotKwargs) -> PolarsResult<S
         kwargs.normalize,
         "class_embeddings",
     )?;
-    let out = guarded("zero_shot_labels", |_| Ok(nearest(&emb.matrix("image")?, &target, kwargs.normalize)))?;
-    Ok(to_u32_series(inputs[0].name().clone(), out))
+    column(inputs, "zero_shot_labels", |_| Ok(nearest(&emb.matrix("image")?, &target, kwargs.normalize)))
 }
 
 /// Checks the parameters of expression `name` as the plugin will (`kwargs`: the pickled

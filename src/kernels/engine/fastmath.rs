@@ -225,20 +225,23 @@ mod tests {
     use super::*;
     use crate::kernels::engine::micro::{Fused, Plain};
 
-    fn exp_worst<M: Mode>() -> f64 {
-        let mut worst = 0f64;
-        for i in 0..=200_000 {
-            let x = -87.0 + 175.0 * (i as f32) / 200_000.0;
-            let got = exp::<M>(x) as f64;
-            let want = (x as f64).exp();
-            worst = worst.max(((got - want) / want).abs());
-        }
-        worst
+    /// The worst `err(got, want)` over `xs`, with `got = f(x)` and `want = reference(x)` in `f64`.
+    fn worst(
+        xs: impl Iterator<Item = f32>,
+        f: impl Fn(f32) -> f32,
+        reference: impl Fn(f64) -> f64,
+        err: impl Fn(f64, f64) -> f64,
+    ) -> f64 {
+        xs.map(|x| err(f(x) as f64, reference(x as f64))).fold(0f64, f64::max)
     }
 
     #[test]
     fn exp_is_accurate() {
-        for worst in [exp_worst::<Plain>(), exp_worst::<Fused>()] {
+        let xs = || (0..=200_000).map(|i| -87.0 + 175.0 * (i as f32) / 200_000.0);
+        let relative = |got: f64, want: f64| ((got - want) / want).abs();
+        for worst in
+            [worst(xs(), exp::<Plain>, f64::exp, relative), worst(xs(), exp::<Fused>, f64::exp, relative)]
+        {
             assert!(worst < 5e-7, "worst relative error {worst}");
         }
         assert_eq!(exp::<Plain>(0.0), 1.0);
@@ -247,20 +250,11 @@ mod tests {
         assert_eq!(exp::<Fused>(-87.5), 0.0);
     }
 
-    fn ln_worst<M: Mode>() -> f64 {
-        let mut worst = 0f64;
-        for i in 1..=200_000 {
-            let x = 1e-30f32 * 1.0005f32.powi(i % 140_000) + i as f32 * 1e-3;
-            let got = ln::<M>(x) as f64;
-            let want = (x as f64).ln();
-            worst = worst.max((got - want).abs() / want.abs().max(1.0));
-        }
-        worst
-    }
-
     #[test]
     fn ln_is_accurate() {
-        for worst in [ln_worst::<Plain>(), ln_worst::<Fused>()] {
+        let xs = || (1..=200_000).map(|i| 1e-30f32 * 1.0005f32.powi(i % 140_000) + i as f32 * 1e-3);
+        let error = |got: f64, want: f64| (got - want).abs() / want.abs().max(1.0);
+        for worst in [worst(xs(), ln::<Plain>, f64::ln, error), worst(xs(), ln::<Fused>, f64::ln, error)] {
             assert!(worst < 5e-7, "worst error {worst}");
         }
         assert_eq!(ln::<Plain>(1.0), 0.0);

@@ -22,11 +22,12 @@
 //! position in it. The AVX2 and AVX-512 kernels compute the same fused chain, so they agree bit
 //! for bit; the portable kernel rounds each product first.
 
-use super::micro::MicroKernel;
+use super::micro::{KBlock, MicroKernel};
 use super::pack::{Lhs, Packed, Rhs};
 
 /// `c[i * cols + j] = scale * sum_k A[i][k] * B[col0 + j][k]` for the `rows = a.rows()` rows of
-/// `a` and `cols` rows of `b` starting at `col0` (a multiple of `K::NR`).
+/// `a` and `cols` rows of `b` starting at `col0` (a multiple of `K::NR`): [`gemm_packed_in`] of
+/// the whole sum into rows `cols` floats apart.
 ///
 /// # Panics
 /// If `col0` is not a multiple of `K::NR`, the range exceeds `b`, `c` is too small or the widths
@@ -39,37 +40,38 @@ pub fn gemm_packed<K: MicroKernel>(
     scale: f32,
     c: &mut [f32],
 ) {
-    gemm_packed_ld(a, b, col0, cols, scale, c, cols);
+    gemm_packed_in(a, b, Part { col0, cols, ldc: cols, kmax: a.dim() }, scale, c);
 }
 
-/// [`gemm_packed`] into rows of `c` that are `ldc >= cols` floats apart: entry `(i, j)` goes to
-/// `c[i * ldc + j]`, the rest of each row is left as it is.
-pub fn gemm_packed_ld<K: MicroKernel>(
-    a: &Packed<K, Lhs>,
-    b: &Packed<K, Rhs>,
-    col0: usize,
-    cols: usize,
-    scale: f32,
-    c: &mut [f32],
-    ldc: usize,
-) {
-    gemm_packed_k(a, b, col0, cols, a.dim(), scale, c, ldc);
+/// The part of `A B^T` that [`gemm_packed_in`] computes, and where it puts it.
+#[derive(Clone, Copy, Debug)]
+pub struct Part {
+    /// The first column (row of `B`): a multiple of `K::NR`.
+    pub col0: usize,
+    /// Columns `col0..col0 + cols`.
+    pub cols: usize,
+    /// Floats between rows of `c` (`>= cols`): entry `(i, j)` goes to `c[i * ldc + j]`, the rest
+    /// of each row is left as it is.
+    pub ldc: usize,
+    /// The sum runs over `k < kmax` only (`<= dim`): for a `B` whose rows are zero from `kmax` on
+    /// (a triangular factor), this skips the zero part and gives the same bits as the full
+    /// product (adding `x * 0` to a chain leaves it unchanged).
+    pub kmax: usize,
 }
 
-/// [`gemm_packed_ld`] over `k < kmax` only: for a `B` whose rows are zero from `kmax` on (a
-/// triangular factor), this skips the zero part and gives the same bits as the full product
-/// (adding `x * 0` to a chain leaves it unchanged).
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_packed_k<K: MicroKernel>(
+/// [`gemm_packed`] for any [`Part`]: entry `(i, j)` is
+/// `c[i * ldc + j] = scale * sum_{k < kmax} A[i][k] * B[col0 + j][k]`.
+///
+/// # Panics
+/// As [`gemm_packed`], and if `ldc < cols` or `kmax` exceeds the width.
+pub fn gemm_packed_in<K: MicroKernel>(
     a: &Packed<K, Lhs>,
     b: &Packed<K, Rhs>,
-    col0: usize,
-    cols: usize,
-    kmax: usize,
+    part: Part,
     scale: f32,
     c: &mut [f32],
-    ldc: usize,
 ) {
+    let Part { col0, cols, ldc, kmax } = part;
     let (mr_, nr_) = (K::MR, K::NR);
     assert!(a.dim() == b.dim() && col0.is_multiple_of(nr_));
     assert!(col0 + cols <= b.rows() && ldc >= cols && kmax <= a.dim());
@@ -98,7 +100,8 @@ pub fn gemm_packed_k<K: MicroKernel>(
             for p in 0..rows.div_ceil(mr_) {
                 let mr = mr_.min(rows - p * mr_);
                 let at = p * mr_ * ldc + q * nr_;
-                kernel.block(kc, a.panel(k0, kc, p), bp, &mut c[at..], ldc, mr, nr, k0 > 0, s);
+                let ks = KBlock { kc, a: a.panel(k0, kc, p), b: bp, load: k0 > 0, scale: s };
+                kernel.block(ks, &mut c[at..], ldc, mr, nr);
             }
         }
     }
@@ -108,9 +111,8 @@ pub fn gemm_packed_k<K: MicroKernel>(
 mod tests {
     use super::*;
     use crate::kernels::engine::dispatch::with_kernel;
-    use crate::kernels::engine::isa::{Isa, Kernel};
     use crate::kernels::engine::pack::{Lhs, Packed, Rhs};
-    use crate::kernels::testutil::{kernels, uniform};
+    use crate::kernels::testutil::{assert_close, each_kernel, fused_kernels, uniform};
 
     /// Shapes `(m, n, d)` at `K`'s block edges: 0, 1, `MR`/`NR` +-1 and multiples, `KC` +-1, and
     /// past the largest embedding width (1024).
@@ -139,7 +141,7 @@ mod tests {
         v
     }
 
-    /// The product at every edge shape against a float64 reference, through `gemm_packed_ld`
+    /// The product at every edge shape against a float64 reference, through `gemm_packed_in`
     /// with `ldc > cols`: every entry is written (`c` starts as NaN) and nothing between rows is.
     fn naive_at_block_edges<K: MicroKernel>(kernel: K) {
         for (m, n, d) in edge_shapes::<K>() {
@@ -148,17 +150,15 @@ mod tests {
             let (pa, pb) = (Packed::<K, Lhs>::new(kernel, &a, m, d), Packed::<K, Rhs>::new(kernel, &b, n, d));
             let ldc = n + 3;
             let mut c = vec![f32::NAN; m * ldc];
-            gemm_packed_ld(&pa, &pb, 0, n, 2.0, &mut c, ldc);
+            gemm_packed_in(&pa, &pb, Part { col0: 0, cols: n, ldc, kmax: d }, 2.0, &mut c);
             for i in 0..m {
                 for j in 0..n {
                     let want: f64 =
                         (0..d).map(|k| f64::from(a[i * d + k]) * f64::from(b[j * d + k])).sum::<f64>() * 2.0;
-                    assert!(
-                        (f64::from(c[i * ldc + j]) - want).abs() <= 1e-5 * (d as f64).sqrt(),
-                        "{} ({m},{n},{d}) [{i},{j}]: {} vs {want}",
-                        K::ISA,
-                        c[i * ldc + j]
-                    );
+                    let tol = 1e-5 * (d as f64).sqrt();
+                    assert_close(f64::from(c[i * ldc + j]), want, tol, || {
+                        format!("{} ({m},{n},{d}) [{i},{j}]", K::ISA)
+                    });
                 }
                 assert!(
                     c[i * ldc + n..(i + 1) * ldc].iter().all(|v| v.is_nan()),
@@ -171,9 +171,7 @@ mod tests {
 
     #[test]
     fn matches_naive_at_block_edges() {
-        for kernel in kernels() {
-            with_kernel!(kernel, k => naive_at_block_edges(k));
-        }
+        each_kernel!(naive_at_block_edges);
         // The register blocks measured against the chosen ones (see `micro::Portable`, `micro::Avx512`).
         naive_at_block_edges(crate::kernels::engine::micro::PortableBlock::<6, 16>::detect().unwrap());
         naive_at_block_edges(crate::kernels::engine::micro::PortableBlock::<4, 8>::detect().unwrap());
@@ -214,9 +212,7 @@ mod tests {
 
     #[test]
     fn column_ranges_and_row_positions_give_the_same_bits() {
-        for kernel in kernels() {
-            with_kernel!(kernel, k => column_ranges(k));
-        }
+        each_kernel!(column_ranges);
     }
 
     fn row_positions<K: MicroKernel>(kernel: K) {
@@ -252,9 +248,7 @@ mod tests {
 
     #[test]
     fn entries_do_not_depend_on_row_position_or_shape() {
-        for kernel in kernels() {
-            with_kernel!(kernel, k => row_positions(k));
-        }
+        each_kernel!(row_positions);
     }
 
     /// `C` of a product with its shape's every edge, by one kernel.
@@ -270,7 +264,7 @@ mod tests {
             let a = uniform(m * d, 5);
             let b = uniform(n * d, 6);
             let portable = product(crate::kernels::engine::micro::Portable::new(), &a, &b, m, n, d);
-            let fused: Vec<Kernel> = kernels().into_iter().filter(|k| k.isa() != Isa::Portable).collect();
+            let fused = fused_kernels();
             for &kernel in &fused {
                 let got = with_kernel!(kernel, k => product(k, &a, &b, m, n, d));
                 for (g, w) in got.iter().zip(&portable) {

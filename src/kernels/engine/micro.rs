@@ -1,9 +1,11 @@
-//! The micro-kernels: one type per instruction set, each declaring its register block and the
-//! packing layout it reads, and computing one `MR x NR` block of `C` from packed panels.
+//! The micro-kernels: kernel types, each declaring its instruction set, register block and the
+//! packing layout it reads, and computing one `MR x NR` block of `C` from packed panels. The
+//! portable kernel is one type; the x86 kernels (AVX2, AVX-512) are one type and one block body
+//! generic over the vector register (`__m256`, `__m512`), whose operations are each one intrinsic.
 //!
 //! Layout (every kernel so far): `f32` panels, k-major. An `A` micro-panel holds `MR` rows
 //! (`a[k * MR + i]`), a `B` micro-panel `NR` rows (`b[k * NR + j]`); see the `pack` module.
-//! The loop nest (`gemm::gemm_packed_k`) and the packing take `MR`/`NR` from the kernel type, so
+//! The loop nest (`gemm::gemm_packed_in`) and the packing take `MR`/`NR` from the kernel type, so
 //! a packed operand is typed by the kernel it was packed for.
 //!
 //! Each kernel type also declares how its build evaluates `a * b + c` ([`Mode`]), which the
@@ -40,6 +42,22 @@ impl Mode for Plain {
     }
 }
 
+/// One k-block of a block's sum (see [`MicroKernel::block`]): `kc` steps of the packed micro-panels,
+/// added to the partial sums in `C` when `load` (else to zero), and scaled by `scale` on the way out.
+#[derive(Clone, Copy, Debug)]
+pub struct KBlock<'a> {
+    /// Steps of `k` in this block.
+    pub kc: usize,
+    /// The `A` micro-panel: `a[k * MR + i]`, at least `kc` steps.
+    pub a: &'a [f32],
+    /// The `B` micro-panel: `b[k * NR + j]`, at least `kc` steps.
+    pub b: &'a [f32],
+    /// Whether `C` holds the partial sums of earlier k-blocks.
+    pub load: bool,
+    /// The factor applied once, after the sum (`1` except on a product's last k-block).
+    pub scale: f32,
+}
+
 /// A micro-kernel: its register block, its arithmetic, and the block computation.
 ///
 /// # Safety
@@ -52,7 +70,7 @@ pub unsafe trait MicroKernel: Copy + Send + Sync + 'static {
     const MR: usize;
     /// Rows of `B` per micro-panel (the vector side).
     const NR: usize;
-    /// `k` per block of the loop nest (`gemm::gemm_packed_k`). Partial sums are carried
+    /// `k` per block of the loop nest (`gemm::gemm_packed_in`). Partial sums are carried
     /// across k-blocks in `C`, so this changes speed, never bits.
     const KC: usize;
     /// How the epilogues evaluate `a * b + c` in this kernel's build.
@@ -81,22 +99,13 @@ pub unsafe trait MicroKernel: Copy + Send + Sync + 'static {
     /// checks. This is all a kernel writes itself; edge blocks are the shared `edge_block`.
     ///
     /// # Safety
-    /// `a` and `b` hold `kc` steps (`kc * MR` and `kc * NR` floats) and `c` holds `MR` rows of
-    /// `NR` floats `ldc` apart (`c.len() >= (MR - 1) * ldc + NR`, and `NR <= ldc` when `MR > 1`):
-    /// what [`MicroKernel::block`] checks before calling it.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn full_block(
-        self,
-        kc: usize,
-        a: &[f32],
-        b: &[f32],
-        c: &mut [f32],
-        ldc: usize,
-        load: bool,
-        scale: f32,
-    );
+    /// `s.a` and `s.b` hold `s.kc` steps (`kc * MR` and `kc * NR` floats) and `c` holds `MR` rows
+    /// of `NR` floats `ldc` apart (`c.len() >= (MR - 1) * ldc + NR`, and `NR <= ldc` when
+    /// `MR > 1`): what [`MicroKernel::block`] checks before calling it.
+    unsafe fn full_block(self, s: KBlock<'_>, c: &mut [f32], ldc: usize);
 
-    /// One block of `C` (row stride `ldc`, `c` starting at the block's top-left):
+    /// One block of `C` (row stride `ldc`, `c` starting at the block's top-left), for the k-block
+    /// `s = KBlock { kc, a, b, load, scale }`:
     ///
     /// ```text
     /// c[i * ldc + j] = scale * (c0_ij + sum_{k < kc} a[k * MR + i] * b[k * NR + j])   i < mr, j < nr
@@ -114,33 +123,20 @@ pub unsafe trait MicroKernel: Copy + Send + Sync + 'static {
     /// If a panel is shorter than `kc` steps, `mr > MR`, `nr > NR` or `c` is too short (caller
     /// bugs, never user data).
     #[inline]
-    #[allow(clippy::too_many_arguments)]
-    fn block(
-        self,
-        kc: usize,
-        a: &[f32],
-        b: &[f32],
-        c: &mut [f32],
-        ldc: usize,
-        mr: usize,
-        nr: usize,
-        load: bool,
-        scale: f32,
-    ) {
-        check::<Self>(kc, a, b, c, ldc, mr, nr);
+    fn block(self, s: KBlock<'_>, c: &mut [f32], ldc: usize, mr: usize, nr: usize) {
+        check::<Self>(&s, c, ldc, mr, nr);
         if mr == Self::MR && nr == Self::NR {
             // SAFETY: `check` bounds the panels and the full block of `c`.
-            unsafe { self.full_block(kc, a, b, c, ldc, load, scale) }
+            unsafe { self.full_block(s, c, ldc) }
         } else if mr > 0 && nr > 0 {
-            edge_block(self, kc, a, b, c, ldc, mr, nr, load, scale);
+            edge_block(self, s, c, ldc, mr, nr);
         }
     }
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn check<K: MicroKernel>(kc: usize, a: &[f32], b: &[f32], c: &[f32], ldc: usize, mr: usize, nr: usize) {
-    assert!(a.len() >= kc * K::MR && b.len() >= kc * K::NR && mr <= K::MR && nr <= K::NR);
+fn check<K: MicroKernel>(s: &KBlock<'_>, c: &[f32], ldc: usize, mr: usize, nr: usize) {
+    assert!(s.a.len() >= s.kc * K::MR && s.b.len() >= s.kc * K::NR && mr <= K::MR && nr <= K::NR);
     assert!(mr == 0 || nr == 0 || ((mr == 1 || nr <= ldc) && c.len() >= (mr - 1) * ldc + nr));
 }
 
@@ -158,24 +154,12 @@ const EDGE_TILE: usize = 512;
 /// A scratch tile rather than masked loads and stores: AVX2 masked stores are microcoded on AMD
 /// cores and the portable kernel has none, and edge blocks are at most one row and one column of
 /// blocks per product.
-#[allow(clippy::too_many_arguments)]
-fn edge_block<K: MicroKernel>(
-    kernel: K,
-    kc: usize,
-    a: &[f32],
-    b: &[f32],
-    c: &mut [f32],
-    ldc: usize,
-    mr: usize,
-    nr: usize,
-    load: bool,
-    scale: f32,
-) {
+fn edge_block<K: MicroKernel>(kernel: K, s: KBlock<'_>, c: &mut [f32], ldc: usize, mr: usize, nr: usize) {
     const { assert!(K::MR * K::NR <= EDGE_TILE, "a register block larger than EDGE_TILE") };
     let nrr = K::NR;
     let mut tile = [0f32; EDGE_TILE];
     let t = &mut tile[..K::MR * nrr];
-    if load {
+    if s.load {
         // The edge's `mr` rows of `nr` partial sums; the rest of the tile stays zero.
         for i in 0..mr {
             t[i * nrr..i * nrr + nr].copy_from_slice(&c[i * ldc..i * ldc + nr]);
@@ -183,7 +167,7 @@ fn edge_block<K: MicroKernel>(
     }
     // SAFETY: the caller checked the panels (`check`); `t` holds `MR` rows of `NR` floats `NR`
     // apart.
-    unsafe { kernel.full_block(kc, a, b, t, nrr, load, scale) }
+    unsafe { kernel.full_block(s, t, nrr) }
     // Only the edge's `mr x nr` entries reach `c`.
     for i in 0..mr {
         c[i * ldc..i * ldc + nr].copy_from_slice(&t[i * nrr..i * nrr + nr]);
@@ -228,16 +212,8 @@ unsafe impl<const MR: usize, const NR: usize> MicroKernel for PortableBlock<MR, 
     }
 
     #[inline]
-    unsafe fn full_block(
-        self,
-        kc: usize,
-        a: &[f32],
-        b: &[f32],
-        c: &mut [f32],
-        ldc: usize,
-        load: bool,
-        scale: f32,
-    ) {
+    unsafe fn full_block(self, s: KBlock<'_>, c: &mut [f32], ldc: usize) {
+        let KBlock { kc, a, b, load, scale } = s;
         let mut acc = [[0f32; NR]; MR];
         if load {
             // Each row's partial sums from earlier k-blocks.
@@ -268,123 +244,38 @@ unsafe impl<const MR: usize, const NR: usize> MicroKernel for PortableBlock<MR, 
 }
 
 #[cfg(target_arch = "x86_64")]
-pub use x86::{Avx2, Avx512, Avx512Block};
+pub use x86::{Avx2, Avx512, Avx512Block, SimdBlock};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+    use std::marker::PhantomData;
 
     use super::*;
 
+    /// The x86 kernels: an `MR x LANES·NV` register block of `V` vectors (`MR · NV` accumulators,
+    /// `NV` vectors of `B` and one broadcast of `A` per step), k-blocks of `KC`. One type and one
+    /// block body (`block_body`) for every vector type; [`Avx2`] and [`Avx512`] are the blocks
+    /// chosen by measurement, the other shapes exist for the benchmarks that chose them.
+    #[derive(Clone, Copy, Debug)]
+    pub struct SimdBlock<V, const MR: usize, const NV: usize, const KC: usize>(PhantomData<V>);
+
     /// The AVX2+FMA kernel: 6 x 16 (12 `ymm` accumulators, two vectors of `B` and one broadcast
     /// per step: 15 of the 16 registers). Measured at the GEMM ceiling of AVX2 EPYCs.
-    #[derive(Clone, Copy, Debug)]
-    pub struct Avx2(());
-
-    // SAFETY: `Avx2` is only constructed (`new_unchecked`) when the CPU has AVX2 and FMA.
-    unsafe impl MicroKernel for Avx2 {
-        const ISA: Isa = Isa::Avx2;
-        const MR: usize = 6;
-        const NR: usize = 16;
-        /// Embeddings have `d <= 1024`, so this is one block: every entry of `C` is written once.
-        /// Measured on an AVX2 EPYC, negCLIPLoss batches of 4096 (GEMM plus epilogue, both cores,
-        /// the block sizes interleaved in one process, median of 25): 174 / 171 / 165 / 165
-        /// GFLOP/s at d = 512 and 191 / 178 / 184 / 177 at d = 768 for `KC` = 1024 / 512 / 384 /
-        /// 256: the `B` micro-panel leaving L1 for L2 (which the prefetcher streams well) costs less
-        /// than reloading the partial sums of every `C` block once per extra k-block.
-        const KC: usize = 1024;
-        type Mode = Fused;
-
-        unsafe fn new_unchecked() -> Self {
-            Avx2(())
-        }
-
-        #[inline]
-        unsafe fn full_block(
-            self,
-            kc: usize,
-            a: &[f32],
-            b: &[f32],
-            c: &mut [f32],
-            ldc: usize,
-            load: bool,
-            scale: f32,
-        ) {
-            // SAFETY: the witness proves AVX2+FMA; the caller bounds the panels and the block.
-            unsafe { block_avx2(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, load, scale) }
-        }
-    }
-
-    /// [`MicroKernel::full_block`] for [`Avx2`]: the 6 x 16 block.
     ///
-    /// # Safety
-    /// AVX2+FMA; `a`, `b` hold `kc` steps; `c` holds 6 rows of 16 floats `ldc` apart.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn block_avx2(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        load: bool,
-        scale: f32,
-    ) {
-        let ld = |r: usize| {
-            if load {
-                // SAFETY: row `r < 6` of `c` holds 16 floats.
-                unsafe { (_mm256_loadu_ps(c.add(r * ldc)), _mm256_loadu_ps(c.add(r * ldc + 8))) }
-            } else {
-                (_mm256_setzero_ps(), _mm256_setzero_ps())
-            }
-        };
-        let ((mut c00, mut c01), (mut c10, mut c11), (mut c20, mut c21)) = (ld(0), ld(1), ld(2));
-        let ((mut c30, mut c31), (mut c40, mut c41), (mut c50, mut c51)) = (ld(3), ld(4), ld(5));
-        // One k step at a time, in order (so each entry is one FMA chain): two vectors of `b[k]`,
-        // each of the six rows' `a[k][i]` broadcast against them.
-        for k in 0..kc {
-            // SAFETY: k < kc and the panels hold kc steps.
-            unsafe {
-                let b0 = _mm256_loadu_ps(b.add(k * 16));
-                let b1 = _mm256_loadu_ps(b.add(k * 16 + 8));
-                let ak = a.add(k * 6);
-                let x = _mm256_broadcast_ss(&*ak);
-                c00 = _mm256_fmadd_ps(x, b0, c00);
-                c01 = _mm256_fmadd_ps(x, b1, c01);
-                let x = _mm256_broadcast_ss(&*ak.add(1));
-                c10 = _mm256_fmadd_ps(x, b0, c10);
-                c11 = _mm256_fmadd_ps(x, b1, c11);
-                let x = _mm256_broadcast_ss(&*ak.add(2));
-                c20 = _mm256_fmadd_ps(x, b0, c20);
-                c21 = _mm256_fmadd_ps(x, b1, c21);
-                let x = _mm256_broadcast_ss(&*ak.add(3));
-                c30 = _mm256_fmadd_ps(x, b0, c30);
-                c31 = _mm256_fmadd_ps(x, b1, c31);
-                let x = _mm256_broadcast_ss(&*ak.add(4));
-                c40 = _mm256_fmadd_ps(x, b0, c40);
-                c41 = _mm256_fmadd_ps(x, b1, c41);
-                let x = _mm256_broadcast_ss(&*ak.add(5));
-                c50 = _mm256_fmadd_ps(x, b0, c50);
-                c51 = _mm256_fmadd_ps(x, b1, c51);
-            }
-        }
-        let s = _mm256_set1_ps(scale);
-        // Scaled once, on the way out.
-        for (r, (lo, hi)) in
-            [(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)].into_iter().enumerate()
-        {
-            // SAFETY: row `r < 6` of `c` holds 16 floats.
-            unsafe {
-                _mm256_storeu_ps(c.add(r * ldc), _mm256_mul_ps(s, lo));
-                _mm256_storeu_ps(c.add(r * ldc + 8), _mm256_mul_ps(s, hi));
-            }
-        }
-    }
+    /// `KC` = 1024: embeddings have `d <= 1024`, so this is one block: every entry of `C` is
+    /// written once. Measured on an AVX2 EPYC, negCLIPLoss batches of 4096 (GEMM plus epilogue,
+    /// both cores, the block sizes interleaved in one process, median of 25): 174 / 171 / 165 /
+    /// 165 GFLOP/s at d = 512 and 191 / 178 / 184 / 177 at d = 768 for `KC` = 1024 / 512 / 384 /
+    /// 256: the `B` micro-panel leaving L1 for L2 (which the prefetcher streams well) costs less
+    /// than reloading the partial sums of every `C` block once per extra k-block.
+    pub type Avx2 = SimdBlock<__m256, 6, 2, 1024>;
 
     /// The AVX-512 kernel with an `MR x 16·NV` register block (`MR · NV` `zmm` accumulators).
     /// [`Avx512`] is the block chosen by measurement; the others exist for the benchmarks that
     /// chose it.
-    #[derive(Clone, Copy, Debug)]
-    pub struct Avx512Block<const MR: usize, const NV: usize, const KC: usize = 1024>(());
+    pub type Avx512Block<const MR: usize, const NV: usize, const KC: usize = 1024> =
+        SimdBlock<__m512, MR, NV, KC>;
 
     /// The AVX-512 kernel: 8 x 32 (16 `zmm` accumulators, two vectors of `B`, one broadcast).
     ///
@@ -409,86 +300,168 @@ mod x86 {
     /// `32 x k` panel of `B` (64 KiB at d = 512) streams from L2 faster than partial sums reload.
     pub type Avx512 = Avx512Block<8, 2, 1024>;
 
-    // SAFETY: only constructed when the CPU has AVX-512 F/BW/DQ/VL and FMA.
-    unsafe impl<const MR: usize, const NV: usize, const KC: usize> MicroKernel for Avx512Block<MR, NV, KC> {
-        const ISA: Isa = Isa::Avx512;
+    // SAFETY: only constructed (`new_unchecked`) when the CPU has `V::ISA`'s features.
+    unsafe impl<V: Vector, const MR: usize, const NV: usize, const KC: usize> MicroKernel
+        for SimdBlock<V, MR, NV, KC>
+    {
+        const ISA: Isa = V::ISA;
         const MR: usize = MR;
-        const NR: usize = 16 * NV;
+        const NR: usize = V::LANES * NV;
         const KC: usize = KC;
         type Mode = Fused;
 
         unsafe fn new_unchecked() -> Self {
-            Avx512Block(())
+            SimdBlock(PhantomData)
         }
 
         #[inline]
-        unsafe fn full_block(
-            self,
-            kc: usize,
-            a: &[f32],
-            b: &[f32],
-            c: &mut [f32],
-            ldc: usize,
-            load: bool,
-            scale: f32,
-        ) {
+        unsafe fn full_block(self, s: KBlock<'_>, c: &mut [f32], ldc: usize) {
             // SAFETY: the witness proves the features; the caller bounds the panels and the block.
-            unsafe { block_avx512::<MR, NV>(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, load, scale) }
+            unsafe { V::block::<MR, NV>(s, c.as_mut_ptr(), ldc) }
         }
     }
 
-    /// [`MicroKernel::full_block`] for [`Avx512Block`]: the `MR x 16·NV` block.
+    /// A vector register of `f32` lanes as the x86 kernels use it (`__m256`, `__m512`): its
+    /// instruction set, its lanes and the operations of `block_body`, each one intrinsic.
     ///
     /// # Safety
-    /// AVX-512 F/BW/DQ/VL + FMA; `a`, `b` hold `kc` steps; `c` holds `MR` rows of `16·NV` floats
-    /// `ldc` apart.
-    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-    unsafe fn block_avx512<const MR: usize, const NV: usize>(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
+    /// The operations need [`Vector::ISA`]'s features: they may only run inlined into
+    /// [`Vector::block`], which implementors compile with those features.
+    pub(crate) unsafe trait Vector: Copy + std::fmt::Debug + Send + Sync + 'static {
+        /// The instruction set whose features the operations need.
+        const ISA: Isa;
+        /// `f32` lanes per vector.
+        const LANES: usize;
+        /// All lanes zero.
+        unsafe fn zero() -> Self;
+        /// All lanes `x`.
+        unsafe fn splat(x: f32) -> Self;
+        /// All lanes `*p`.
+        unsafe fn broadcast(p: *const f32) -> Self;
+        /// `LANES` floats from `p` (unaligned).
+        unsafe fn load(p: *const f32) -> Self;
+        /// `LANES` floats to `p` (unaligned).
+        unsafe fn store(self, p: *mut f32);
+        /// `self * b + c`, rounded once.
+        unsafe fn fmadd(self, b: Self, c: Self) -> Self;
+        /// `self * b`.
+        unsafe fn mul(self, b: Self) -> Self;
+        /// `block_body` for `Self`, compiled with [`Vector::ISA`]'s features.
+        ///
+        /// # Safety
+        /// The CPU has the features; as `block_body`.
+        unsafe fn block<const MR: usize, const NV: usize>(s: KBlock<'_>, c: *mut f32, ldc: usize);
+    }
+
+    /// [`Vector`] for `$v`, each operation the named intrinsic, and [`Vector::block`] compiled
+    /// with `$features`.
+    macro_rules! vector {
+        ($v:ty, $isa:expr, $lanes:literal, $features:literal, $zero:ident, $splat:ident,
+         |$p:ident| $broadcast:expr, $load:ident, $store:ident, $fmadd:ident, $mul:ident) => {
+            // SAFETY: each operation is an intrinsic of `$features`, and `block` (where alone they
+            // run, inlined) is compiled with them.
+            unsafe impl Vector for $v {
+                const ISA: Isa = $isa;
+                const LANES: usize = $lanes;
+                #[inline(always)]
+                unsafe fn zero() -> Self {
+                    unsafe { $zero() }
+                }
+                #[inline(always)]
+                unsafe fn splat(x: f32) -> Self {
+                    unsafe { $splat(x) }
+                }
+                #[inline(always)]
+                unsafe fn broadcast($p: *const f32) -> Self {
+                    unsafe { $broadcast }
+                }
+                #[inline(always)]
+                unsafe fn load(p: *const f32) -> Self {
+                    unsafe { $load(p) }
+                }
+                #[inline(always)]
+                unsafe fn store(self, p: *mut f32) {
+                    unsafe { $store(p, self) }
+                }
+                #[inline(always)]
+                unsafe fn fmadd(self, b: Self, c: Self) -> Self {
+                    unsafe { $fmadd(self, b, c) }
+                }
+                #[inline(always)]
+                unsafe fn mul(self, b: Self) -> Self {
+                    unsafe { $mul(self, b) }
+                }
+                #[inline]
+                unsafe fn block<const MR: usize, const NV: usize>(s: KBlock<'_>, c: *mut f32, ldc: usize) {
+                    #[target_feature(enable = $features)]
+                    unsafe fn run<const MR: usize, const NV: usize>(s: KBlock<'_>, c: *mut f32, ldc: usize) {
+                        // SAFETY: as `block`'s contract; the features are enabled here.
+                        unsafe { block_body::<$v, MR, NV>(s, c, ldc) }
+                    }
+                    // SAFETY: the caller's contract: the CPU has the features.
+                    unsafe { run::<MR, NV>(s, c, ldc) }
+                }
+            }
+        };
+    }
+
+    #[rustfmt::skip]
+    vector!(__m256, Isa::Avx2, 8, "avx2,fma", _mm256_setzero_ps, _mm256_set1_ps,
+        |p| _mm256_broadcast_ss(&*p), _mm256_loadu_ps, _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_mul_ps);
+    #[rustfmt::skip]
+    vector!(__m512, Isa::Avx512, 16, "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma", _mm512_setzero_ps,
+        _mm512_set1_ps, |p| _mm512_set1_ps(*p), _mm512_loadu_ps, _mm512_storeu_ps, _mm512_fmadd_ps, _mm512_mul_ps);
+
+    /// [`MicroKernel::full_block`] for [`SimdBlock`]: the `MR x LANES·NV` block, one text for
+    /// every vector type (inlined into [`Vector::block`], which compiles it with the features).
+    ///
+    /// # Safety
+    /// `V::ISA`'s features are enabled; `s.a`, `s.b` hold `s.kc` steps; `c` holds `MR` rows of
+    /// `LANES·NV` floats `ldc` apart.
+    #[inline(always)]
+    unsafe fn block_body<V: Vector, const MR: usize, const NV: usize>(
+        s: KBlock<'_>,
         c: *mut f32,
         ldc: usize,
-        load: bool,
-        scale: f32,
     ) {
-        let nrr = 16 * NV;
-        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-        if load {
-            // Each row's partial sums from earlier k-blocks, `NV` vectors of 16.
+        let (a, b, nrr, lanes) = (s.a.as_ptr(), s.b.as_ptr(), V::LANES * NV, V::LANES);
+        // SAFETY (every operation): the features are enabled (the contract).
+        let mut acc = [[unsafe { V::zero() }; NV]; MR];
+        if s.load {
+            // Each row's partial sums from earlier k-blocks, `NV` vectors.
             for (i, row) in acc.iter_mut().enumerate() {
                 for (v, r) in row.iter_mut().enumerate() {
-                    // SAFETY: row `i < MR` of `c` holds `16·NV` floats.
-                    *r = unsafe { _mm512_loadu_ps(c.add(i * ldc + 16 * v)) };
+                    // SAFETY: row `i < MR` of `c` holds `LANES·NV` floats.
+                    *r = unsafe { V::load(c.add(i * ldc + lanes * v)) };
                 }
             }
         }
         // One k step at a time, in order (so each entry is one FMA chain).
-        for k in 0..kc {
+        for k in 0..s.kc {
             // SAFETY: k < kc and the panels hold kc steps.
             unsafe {
                 let bk = b.add(k * nrr);
-                let mut bv = [_mm512_setzero_ps(); NV];
+                let mut bv = [V::zero(); NV];
                 // The `NV` vectors of `b[k]`.
                 for (v, x) in bv.iter_mut().enumerate() {
-                    *x = _mm512_loadu_ps(bk.add(16 * v));
+                    *x = V::load(bk.add(lanes * v));
                 }
                 let ak = a.add(k * MR);
                 // Row `i` broadcasts `a[k][i]` against each of them.
                 for (i, row) in acc.iter_mut().enumerate() {
-                    let x = _mm512_set1_ps(*ak.add(i));
+                    let x = V::broadcast(ak.add(i));
                     for (r, &y) in row.iter_mut().zip(&bv) {
-                        *r = _mm512_fmadd_ps(x, y, *r);
+                        *r = x.fmadd(y, *r);
                     }
                 }
             }
         }
-        let s = _mm512_set1_ps(scale);
+        let scale = unsafe { V::splat(s.scale) };
         // Scaled once, on the way out.
         for (i, row) in acc.iter().enumerate() {
             for (v, &r) in row.iter().enumerate() {
-                // SAFETY: row `i < MR` of `c` holds `16·NV` floats.
-                unsafe { _mm512_storeu_ps(c.add(i * ldc + 16 * v), _mm512_mul_ps(s, r)) };
+                // SAFETY: row `i < MR` of `c` holds `LANES·NV` floats.
+                unsafe { scale.mul(r).store(c.add(i * ldc + lanes * v)) };
             }
         }
     }

@@ -13,14 +13,14 @@
 //!
 //! The quadratic form `x^T G x` uses the symmetry too: with `H = diag(G) + 2 * strictly_lower(G)`,
 //! `x^T G x = sum_j x_j (H x)_j`, and `(H x)_j` only needs `x_k` for `k <= j`. Computed in column
-//! tiles of [`QUAD_COLS`], tile `J` stops at `k < end(J)` ([`gemm_packed_k`]): 56% of the full
+//! tiles of [`QUAD_COLS`], tile `J` stops at `k < end(J)` ([`Part::kmax`]): 56% of the full
 //! product's work at `d = 768`.
 
 use rayon::prelude::*;
 
 use crate::kernels::engine::aligned::AlignedVec;
 use crate::kernels::engine::fastmath::{dot_inline, simd_fn};
-use crate::kernels::engine::gemm::{gemm_packed_k, gemm_packed_ld};
+use crate::kernels::engine::gemm::{gemm_packed_in, Part};
 use crate::kernels::engine::micro::MicroKernel;
 use crate::kernels::engine::pack::{Lhs, Packed, Rhs};
 use crate::kernels::matrix::Matrix;
@@ -66,7 +66,8 @@ pub fn gram_upper<K: MicroKernel>(kernel: K, a: &[f32], rows: usize, d: usize, c
         let mb = GRAM_ROWS.min(d - i0);
         let ap = Packed::<K, Lhs>::from_columns(kernel, a, rows, d, i0, mb);
         // Columns from i0 (a multiple of NR) on: the block's diagonal square and what lies right.
-        gemm_packed_ld(&ap, &b, i0, d - i0, 1.0, &mut c[i0 * d + i0..], d);
+        let part = Part { col0: i0, cols: d - i0, ldc: d, kmax: ap.dim() };
+        gemm_packed_in(&ap, &b, part, 1.0, &mut c[i0 * d + i0..]);
     }
 }
 
@@ -148,7 +149,7 @@ fn quadratic_tile<K: MicroKernel>(
     cols: usize,
     z: &mut [f32],
 ) {
-    gemm_packed_k(xp, h, c0, cols, c0 + cols, 1.0, z, cols);
+    gemm_packed_in(xp, h, Part { col0: c0, cols, ldc: cols, kmax: c0 + cols }, 1.0, z);
 }
 
 simd_fn! {
@@ -178,7 +179,7 @@ pub fn quadratic_rows<K: MicroKernel>(xp: &Packed<K, Lhs>, xs: &[f32], h: &Packe
 mod tests {
     use super::*;
     use crate::kernels::engine::dispatch::with_kernel;
-    use crate::kernels::testutil::{kernels, uniform};
+    use crate::kernels::testutil::{assert_close, each_kernel, kernels, uniform};
     use crate::kernels::Values;
 
     fn upper_triangle<K: MicroKernel>(kernel: K) {
@@ -193,11 +194,9 @@ mod tests {
                     let term = |t: usize| f64::from(a[t * d + p]) * f64::from(a[t * d + q]);
                     let want: f64 = (0..m).map(term).sum();
                     let size: f64 = (0..m).map(|t| term(t).abs()).sum();
-                    assert!(
-                        (f64::from(c[p * d + q]) - want).abs() <= 1e-6 * size,
-                        "{} ({m},{d}) [{p},{q}]",
-                        K::ISA
-                    );
+                    assert_close(f64::from(c[p * d + q]), want, 1e-6 * size, || {
+                        format!("{} ({m},{d}) [{p},{q}]", K::ISA)
+                    });
                 }
             }
         }
@@ -205,9 +204,7 @@ mod tests {
 
     #[test]
     fn upper_triangle_matches_naive() {
-        for kernel in kernels() {
-            with_kernel!(kernel, k => upper_triangle(k));
-        }
+        each_kernel!(upper_triangle);
     }
 
     #[test]
@@ -279,11 +276,8 @@ mod tests {
                     .map(|(a, b)| f64::from(xi[a]) * f64::from(g[a * d + b]) * f64::from(xi[b]))
                     .sum();
                 for (what, got) in [("tiles", q[i]), ("quadratic_rows", rows_q[i])] {
-                    assert!(
-                        (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                        "{} ({n},{d}) row {i} {what}: {got} vs {want}",
-                        K::ISA
-                    );
+                    let tol = 1e-4 * want.abs().max(1.0);
+                    assert_close(got, want, tol, || format!("{} ({n},{d}) row {i} {what}", K::ISA));
                 }
             }
         }
@@ -291,8 +285,6 @@ mod tests {
 
     #[test]
     fn quadratic_form_through_triangular_tiles() {
-        for kernel in kernels() {
-            with_kernel!(kernel, k => quadratic_form(k));
-        }
+        each_kernel!(quadratic_form);
     }
 }

@@ -317,12 +317,8 @@ fn neg_clip_loss_in<K: MicroKernel>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::testutil::kernels;
+    use crate::kernels::testutil::{fused_kernels, kernels, Inputs};
     use crate::kernels::Values;
-
-    fn data(n: usize, d: usize, seed: u64) -> Vec<f32> {
-        crate::kernels::testutil::uniform(n * d, seed)
-    }
 
     /// Naive f64 reference on one batch = all rows.
     fn naive(x: &[f32], t: &[f32], n: usize, d: usize, tau: f64) -> Vec<f64> {
@@ -345,10 +341,8 @@ mod tests {
     fn one_batch_matches_naive_at_tile_edges() {
         for kernel in kernels() {
             for &(n, d) in &[(1usize, 3usize), (2, 5), (17, 8), (255, 16), (257, 33), (600, 64)] {
-                let x = data(n, d, 1);
-                let t = data(n, d, 2);
-                let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
-                let tm = Matrix::new(Values::F32(&t), n, d, None).unwrap();
+                let data = Inputs::new(n, n, d, 1);
+                let (xm, tm) = (data.xm(), data.tm());
                 let p = NegClipParams {
                     batch_size: n,
                     num_batches: 1,
@@ -357,7 +351,7 @@ mod tests {
                     normalize: true,
                 };
                 let got = neg_clip_loss(kernel, &xm, &tm, &p);
-                let want = naive(&x, &t, n, d, 0.05);
+                let want = naive(&data.x, &data.t, n, d, 0.05);
                 for i in 0..n {
                     let g = f64::from(got[i].unwrap());
                     assert!((g - want[i]).abs() < 2e-5, "{kernel} n={n} d={d} row {i}: {g} vs {}", want[i]);
@@ -369,15 +363,12 @@ mod tests {
     #[test]
     fn kernels_agree() {
         let (n, d) = (700, 200);
-        let x = data(n, d, 31);
-        let t = data(n, d, 32);
-        let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
-        let tm = Matrix::new(Values::F32(&t), n, d, None).unwrap();
+        let data = Inputs::new(n, n, d, 31);
+        let (xm, tm) = (data.xm(), data.tm());
         let p =
             NegClipParams { batch_size: 600, num_batches: 2, temperature: 0.01, seed: 5, normalize: true };
         let portable = neg_clip_loss(Kernel::portable(), &xm, &tm, &p);
-        let fused: Vec<_> =
-            kernels().into_iter().filter(|k| k.isa() != crate::kernels::engine::isa::Isa::Portable).collect();
+        let fused = fused_kernels();
         for &kernel in &fused {
             let got = neg_clip_loss(kernel, &xm, &tm, &p);
             for i in 0..n {
@@ -391,11 +382,8 @@ mod tests {
 
     #[test]
     fn independent_of_thread_count() {
-        let (n, d) = (700, 24);
-        let x = data(n, d, 5);
-        let t = data(n, d, 6);
-        let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
-        let tm = Matrix::new(Values::F32(&t), n, d, None).unwrap();
+        let data = Inputs::new(700, 700, 24, 5);
+        let (xm, tm) = (data.xm(), data.tm());
         let p =
             NegClipParams { batch_size: 300, num_batches: 3, temperature: 0.01, seed: 9, normalize: true };
         for kernel in kernels() {
@@ -419,8 +407,7 @@ mod tests {
     #[test]
     fn invalid_rows_take_no_part() {
         let (n, d) = (6, 4);
-        let mut x = data(n, d, 7);
-        let t = data(n, d, 8);
+        let Inputs { mut x, t, .. } = Inputs::new(n, n, d, 7);
         x[2 * d..3 * d].fill(0.0); // zero image vector
         let mask = [true, true, true, true, false, true];
         let xm = Matrix::new(Values::F32(&x), n, d, Some(&mask)).unwrap();

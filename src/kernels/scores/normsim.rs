@@ -275,68 +275,91 @@ enum Acc {
     Log(Vec<Lse>),
 }
 
+/// `score(xs, xp)` for every [`TILE_ROWS`] row block of `x` in parallel (the block from
+/// [`row_block`]: its scaled rows and the same packed), one value per row of the block: the
+/// values of the usable rows, `None` for the others.
+fn by_row_block<K: MicroKernel, T: Copy + Send>(
+    kernel: K,
+    x: &Matrix,
+    normalize: bool,
+    score: impl Fn(&[f32], &Packed<K, Lhs>) -> Vec<T> + Sync,
+) -> Vec<Option<T>> {
+    const { tile::check::<K>() };
+    let mut out = vec![None; x.rows()];
+    out.par_chunks_mut(TILE_ROWS).enumerate().for_each(|(blk, dst)| {
+        let (scales, xs, xp) = row_block(kernel, x, blk * TILE_ROWS, dst.len(), normalize);
+        for ((o, s), v) in dst.iter_mut().zip(&scales).zip(score(&xs, &xp)) {
+            *o = s.map(|_| v);
+        }
+    });
+    out
+}
+
+/// `f(c0, cols, z)` for each tile `z` of `X T^T` (columns `c0..c0 + cols`, `rows x cols`): the row
+/// block `xp` against every row of `panels`, [`TILE_COLS`] at a time; no further tile once an
+/// interrupt is pending.
+fn for_each_tile<K: MicroKernel>(
+    xp: &Packed<K, Lhs>,
+    panels: &Packed<K, Rhs>,
+    mut f: impl FnMut(usize, usize, &mut [f32]),
+) {
+    let (rows, b_rows) = (xp.rows(), panels.rows());
+    let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
+    for c0 in (0..b_rows).step_by(TILE_COLS) {
+        if interrupt::pending() {
+            break;
+        }
+        let cols = TILE_COLS.min(b_rows - c0);
+        let z = &mut tile[..rows * cols];
+        gemm_packed(xp, panels, c0, cols, 1.0, z);
+        f(c0, cols, z);
+    }
+}
+
 /// NormSim of every row of `x` against `target` (same width), with the kernel the target was
 /// prepared for. Rows that are null, hold a NaN or infinity, or (when normalising) are zero get
 /// `None`. Runs on the current rayon pool.
 pub fn normsim(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<f32>> {
-    with_panels!(&target.panels, p => normsim_in(x, target, p, normalize))
+    debug_assert_eq!(x.dim(), target.d);
+    with_panels!(&target.panels, p => by_row_block(p.kernel(), x, normalize, |xs, xp| normsim_rows(target, p, xs, xp)))
 }
 
-/// [`normsim`] monomorphised for the kernel of `panels` (the target's).
-fn normsim_in<K: MicroKernel>(
-    x: &Matrix,
+/// [`normsim`] of one row block (`xs` its scaled rows, `xp` the same packed), monomorphised for
+/// the kernel of `panels` (the target's).
+fn normsim_rows<K: MicroKernel>(
     target: &Target,
     panels: &Packed<K, Rhs>,
-    normalize: bool,
-) -> Vec<Option<f32>> {
-    const { tile::check::<K>() };
-    let n = x.rows();
-    debug_assert_eq!(x.dim(), target.d);
-    let (b_rows, kernel) = (panels.rows(), panels.kernel());
-    let mut out = vec![None; n];
-    out.par_chunks_mut(TILE_ROWS).enumerate().for_each(|(blk, dst)| {
-        let (scales, xs, xp) = row_block(kernel, x, blk * TILE_ROWS, dst.len(), normalize);
-        let rows = dst.len();
-        let acc = if target.uses_gram {
-            let mut a = vec![0.0; rows];
-            quadratic_rows(&xp, &xs, panels, &mut a);
-            Acc::Sum(a)
-        } else {
-            let mut acc = match target.power {
-                Power::Inf => Acc::Max(vec![0.0; rows]),
-                Power::Two => Acc::Sum(vec![0.0; rows]),
-                Power::Finite(_) => Acc::Log(vec![Lse::EMPTY; rows]),
-            };
-            let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
-            for c0 in (0..b_rows).step_by(TILE_COLS) {
-                if interrupt::pending() {
-                    break;
-                }
-                let cols = TILE_COLS.min(b_rows - c0);
-                let z = &mut tile[..rows * cols];
-                gemm_packed(&xp, panels, c0, cols, 1.0, z);
-                match (&mut acc, target.power) {
-                    (Acc::Max(a), _) => max_abs_tile(kernel, z, cols, a),
-                    (Acc::Sum(a), _) => sum_sq_tile(kernel, z, cols, a),
-                    (Acc::Log(a), Power::Finite(p)) => pow_tile(kernel, z, cols, p, a),
-                    (Acc::Log(_), _) => unreachable!("log accumulator only for finite p"),
-                }
-            }
-            acc
+    xs: &[f32],
+    xp: &Packed<K, Lhs>,
+) -> Vec<f32> {
+    let (rows, kernel) = (xp.rows(), panels.kernel());
+    let acc = if target.uses_gram {
+        let mut a = vec![0.0; rows];
+        quadratic_rows(xp, xs, panels, &mut a);
+        Acc::Sum(a)
+    } else {
+        let mut acc = match target.power {
+            Power::Inf => Acc::Max(vec![0.0; rows]),
+            Power::Two => Acc::Sum(vec![0.0; rows]),
+            Power::Finite(_) => Acc::Log(vec![Lse::EMPTY; rows]),
         };
-        let value = |i: usize| -> f32 {
-            match (&acc, target.power) {
-                (Acc::Max(a), _) => a[i],
-                (Acc::Sum(a), _) => a[i].max(0.0).sqrt() as f32,
-                (Acc::Log(a), Power::Finite(p)) => (a[i].value() / f64::from(p)).exp() as f32,
-                (Acc::Log(_), _) => f32::NAN,
-            }
-        };
-        for (k, o) in dst.iter_mut().enumerate() {
-            *o = scales[k].map(|_| value(k));
+        for_each_tile(xp, panels, |_, cols, z| match (&mut acc, target.power) {
+            (Acc::Max(a), _) => max_abs_tile(kernel, z, cols, a),
+            (Acc::Sum(a), _) => sum_sq_tile(kernel, z, cols, a),
+            (Acc::Log(a), Power::Finite(p)) => pow_tile(kernel, z, cols, p, a),
+            (Acc::Log(_), _) => unreachable!("log accumulator only for finite p"),
+        });
+        acc
+    };
+    let value = |i: usize| -> f32 {
+        match (&acc, target.power) {
+            (Acc::Max(a), _) => a[i],
+            (Acc::Sum(a), _) => a[i].max(0.0).sqrt() as f32,
+            (Acc::Log(a), Power::Finite(p)) => (a[i].value() / f64::from(p)).exp() as f32,
+            (Acc::Log(_), _) => f32::NAN,
         }
-    });
-    out
+    };
+    (0..rows).map(value).collect()
 }
 
 simd_fn! {
@@ -357,51 +380,22 @@ simd_fn! {
 /// are text embeddings of class prompts. `target` must not use a Gram matrix (prepare it with
 /// `Power::Inf`).
 pub fn nearest(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<u32>> {
-    with_panels!(&target.panels, p => nearest_in(x, target, p, normalize))
+    debug_assert!(!target.uses_gram);
+    with_panels!(&target.panels, p => by_row_block(p.kernel(), x, normalize, |_, xp| nearest_rows(p, xp)))
 }
 
-/// [`nearest`] monomorphised for the kernel of `panels` (the target's).
-fn nearest_in<K: MicroKernel>(
-    x: &Matrix,
-    target: &Target,
-    panels: &Packed<K, Rhs>,
-    normalize: bool,
-) -> Vec<Option<u32>> {
-    const { tile::check::<K>() };
-    debug_assert!(!target.uses_gram);
-    let n = x.rows();
-    let kernel = panels.kernel();
-    let mut out = vec![None; n];
-    out.par_chunks_mut(TILE_ROWS).enumerate().for_each(|(blk, dst)| {
-        let (scales, _, xp) = row_block(kernel, x, blk * TILE_ROWS, dst.len(), normalize);
-        let rows = dst.len();
-        let mut best = vec![(f32::NEG_INFINITY, 0u32); rows];
-        let mut tile = AlignedVec::zeroed(rows * TILE_COLS);
-        for c0 in (0..target.m).step_by(TILE_COLS) {
-            if interrupt::pending() {
-                break;
-            }
-            let cols = TILE_COLS.min(target.m - c0);
-            gemm_packed(&xp, panels, c0, cols, 1.0, &mut tile[..rows * cols]);
-            argmax_tile(kernel, &tile[..rows * cols], cols, c0, &mut best);
-        }
-        for (k, o) in dst.iter_mut().enumerate() {
-            *o = scales[k].map(|_| best[k].1);
-        }
-    });
-    out
+/// [`nearest`] of one packed row block, monomorphised for the kernel of `panels` (the target's).
+fn nearest_rows<K: MicroKernel>(panels: &Packed<K, Rhs>, xp: &Packed<K, Lhs>) -> Vec<u32> {
+    let mut best = vec![(f32::NEG_INFINITY, 0u32); xp.rows()];
+    for_each_tile(xp, panels, |c0, cols, z| argmax_tile(panels.kernel(), z, cols, c0, &mut best));
+    best.into_iter().map(|(_, j)| j).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::engine::isa::Isa;
-    use crate::kernels::testutil::kernels;
+    use crate::kernels::testutil::{fused_kernels, kernels, matrix, Inputs};
     use crate::kernels::Values;
-
-    fn data(n: usize, d: usize, seed: u64) -> Vec<f32> {
-        crate::kernels::testutil::uniform(n * d, seed)
-    }
 
     fn naive(x: &[f32], t: &[f32], d: usize, p: f64) -> Vec<f64> {
         let norm = |v: &[f32]| -> Vec<f64> {
@@ -435,15 +429,13 @@ mod tests {
                 (9, 33, 31),
                 (17, 31, 7),
             ] {
-                let x = data(n, d, 11);
-                let t = data(m, d, 12);
-                let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
-                let tm = Matrix::new(Values::F32(&t), m, d, None).unwrap();
+                let data = Inputs::new(n, m, d, 11);
+                let (xm, tm) = (data.xm(), data.tm());
                 for p in [f64::INFINITY, 2.0, 1.0, 2.5, 3.0, 3.5, 40.0] {
                     let target = Target::prepare(kernel, &tm, Power::from_p(p), true).unwrap();
                     assert_eq!(target.kernel(), kernel);
                     let got = normsim(&xm, &target, true);
-                    let want = naive(&x, &t, d, p);
+                    let want = naive(&data.x, &data.t, d, p);
                     for i in 0..n {
                         let g = f64::from(got[i].unwrap());
                         assert!(
@@ -460,14 +452,12 @@ mod tests {
     #[test]
     fn kernels_agree() {
         let (n, m, d) = (300, 700, 96);
-        let x = data(n, d, 41);
-        let t = data(m, d, 42);
-        let xm = Matrix::new(Values::F32(&x), n, d, None).unwrap();
-        let tm = Matrix::new(Values::F32(&t), m, d, None).unwrap();
+        let data = Inputs::new(n, m, d, 41);
+        let (xm, tm) = (data.xm(), data.tm());
         for p in [f64::INFINITY, 2.0, 2.5, 3.0] {
             let run = |k| normsim(&xm, &Target::prepare(k, &tm, Power::from_p(p), true).unwrap(), true);
             let portable = run(Kernel::portable());
-            let fused: Vec<Kernel> = kernels().into_iter().filter(|k| k.isa() != Isa::Portable).collect();
+            let fused = fused_kernels();
             for &kernel in &fused {
                 let got = run(kernel);
                 for i in 0..n {
@@ -511,19 +501,14 @@ mod tests {
     #[test]
     fn rows_do_not_depend_on_the_batch_they_come_in() {
         let (n, m, d) = (600, 300, 64);
-        let x = data(n, d, 21);
-        let t = data(m, d, 22);
-        let tm = Matrix::new(Values::F32(&t), m, d, None).unwrap();
+        let data = Inputs::new(n, m, d, 21);
+        let tm = data.tm();
         for kernel in kernels() {
             for p in [f64::INFINITY, 2.0, 3.0] {
                 let target = Target::prepare(kernel, &tm, Power::from_p(p), true).unwrap();
-                let all = normsim(&Matrix::new(Values::F32(&x), n, d, None).unwrap(), &target, true);
+                let all = normsim(&data.xm(), &target, true);
                 for (s, e) in [(0, 1), (3, 40), (250, 600), (599, 600)] {
-                    let part = normsim(
-                        &Matrix::new(Values::F32(&x[s * d..e * d]), e - s, d, None).unwrap(),
-                        &target,
-                        true,
-                    );
+                    let part = normsim(&matrix(&data.x[s * d..e * d], d), &target, true);
                     assert_eq!(part, all[s..e].to_vec(), "{kernel} p={p} rows {s}..{e}");
                 }
             }
