@@ -20,12 +20,12 @@ use crate::kernels::engine::isa::Kernel;
 use crate::kernels::runtime::{interrupt, threads::try_pool};
 use crate::kernels::scores::clip_score::clip_score as clip_score_kernel;
 use crate::kernels::scores::clipcov::{clipcov as clipcov_kernel, ClipCovParams};
-use crate::kernels::scores::sampling::{
-    hard_cap as hard_cap_kernel, soft_cap as soft_cap_kernel, HardCapParams, SoftCapParams,
-};
 use crate::kernels::scores::dynamic::{normsim2_dynamic as dynamic_kernel, DynamicParams};
 use crate::kernels::scores::negclip::{neg_clip_loss as neg_clip_loss_kernel, NegClipParams};
 use crate::kernels::scores::normsim::{nearest, normsim as normsim_kernel, Power, Target};
+use crate::kernels::scores::sampling::{
+    hard_cap as hard_cap_kernel, soft_cap as soft_cap_kernel, HardCapParams, SamplingError, SoftCapParams,
+};
 use crate::kernels::{Matrix, Values};
 use crate::targets::{self, TargetSpec};
 
@@ -245,6 +245,12 @@ impl RowValues for Vec<Option<f32>> {
     }
 }
 
+impl RowValues for Vec<u32> {
+    fn into_column(self, name: PlSmallStr) -> Series {
+        UInt32Chunked::from_vec(name, self).into_series()
+    }
+}
+
 impl RowValues for Vec<Option<u32>> {
     fn into_column(self, name: PlSmallStr) -> Series {
         UInt32Chunked::from_iter_options(name, self.into_iter()).into_series()
@@ -439,36 +445,39 @@ fn score_values(s: &Series, arg: &str) -> PolarsResult<Vec<f32>> {
     Ok(f.f32()?.iter().map(|v| v.unwrap_or(f32::NAN)).collect())
 }
 
-fn sample_field(fields: &[Field]) -> PolarsResult<Field> {
+/// The output of a sampler: a `UInt32` count per row, after the plugin's parameter checks.
+fn sample_field(fields: &[Field], checked: Result<(), String>) -> PolarsResult<Field> {
+    checked.map_err(invalid)?;
     output(fields, DataType::UInt32)
 }
 
 fn soft_cap_sample_field(fields: &[Field], params: SoftCapParams) -> PolarsResult<Field> {
-    params.validate().map_err(invalid)?;
-    sample_field(fields)
+    sample_field(fields, params.validate())
 }
 
 #[polars_expr(output_type_func_with_kwargs=soft_cap_sample_field)]
 fn soft_cap_sample(inputs: &[Series], kwargs: SoftCapParams) -> PolarsResult<Series> {
-    kwargs.validate().map_err(invalid)?;
-    let scores = score_values(&inputs[0], "score")?;
-    let out = guarded("soft_cap_sample", |_| {
-        soft_cap_kernel(&scores, &kwargs).map_err(|e| polars_err!(ComputeError: "{e}"))
-    })?;
-    Ok(to_u32_series(inputs[0].name().clone(), out.into_iter().map(Some).collect()))
+    sample(inputs, "soft_cap_sample", kwargs.validate(), &kwargs, soft_cap_kernel)
 }
 
 fn hard_cap_sample_field(fields: &[Field], params: HardCapParams) -> PolarsResult<Field> {
-    params.validate().map_err(invalid)?;
-    sample_field(fields)
+    sample_field(fields, params.validate())
 }
 
 #[polars_expr(output_type_func_with_kwargs=hard_cap_sample_field)]
 fn hard_cap_sample(inputs: &[Series], kwargs: HardCapParams) -> PolarsResult<Series> {
-    kwargs.validate().map_err(invalid)?;
+    sample(inputs, "hard_cap_sample", kwargs.validate(), &kwargs, hard_cap_kernel)
+}
+
+/// A sampler over the score column: checked parameters, the scores, the guarded draw.
+fn sample<P: Sync>(
+    inputs: &[Series],
+    what: &str,
+    checked: Result<(), String>,
+    params: &P,
+    draw: fn(&[f32], &P) -> Result<Vec<u32>, SamplingError>,
+) -> PolarsResult<Series> {
+    checked.map_err(invalid)?;
     let scores = score_values(&inputs[0], "score")?;
-    let out = guarded("hard_cap_sample", |_| {
-        hard_cap_kernel(&scores, &kwargs).map_err(|e| polars_err!(ComputeError: "{e}"))
-    })?;
-    Ok(to_u32_series(inputs[0].name().clone(), out.into_iter().map(Some).collect()))
+    column(inputs, what, |_| draw(&scores, params).map_err(|e| polars_err!(ComputeError: "{e}")))
 }

@@ -106,7 +106,11 @@ impl HardCapParams {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SamplingError {
     /// Fewer rows with a probability than one batch (SCS) or than `total / limit` (HCS).
-    TooFew { needed: u64, rows: usize, what: &'static str },
+    TooFew {
+        needed: u64,
+        rows: usize,
+        what: &'static str,
+    },
     Memory(memory::AllocError),
 }
 
@@ -370,7 +374,8 @@ mod tests {
         }
         // Exactly at capacity: every valid row drawn `limit` times.
         let valid = s.iter().filter(|v| v.is_finite()).count() as u64;
-        let c = hard_cap(&s, &HardCapParams { total: 3 * valid, limit: 3, temperature: 1.0, seed: 0 }).unwrap();
+        let c =
+            hard_cap(&s, &HardCapParams { total: 3 * valid, limit: 3, temperature: 1.0, seed: 0 }).unwrap();
         assert!(c.iter().zip(&s).all(|(&c, v)| c == if v.is_finite() { 3 } else { 0 }));
         let err = hard_cap(&s, &HardCapParams { total: 3 * valid + 1, limit: 3, temperature: 1.0, seed: 0 });
         assert!(matches!(err, Err(SamplingError::TooFew { .. })));
