@@ -2,14 +2,16 @@
 //!
 //! Every benchmark runs once per kernel type; a kernel this CPU lacks prints `SKIPPED <name>`
 //! and measures nothing. The register blocks and k-blocks other than the chosen ones
-//! (`PortableBlock<MR, NR>`, `Avx512Block<MR, NV, KC>`: `MR x 16·NV`) are there to re-run the
-//! measurements written next to `micro::Portable` and `micro::Avx512`.
+//! (`PortableBlock<MR, NR>`, `Avx512Block<MR, NV>`: `MR x 16·NV`) are there to re-run the
+//! measurements written next to `micro::Portable` and `micro::Avx512`, and `negclip_batch_kc`
+//! those of the k-block (`engine::blocking`).
 //!
 //! Throughput is reported as items/s where one item is one floating-point operation of the
 //! matrix product (2·m·n·k), i.e. divan's "items/s" column reads as FLOP/s.
 
 use divan::counter::ItemsCount;
 use divan::Bencher;
+use polars_curate::kernels::engine::blocking::set_kc;
 use polars_curate::kernels::engine::gemm::gemm_packed;
 use polars_curate::kernels::engine::micro::{Avx2, Avx512Block, MicroKernel, Portable, PortableBlock};
 use polars_curate::kernels::engine::pack::{Lhs, Packed, Rhs};
@@ -53,8 +55,6 @@ type Avx512x6x64 = Avx512Block<6, 4>;
 type Avx512x8x32 = Avx512Block<8, 2>;
 type Avx512x12x32 = Avx512Block<12, 2>;
 type Avx512x14x32 = Avx512Block<14, 2>;
-type Avx512x8x32kc512 = Avx512Block<8, 2, 512>;
-type Avx512x8x32kc256 = Avx512Block<8, 2, 256>;
 
 /// One row block (256 rows) against 4096 pre-packed columns on one core: the micro-kernel's
 /// rate in the loop nest, without packing or epilogue.
@@ -112,7 +112,7 @@ fn gemm_batch_only<K: MicroKernel>(bencher: Bencher, d: usize) {
 }
 
 /// One negCLIPLoss batch of 4096 (GEMM + row and column log-sum-exp), all cores.
-#[divan::bench(types = [Portable, Avx2, Avx512x6x64, Avx512x8x32, Avx512x12x32, Avx512x14x32, Avx512x8x32kc512, Avx512x8x32kc256], args = [512, 768])]
+#[divan::bench(types = [Portable, Avx2, Avx512x6x64, Avx512x8x32, Avx512x12x32, Avx512x14x32], args = [512, 768])]
 fn negclip_batch<K: MicroKernel>(bencher: Bencher, d: usize) {
     let Some(k) = witness::<K>() else { return };
     let b = 4096;
@@ -122,6 +122,15 @@ fn negclip_batch<K: MicroKernel>(bencher: Bencher, d: usize) {
         let load_x = |r0: usize, n: usize, dst: &mut [f32]| dst.copy_from_slice(&x[r0 * d..(r0 + n) * d]);
         pool().install(|| batch_lse_sum(&load_x, &t, 100.0))
     });
+}
+
+/// `negclip_batch` at d = 768 with k-blocks of 256, 384, 512 and 1024 (this CPU's own is in
+/// `negclip_batch`): the measurements of `engine::blocking`'s notes.
+#[divan::bench(types = [Portable, Avx2, Avx512x8x32], args = [256, 384, 512, 1024])]
+fn negclip_batch_kc<K: MicroKernel>(bencher: Bencher, kc: usize) {
+    set_kc(kc);
+    negclip_batch::<K>(bencher, 768);
+    set_kc(0);
 }
 
 /// Whole negCLIPLoss on float16 input (conversion, partitions, K = 2), all cores.

@@ -1,10 +1,12 @@
 //! The loop nest of the packed GEMM: `C = scale * A B^T` for our tiles, from operands packed
 //! once ([`super::pack`]) and reused by every tile that reads them.
 //!
-//! In BLIS terms: `k` is cut into blocks of `K::KC`, and each k-block walks the `B` micro-panels
-//! (`K::NR` rows) and, inside, the `A` micro-panels (`K::MR` rows), handing each `MR x NR` block
-//! of `C` to the micro-kernel `K` ([`super::micro`]). There is no `MC`/`NC` blocking here: the
-//! callers' tiles ([`super::tile`]) are those blocks. The loop nest is monomorphised per kernel
+//! In BLIS terms: the columns are cut into blocks of `NC`, `k` into blocks of `KC` and the rows
+//! into blocks of `MC` ([`Blocks`], derived once from the CPU's caches by [`super::blocking`]);
+//! each block walks the `B` micro-panels (`K::NR` rows) and, inside, the `A` micro-panels
+//! (`K::MR` rows), handing each `MR x NR` block of `C` to the micro-kernel `K`
+//! ([`super::micro`]). The callers' tiles ([`super::tile`]) are at most 256 x 256, so `MC` and
+//! `NC` split them only on CPUs with small caches. The loop nest is monomorphised per kernel
 //! and chosen once per call ([`super::isa`]).
 //!
 //! Why our own, rather than a GEMM crate: a batch's texts (negCLIPLoss) or a target set (NormSim)
@@ -18,10 +20,12 @@
 //! around them; threads (rayon), half floats (half) and random numbers (rand_chacha) are crates.
 //!
 //! Determinism: every entry is one sequential chain over all of `k` (partial sums are carried
-//! across k-blocks) scaled once at the end: the same bits whatever the tile's shape or the row's
-//! position in it. The AVX2 and AVX-512 kernels compute the same fused chain, so they agree bit
-//! for bit; the portable kernel rounds each product first.
+//! across k-blocks) scaled once at the end: the same bits whatever the tile's shape, the row's
+//! position in it or the block sizes (so whatever the CPU's caches). The AVX2 and AVX-512
+//! kernels compute the same fused chain, so they agree bit for bit; the portable kernel rounds
+//! each product first.
 
+use super::blocking::Blocks;
 use super::micro::{KBlock, MicroKernel};
 use super::pack::{Lhs, Packed, Rhs};
 
@@ -60,7 +64,8 @@ pub struct Part {
 }
 
 /// [`gemm_packed`] for any [`Part`]: entry `(i, j)` is
-/// `c[i * ldc + j] = scale * sum_{k < kmax} A[i][k] * B[col0 + j][k]`.
+/// `c[i * ldc + j] = scale * sum_{k < kmax} A[i][k] * B[col0 + j][k]`, in this CPU's blocks
+/// ([`Blocks::of`]).
 ///
 /// # Panics
 /// As [`gemm_packed`], and if `ldc < cols` or `kmax` exceeds the width.
@@ -71,11 +76,29 @@ pub fn gemm_packed_in<K: MicroKernel>(
     scale: f32,
     c: &mut [f32],
 ) {
+    gemm_blocked(a, b, part, scale, c, Blocks::of::<K>());
+}
+
+/// [`gemm_packed_in`] in the blocks `blocks`, which change the order entries are computed in,
+/// never an entry's bits: each is one chain over `k < kmax` in order, scaled once.
+///
+/// # Panics
+/// As [`gemm_packed_in`], and if a block is zero or `mc`, `nc` are not multiples of `MR`, `NR`.
+pub fn gemm_blocked<K: MicroKernel>(
+    a: &Packed<K, Lhs>,
+    b: &Packed<K, Rhs>,
+    part: Part,
+    scale: f32,
+    c: &mut [f32],
+    blocks: Blocks,
+) {
     let Part { col0, cols, ldc, kmax } = part;
+    let Blocks { kc: kc_max, mc, nc } = blocks;
     let (mr_, nr_) = (K::MR, K::NR);
     assert!(a.dim() == b.dim() && col0.is_multiple_of(nr_));
     assert!(col0 + cols <= b.rows() && ldc >= cols && kmax <= a.dim());
     assert!(a.rows() == 0 || c.len() >= (a.rows() - 1) * ldc + cols);
+    assert!(kc_max > 0 && mc > 0 && nc > 0 && mc.is_multiple_of(mr_) && nc.is_multiple_of(nr_));
     let (rows, d, kernel) = (a.rows(), kmax, a.kernel());
     if d == 0 {
         // An empty sum: every entry is zero.
@@ -84,24 +107,31 @@ pub fn gemm_packed_in<K: MicroKernel>(
         }
         return;
     }
-    let kc_max = K::KC;
     let last_k0 = (d - 1) / kc_max * kc_max;
-    // k-blocks of `KC` (BLIS loop 4). Between k-blocks `c` holds the raw partial sums, so that
-    // every entry is one chain over all of `k`; the scale is applied once, after the last block.
-    for k0 in (0..d).step_by(kc_max) {
-        let kc = kc_max.min(d - k0);
-        let s = if k0 == last_k0 { scale } else { 1.0 };
-        // B micro-panels outer (BLIS loop 2): one stays in L1 while every A micro-panel of the
-        // row block passes it.
-        for q in 0..cols.div_ceil(nr_) {
-            let nr = nr_.min(cols - q * nr_);
-            let bp = b.panel(k0, kc, col0 / nr_ + q);
-            // A micro-panels inner (BLIS loop 1): the row block's k-block stays in L2.
-            for p in 0..rows.div_ceil(mr_) {
-                let mr = mr_.min(rows - p * mr_);
-                let at = p * mr_ * ldc + q * nr_;
-                let ks = KBlock { kc, a: a.panel(k0, kc, p), b: bp, load: k0 > 0, scale: s };
-                kernel.block(ks, &mut c[at..], ldc, mr, nr);
+    // Columns in blocks of `NC` (BLIS loop 5): their k-blocks of `B` stay in L3.
+    for j0 in (0..cols).step_by(nc) {
+        let j1 = cols.min(j0 + nc);
+        // k-blocks of `KC` (loop 4). Between k-blocks `c` holds the raw partial sums, so that
+        // every entry is one chain over all of `k`; the scale is applied once, after the last.
+        for k0 in (0..d).step_by(kc_max) {
+            let kc = kc_max.min(d - k0);
+            let s = if k0 == last_k0 { scale } else { 1.0 };
+            // Rows in blocks of `MC` (loop 3): a block's k-block of `A` stays in L2.
+            for i0 in (0..rows).step_by(mc) {
+                let i1 = rows.min(i0 + mc);
+                // B micro-panels outer (loop 2): one stays close while every A micro-panel of
+                // the row block passes it.
+                for q in j0 / nr_..j1.div_ceil(nr_) {
+                    let nr = nr_.min(cols - q * nr_);
+                    let bp = b.panel(k0, kc, col0 / nr_ + q);
+                    // A micro-panels inner (loop 1).
+                    for p in i0 / mr_..i1.div_ceil(mr_) {
+                        let mr = mr_.min(rows - p * mr_);
+                        let at = p * mr_ * ldc + q * nr_;
+                        let ks = KBlock { kc, a: a.panel(k0, kc, p), b: bp, load: k0 > 0, scale: s };
+                        kernel.block(ks, &mut c[at..], ldc, mr, nr);
+                    }
+                }
             }
         }
     }
@@ -111,13 +141,12 @@ pub fn gemm_packed_in<K: MicroKernel>(
 mod tests {
     use super::*;
     use crate::kernels::engine::dispatch::with_kernel;
-    use crate::kernels::engine::pack::{Lhs, Packed, Rhs};
     use crate::kernels::testutil::{assert_close, each_kernel, fused_kernels, uniform};
 
-    /// Shapes `(m, n, d)` at `K`'s block edges: 0, 1, `MR`/`NR` +-1 and multiples, `KC` +-1, and
+    /// Shapes `(m, n, d)` at `K`'s block edges: 0, 1, `MR`/`NR` +-1 and multiples, this CPU's `KC` +-1, and
     /// past the largest embedding width (1024).
     fn edge_shapes<K: MicroKernel>() -> Vec<(usize, usize, usize)> {
-        let (mr, nr) = (K::MR, K::NR);
+        let (mr, nr, kc) = (K::MR, K::NR, Blocks::of::<K>().kc);
         let mut v = vec![
             (1, 1, 1),
             (0, 3, 4),
@@ -131,10 +160,10 @@ mod tests {
             (17, 15, 16),
             (127, 129, 128),
             (257, 3, 512),
-            (mr + 1, nr - 1, K::KC - 1),
-            (mr - 1, nr + 1, K::KC),
-            (mr + 1, nr + 1, K::KC + 1),
-            (7, 20, 2 * K::KC + 3),
+            (mr + 1, nr - 1, kc - 1),
+            (mr - 1, nr + 1, kc),
+            (mr + 1, nr + 1, kc + 1),
+            (7, 20, 2 * kc + 3),
             (mr, nr, 1025),
         ];
         v.push((256, 256, 768));
@@ -188,6 +217,59 @@ mod tests {
                 naive_at_block_edges(k);
             }
         }
+    }
+
+    /// `C` of `part` in the blocks `blocks`, NaN where nothing is written.
+    fn blocked<K: MicroKernel>(
+        a: &Packed<K, Lhs>,
+        b: &Packed<K, Rhs>,
+        part: Part,
+        blocks: Blocks,
+    ) -> Vec<u32> {
+        let mut c = vec![f32::NAN; a.rows() * part.ldc];
+        gemm_blocked(a, b, part, 0.5, &mut c, blocks);
+        c.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// Other block sizes than this CPU's give the same bits: k-blocks of 1, 63-65, `kmax` +-1
+    /// and this CPU's `KC` +-1, against one k-block over all of `k`, with the smallest row and
+    /// column blocks and this CPU's, for whole products, column ranges and triangular parts.
+    fn blocks_do_not_change_bits<K: MicroKernel>(kernel: K) {
+        let own = Blocks::of::<K>();
+        let (mr, nr) = (K::MR, K::NR);
+        let unblocked = |kc| Blocks { kc, mc: (1 << 20) / mr * mr, nc: (1 << 20) / nr * nr };
+        for &(m, n, d) in
+            &[(2 * mr + 1, 3 * nr - 1, 300), (mr, 2 * nr, own.kc + 1), (37, 75, 64), (5, 9, 129)]
+        {
+            let (pa, pb) = (
+                Packed::new(kernel, &uniform(m * d, 7), m, d),
+                Packed::new(kernel, &uniform(n * d, 8), n, d),
+            );
+            let parts = [
+                Part { col0: 0, cols: n, ldc: n + 2, kmax: d },
+                Part { col0: nr, cols: n.saturating_sub(nr), ldc: n, kmax: d },
+                Part { col0: 0, cols: n, ldc: n, kmax: d / 2 + 1 },
+            ];
+            for part in parts.into_iter().filter(|p| p.col0 + p.cols <= n) {
+                let want = blocked(&pa, &pb, part, unblocked(part.kmax));
+                let k = part.kmax;
+                for kc in [1, 63, 64, 65, k - 1, k, k + 1, own.kc - 1, own.kc, own.kc + 1]
+                    .into_iter()
+                    .filter(|&kc| kc > 0)
+                {
+                    for (mc, nc) in [(mr, nr), (2 * mr, 2 * nr), (own.mc, own.nc), ((1 << 20) / mr * mr, nr)]
+                    {
+                        let got = blocked(&pa, &pb, part, Blocks { kc, mc, nc });
+                        assert!(got == want, "{} ({m},{n},{d}) {part:?} kc={kc} mc={mc} nc={nc}", K::ISA);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn block_sizes_do_not_change_bits() {
+        each_kernel!(blocks_do_not_change_bits);
     }
 
     fn column_ranges<K: MicroKernel>(kernel: K) {

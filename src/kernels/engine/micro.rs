@@ -70,9 +70,6 @@ pub unsafe trait MicroKernel: Copy + Send + Sync + 'static {
     const MR: usize;
     /// Rows of `B` per micro-panel (the vector side).
     const NR: usize;
-    /// `k` per block of the loop nest (`gemm::gemm_packed_in`). Partial sums are carried
-    /// across k-blocks in `C`, so this changes speed, never bits.
-    const KC: usize;
     /// How the epilogues evaluate `a * b + c` in this kernel's build.
     type Mode: Mode;
 
@@ -204,7 +201,6 @@ unsafe impl<const MR: usize, const NR: usize> MicroKernel for PortableBlock<MR, 
     const ISA: Isa = Isa::Portable;
     const MR: usize = MR;
     const NR: usize = NR;
-    const KC: usize = 1024;
     type Mode = Plain;
 
     unsafe fn new_unchecked() -> Self {
@@ -254,28 +250,21 @@ mod x86 {
     use super::*;
 
     /// The x86 kernels: an `MR x LANES·NV` register block of `V` vectors (`MR · NV` accumulators,
-    /// `NV` vectors of `B` and one broadcast of `A` per step), k-blocks of `KC`. One type and one
+    /// `NV` vectors of `B` and one broadcast of `A` per step). One type and one
     /// block body (`block_body`) for every vector type; [`Avx2`] and [`Avx512`] are the blocks
     /// chosen by measurement, the other shapes exist for the benchmarks that chose them.
     #[derive(Clone, Copy, Debug)]
-    pub struct SimdBlock<V, const MR: usize, const NV: usize, const KC: usize>(PhantomData<V>);
+    pub struct SimdBlock<V, const MR: usize, const NV: usize>(PhantomData<V>);
 
     /// The AVX2+FMA kernel: 6 x 16 (12 `ymm` accumulators, two vectors of `B` and one broadcast
-    /// per step: 15 of the 16 registers). Measured at the GEMM ceiling of AVX2 EPYCs.
-    ///
-    /// `KC` = 1024: embeddings have `d <= 1024`, so this is one block: every entry of `C` is
-    /// written once. Measured on an AVX2 EPYC, negCLIPLoss batches of 4096 (GEMM plus epilogue,
-    /// both cores, the block sizes interleaved in one process, median of 25): 174 / 171 / 165 /
-    /// 165 GFLOP/s at d = 512 and 191 / 178 / 184 / 177 at d = 768 for `KC` = 1024 / 512 / 384 /
-    /// 256: the `B` micro-panel leaving L1 for L2 (which the prefetcher streams well) costs less
-    /// than reloading the partial sums of every `C` block once per extra k-block.
-    pub type Avx2 = SimdBlock<__m256, 6, 2, 1024>;
+    /// per step: 15 of the 16 registers). Measured at the GEMM ceiling of AVX2 EPYCs. (Its
+    /// k-block comes from the caches: see the `blocking` module.)
+    pub type Avx2 = SimdBlock<__m256, 6, 2>;
 
     /// The AVX-512 kernel with an `MR x 16·NV` register block (`MR · NV` `zmm` accumulators).
     /// [`Avx512`] is the block chosen by measurement; the others exist for the benchmarks that
     /// chose it.
-    pub type Avx512Block<const MR: usize, const NV: usize, const KC: usize = 1024> =
-        SimdBlock<__m512, MR, NV, KC>;
+    pub type Avx512Block<const MR: usize, const NV: usize> = SimdBlock<__m512, MR, NV>;
 
     /// The AVX-512 kernel: 8 x 32 (16 `zmm` accumulators, two vectors of `B`, one broadcast).
     ///
@@ -292,22 +281,14 @@ mod x86 {
     /// (the AVX2 6 x 16 block: 115 / 117 on one core). The four are within this VM's noise; 8 x 32
     /// is kept because 8 rows and 32 columns tile the 256 x 256 tiles and the 96-row Gram blocks
     /// with no partial micro-panel, and it needs the fewest accumulators (latency 4 x 2 FMA pipes
-    /// = 8 in flight; it has 16).
-    ///
-    /// `KC` (the same batch with its epilogue, two rounds, d = 512 / 768): 1024: 405 / 416 and
-    /// 427 / 434; 512: 398 / 393 and 421 / 419; 384: 390 / 396 and 399 / 411; 256: 386 / 396 and
-    /// 388 / 400; 128: 361 (d = 768) and 376 / 388. As for AVX2, one k-block is best: the
-    /// `32 x k` panel of `B` (64 KiB at d = 512) streams from L2 faster than partial sums reload.
-    pub type Avx512 = Avx512Block<8, 2, 1024>;
+    /// = 8 in flight; it has 16). (Its k-block comes from the caches: see the `blocking` module.)
+    pub type Avx512 = Avx512Block<8, 2>;
 
     // SAFETY: only constructed (`new_unchecked`) when the CPU has `V::ISA`'s features.
-    unsafe impl<V: Vector, const MR: usize, const NV: usize, const KC: usize> MicroKernel
-        for SimdBlock<V, MR, NV, KC>
-    {
+    unsafe impl<V: Vector, const MR: usize, const NV: usize> MicroKernel for SimdBlock<V, MR, NV> {
         const ISA: Isa = V::ISA;
         const MR: usize = MR;
         const NR: usize = V::LANES * NV;
-        const KC: usize = KC;
         type Mode = Fused;
 
         unsafe fn new_unchecked() -> Self {

@@ -8,12 +8,14 @@
 //!   k-block);
 //! * [`pack`]: operands packed once into micro-panels laid out for a micro-kernel;
 //! * [`gemm`]: the loop nest around the micro-kernel;
+//! * [`blocking`]: the loop nest's block sizes, derived once from the CPU's caches;
 //! * [`tile`]: the tile shape the fused kernels reduce in cache;
 //! * [`aligned`]: cache-line aligned buffers for panels and tiles;
 //! * [`fastmath`]: the vectorised epilogue math (`exp`, `ln`, dot products, log-sum-exp), built
 //!   once per instruction set.
 
 pub mod aligned;
+pub mod blocking;
 pub mod dispatch;
 pub mod fastmath;
 pub mod gemm;
