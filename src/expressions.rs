@@ -13,11 +13,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use polars::prelude::*;
 use polars_arrow::array::{FixedSizeListArray, PrimitiveArray};
-use pyo3_polars::derive::polars_expr;
+use pyo3_polars::derive::{polars_expr, CallerContext};
 use serde::Deserialize;
 
 use crate::kernels::engine::isa::Kernel;
-use crate::kernels::runtime::{interrupt, threads::try_pool};
+use crate::kernels::runtime::{interrupt, threads};
 use crate::kernels::scores::clip_score::clip_score as clip_score_kernel;
 use crate::kernels::scores::clipcov::{clipcov as clipcov_kernel, ClipCovParams};
 use crate::kernels::scores::dynamic::{normsim2_dynamic as dynamic_kernel, DynamicParams};
@@ -164,17 +164,25 @@ pub(crate) fn kernel() -> PolarsResult<Kernel> {
     Kernel::selected().map_err(|e| polars_err!(ComputeError: "{e}"))
 }
 
-/// Runs `f` with the process's kernel on the plugin's thread pool as an interruptible call and
-/// turns a panic (a bug) into an error. After Ctrl-C the kernels stop between tiles and the call
-/// reports the interruption.
-fn guarded<T>(what: &str, f: impl FnOnce(Kernel) -> PolarsResult<T> + Send) -> PolarsResult<T>
+/// Runs `f` with the process's kernel as an interruptible call and turns a panic (a bug) into an
+/// error: on the calling thread when Polars calls in parallel (`context`), else on the plugin's
+/// thread pool (one level of parallelism, see `threads::run`). After Ctrl-C the kernels stop
+/// between tiles and the call reports the interruption.
+fn guarded<T>(
+    what: &str,
+    context: CallerContext,
+    f: impl FnOnce(Kernel) -> PolarsResult<T> + Send,
+) -> PolarsResult<T>
 where
     T: Send,
 {
     let kernel = kernel()?;
     let _active = interrupt::Active::enter();
-    let pool = try_pool().map_err(|e| polars_err!(ComputeError: "{e}"))?;
-    let result = unpanicked(what, || pool.install(|| f(kernel)))?;
+    let run = || {
+        threads::run(context.parallel(), || f(kernel))
+            .unwrap_or_else(|e| Err(polars_err!(ComputeError: "{e}")))
+    };
+    let result = unpanicked(what, run)?;
     if interrupt::pending() {
         polars_bail!(ComputeError: "{what} interrupted (KeyboardInterrupt)");
     }
@@ -257,13 +265,25 @@ impl RowValues for Vec<Option<u32>> {
     }
 }
 
-/// [`guarded`] `f`, its values as the output column, named after the first input.
+/// [`guarded`] `f`, its values as the output column, named after the first input: a whole-column
+/// expression, which Polars calls once (the plugin's pool runs it).
 fn column<T: RowValues>(
     inputs: &[Series],
     what: &str,
     f: impl FnOnce(Kernel) -> PolarsResult<T> + Send,
 ) -> PolarsResult<Series> {
-    Ok(guarded(what, f)?.into_column(inputs[0].name().clone()))
+    elementwise(inputs, CallerContext::default(), what, f)
+}
+
+/// [`column`] for an elementwise expression, which Polars may call once per morsel from each of
+/// its threads (`context.parallel()`): then the kernel runs on the calling thread.
+fn elementwise<T: RowValues>(
+    inputs: &[Series],
+    context: CallerContext,
+    what: &str,
+    f: impl FnOnce(Kernel) -> PolarsResult<T> + Send,
+) -> PolarsResult<Series> {
+    Ok(guarded(what, context, f)?.into_column(inputs[0].name().clone()))
 }
 
 #[derive(Deserialize)]
@@ -276,14 +296,14 @@ fn clip_score_field(fields: &[Field], _: ClipScoreKwargs) -> PolarsResult<Field>
 }
 
 #[polars_expr(output_type_func_with_kwargs=clip_score_field)]
-fn clip_score(inputs: &[Series], kwargs: ClipScoreKwargs) -> PolarsResult<Series> {
+fn clip_score(inputs: &[Series], context: CallerContext, kwargs: ClipScoreKwargs) -> PolarsResult<Series> {
     let (img, txt) = image_text(inputs, Ok(()))?;
     let (n, m) = (img.rows(), txt.rows());
     polars_ensure!(
         n == m || n == 1 || m == 1,
         ComputeError: "`image` and `text` must have the same number of rows, got {n} and {m}"
     );
-    column(inputs, "clip_score", |_| {
+    elementwise(inputs, context, "clip_score", |_| {
         Ok(clip_score_kernel(&img.matrix("image")?, &txt.matrix("text")?, kwargs.normalize))
     })
 }
@@ -326,7 +346,7 @@ fn normsim_field(fields: &[Field], kwargs: NormSimKwargs) -> PolarsResult<Field>
 }
 
 #[polars_expr(output_type_func_with_kwargs=normsim_field)]
-fn normsim(inputs: &[Series], kwargs: NormSimKwargs) -> PolarsResult<Series> {
+fn normsim(inputs: &[Series], context: CallerContext, kwargs: NormSimKwargs) -> PolarsResult<Series> {
     kwargs.validate()?;
     let emb = Embeddings::new(&inputs[0], "embedding")?;
     polars_ensure!(
@@ -334,7 +354,9 @@ fn normsim(inputs: &[Series], kwargs: NormSimKwargs) -> PolarsResult<Series> {
         ComputeError: "`embedding` and `target` must have the same embedding width, got {} and {}", emb.width(), kwargs.target.dim
     );
     let target = prepared_target("normsim", &kwargs.target, kwargs.p, kwargs.normalize, "target")?;
-    column(inputs, "normsim", |_| Ok(normsim_kernel(&emb.matrix("embedding")?, &target, kwargs.normalize)))
+    elementwise(inputs, context, "normsim", |_| {
+        Ok(normsim_kernel(&emb.matrix("embedding")?, &target, kwargs.normalize))
+    })
 }
 
 fn normsim2_dynamic_field(fields: &[Field], params: DynamicParams) -> PolarsResult<Field> {
@@ -399,7 +421,11 @@ fn zero_shot_labels_field(fields: &[Field], kwargs: ZeroShotKwargs) -> PolarsRes
 }
 
 #[polars_expr(output_type_func_with_kwargs=zero_shot_labels_field)]
-fn zero_shot_labels(inputs: &[Series], kwargs: ZeroShotKwargs) -> PolarsResult<Series> {
+fn zero_shot_labels(
+    inputs: &[Series],
+    context: CallerContext,
+    kwargs: ZeroShotKwargs,
+) -> PolarsResult<Series> {
     let emb = Embeddings::new(&inputs[0], "image")?;
     polars_ensure!(
         emb.width() == kwargs.target.dim,
@@ -413,7 +439,9 @@ fn zero_shot_labels(inputs: &[Series], kwargs: ZeroShotKwargs) -> PolarsResult<S
         kwargs.normalize,
         "class_embeddings",
     )?;
-    column(inputs, "zero_shot_labels", |_| Ok(nearest(&emb.matrix("image")?, &target, kwargs.normalize)))
+    elementwise(inputs, context, "zero_shot_labels", |_| {
+        Ok(nearest(&emb.matrix("image")?, &target, kwargs.normalize))
+    })
 }
 
 /// Checks the parameters of expression `name` as the plugin will (`kwargs`: the pickled

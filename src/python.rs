@@ -98,6 +98,24 @@ fn set_thread_count(n: usize) {
     threads::set_threads(n);
 }
 
+/// Where plugin calls run their kernel from the next call on: `"auto"` (the default: on the
+/// calling thread when Polars calls in parallel, else on the pool), `"pool"` or `"caller"`.
+#[pyfunction]
+fn set_thread_mode(mode: &str) -> PyResult<()> {
+    let m = threads::Mode::parse(mode).ok_or_else(|| {
+        PyValueError::new_err(format!("thread mode must be auto, pool or caller, got {mode:?}"))
+    })?;
+    threads::set_mode(m);
+    Ok(())
+}
+
+/// `(mode, calls run on their calling thread, calls run on the pool)`.
+#[pyfunction]
+fn thread_placements() -> (&'static str, usize, usize) {
+    let (caller, pool) = threads::placements();
+    (threads::mode().name(), caller, pool)
+}
+
 /// `(entries, bytes, hits, misses)` of this process's cache of prepared targets.
 #[pyfunction]
 fn target_cache_info() -> (usize, usize, u64, u64) {
@@ -133,6 +151,8 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kernel, m)?)?;
     m.add_function(wrap_pyfunction!(available_kernels, m)?)?;
     m.add_function(wrap_pyfunction!(set_thread_count, m)?)?;
+    m.add_function(wrap_pyfunction!(set_thread_mode, m)?)?;
+    m.add_function(wrap_pyfunction!(thread_placements, m)?)?;
     m.add_function(wrap_pyfunction!(target_cache_info, m)?)?;
     m.add_function(wrap_pyfunction!(target_cache_clear, m)?)?;
     Ok(())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 from support import clip_like, frame
 
 import polars_curate as pc
@@ -61,3 +62,40 @@ def test_same_seed_same_bits_different_seed_different():
     e = lambda s: pc.neg_clip_loss("img", "txt", batch_size=100, seed=s)  # noqa: E731
     a, b, c = (df.select(e(s))["img"].to_numpy() for s in (1, 1, 2))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_kernels_on_the_pool_or_the_calling_thread_give_the_same_bits():
+    """The elementwise scores, streamed per morsel and selected per chunk, with every call on the
+    plugin's pool, on the calling Polars thread, or as Polars' caller context says (auto)."""
+    from polars_curate import _internal
+
+    x, t = clip_like(6000, 40, seed=8)
+    target, _ = clip_like(300, 40, seed=9)
+    df = pl.concat(
+        [frame("f16", img=x[i : i + 500], txt=t[i : i + 500]) for i in range(0, 6000, 500)],
+        rechunk=False,
+    )
+    exprs = dict(
+        c=pc.clip_score("img", "txt"),
+        s=pc.normsim("img", target, p="inf"),
+        s3=pc.normsim("img", target, p=3),
+        z=pc.zero_shot_labels("img", target),
+    )
+    outputs, placed = {}, {}
+    try:
+        for mode in ("pool", "caller", "auto"):
+            _internal.set_thread_mode(mode)
+            _, caller0, pool0 = _internal.thread_placements()
+            for engine in ("in-memory", "streaming"):
+                outputs[mode, engine] = df.lazy().select(**exprs).collect(engine=engine)
+            _, caller1, pool1 = _internal.thread_placements()
+            placed[mode] = (caller1 - caller0, pool1 - pool0)
+    finally:
+        _internal.set_thread_mode("auto")
+    first = outputs["pool", "in-memory"]
+    assert all(o.equals(first) for o in outputs.values())
+    assert placed["pool"][0] == 0 and placed["pool"][1] > 0
+    assert placed["caller"][0] > 0 and placed["caller"][1] == 0
+    assert sum(placed["auto"]) == sum(placed["pool"])
+    with pytest.raises(ValueError, match="auto, pool or caller"):
+        _internal.set_thread_mode("threads")
