@@ -6,9 +6,14 @@
     .venv/bin/python benches/bench.py --blas-core SkylakeX   # NumPy on OpenBLAS's AVX-512 core
 
 For every case it times our expression through Polars (in-memory engine, inputs already in a
-frame), NumPy's float32 matmul on the same shapes (the machine's GEMM rate: our ceiling), and a
-plain NumPy implementation of the same score (the peer a user would otherwise write). Rates are
-"useful" FLOP/s: 2·n·B·d·K for negCLIPLoss, 2·n·m·d for NormSim, 2·n·d² + 2·m·d² for NormSim_2.
+frame), the float32 matmuls of the same shapes into preallocated outputs (``np.matmul(a, b,
+out=c)``, and ``torch.matmul(a, b, out=c)`` with ``torch.set_num_threads(cores)`` when torch is
+importable: the best sgemm on this machine, our ceiling), and a plain NumPy implementation of the
+same score (the peer a user would otherwise write). ``vs sgemm`` is our rate / the faster sgemm's.
+Rates are "useful" FLOP/s: 2·n·B·d·K for negCLIPLoss, 2·n·m·d for NormSim and the zero-shot
+argmax (``zero_shot_labels``: the nearest of m class embeddings), 2·n·d² + 2·m·d² for NormSim_2
+(its Gram matrix and the quadratic form). torch is not a dependency: without it the script says
+so and compares with NumPy alone.
 Peak memory is measured in a fresh subprocess: the kernel's peak-RSS mark is reset once the
 inputs are loaded (``/proc/self/clear_refs``), and the peak while the score runs minus the RSS
 before it is the extra memory the score needed (its output included).
@@ -48,6 +53,11 @@ import polars as pl
 
 import polars_curate as pc
 
+try:  # a bench-only peer, not a dependency
+    import torch
+except ImportError:
+    torch = None
+
 RNG = np.random.default_rng(0)
 
 
@@ -78,11 +88,24 @@ def best(*fs, repeat: int) -> list[float]:
     return [min(ts) for ts in times]
 
 
-def matmul_into(a: np.ndarray, b: np.ndarray):
-    """`a @ b.T` into a preallocated output (so the rate is not that of allocating gigabytes)."""
-    out = np.empty((a.shape[0], b.shape[0]), dtype=np.float32)
-    out.fill(0)
-    return lambda: np.matmul(a, b.T, out=out)
+def sgemm_runs(products: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Each sgemm peer's run of every `a @ b` in `products` into outputs allocated (and touched)
+    once, so that the rate is not that of allocating gigabytes: NumPy's, and torch's (sharing
+    the arrays' memory) when it is importable."""
+    outs = [np.zeros((a.shape[0], b.shape[1]), dtype=np.float32) for a, b in products]
+    runs = {"numpy": lambda: [np.matmul(a, b, out=c) for (a, b), c in zip(products, outs)]}
+    if torch is not None:
+        tp = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in products]
+        touts = [torch.zeros(c.shape, dtype=torch.float32) for c in outs]
+        runs["torch"] = lambda: [torch.matmul(a, b, out=c) for (a, b), c in zip(tp, touts)]
+    return runs
+
+
+def timed(ours, products, repeat: int) -> tuple[float, dict]:
+    """Best times of `ours` and of each sgemm peer of `products`, interleaved."""
+    runs = sgemm_runs(products)
+    ours_s, *peer_s = best(ours, *runs.values(), repeat=repeat)
+    return ours_s, dict(zip(runs, peer_s))
 
 
 def np_lse(s: np.ndarray, axis: int) -> np.ndarray:
@@ -99,7 +122,7 @@ def case_negclip(b: int, d: int, repeat: int) -> dict:
     x, t = unit_f32(b, d), unit_f32(b, d)
     df = frame(img=x, txt=t)
     expr = pc.neg_clip_loss("img", "txt", batch_size=b, num_batches=1)
-    ours, mm = best(lambda: df.select(expr), matmul_into(x, t), repeat=repeat)
+    ours, mm = timed(lambda: df.select(expr), [(x, t.T)], repeat)
     # The peer takes seconds to minutes at large B: best of 2 only where it is quick.
     (peer,) = best(lambda: numpy_negclip(x, t), repeat=2 if b <= 4096 else 1)
     flops = 2 * b * b * d
@@ -117,7 +140,7 @@ def case_normsim(n: int, m: int, d: int, p, repeat: int) -> dict:
     x, target = unit_f32(n, d), unit_f32(m, d)
     df = frame(img=x)
     expr = pc.normsim("img", target, p=p)  # prepares the target once, here
-    ours, mm = best(lambda: df.select(expr), matmul_into(x, target), repeat=repeat)
+    ours, mm = timed(lambda: df.select(expr), [(x, target.T)], repeat)
     if p == "inf":
         (peer,) = best(lambda: np.abs(x @ target.T).max(axis=1), repeat=1)
     else:
@@ -144,7 +167,7 @@ def case_normsim2(n: int, m: int, d: int, repeat: int) -> dict:
         df.select(pc.normsim("img", tg, p=2))
 
     g = target.T @ target
-    ours, mm = best(ours_run, lambda: (target.T @ target, x @ g), repeat=repeat)
+    ours, mm = timed(ours_run, [(target.T, target), (x, g)], repeat)
 
     def peer_run():
         gg = target.T.astype(np.float64) @ target.astype(np.float64)
@@ -159,6 +182,22 @@ def case_normsim2(n: int, m: int, d: int, repeat: int) -> dict:
         numpy=peer,
         mm=mm,
         flops=flops,
+    )
+
+
+def case_zero_shot(n: int, m: int, d: int, repeat: int) -> dict:
+    x, classes = unit_f32(n, d), unit_f32(m, d)
+    df = frame(img=x)
+    expr = pc.zero_shot_labels("img", classes)  # prepares the class embeddings once, here
+    ours, mm = timed(lambda: df.select(expr), [(x, classes.T)], repeat)
+    (peer,) = best(lambda: np.argmax(x @ classes.T, axis=1), repeat=1)
+    return dict(
+        case="zero_shot argmax",
+        shape=f"n={n} m={m} d={d}",
+        ours=ours,
+        numpy=peer,
+        mm=mm,
+        flops=2 * n * m * d,
     )
 
 
@@ -250,6 +289,49 @@ def restart_with(env: dict[str, str]) -> None:
     os.execv(sys.executable, [sys.executable, *sys.argv])
 
 
+def print_table(cases, kernel: str, core: str) -> None:
+    """Runs each case and prints its row under a header naming the machine and the peers."""
+    if torch is not None:
+        torch.set_num_threads(os.cpu_count())
+        peers = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    else:
+        peers = "torch not importable: NumPy is the only sgemm peer"
+    print(
+        f"polars-curate {pc.__version__} | {cpu_name()} | {os.cpu_count()} cores, "
+        f"{pc._internal.thread_count()} plugin threads | kernel {kernel} (available: "
+        f"{', '.join(pc._internal.available_kernels())}) | numpy {np.__version__} with OpenBLAS "
+        f"core {core} | {peers} | polars {pl.__version__}\n"
+    )
+    header = (
+        f"{'case':<16} {'shape':<24} {'ours s':>8} {'numpy s':>8} {'ours GF/s':>9} "
+        f"{'numpy mm':>8} {'torch mm':>8} {'vs sgemm':>8} {'vs numpy':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for make in cases:
+        c = make()
+        if c["flops"]:
+            rate = {k: c["flops"] / t / 1e9 for k, t in {"ours": c["ours"], **c["mm"]}.items()}
+            torch_rate = f"{rate['torch']:>8.1f}" if "torch" in rate else f"{'-':>8}"
+            sgemm = max(v for k, v in rate.items() if k != "ours")
+            rates = (
+                f"{rate['ours']:>9.1f} {rate['numpy']:>8.1f} {torch_rate} "
+                f"{rate['ours'] / sgemm:>8.2f}"
+            )
+        else:
+            rates = f"{'-':>9} {'-':>8} {'-':>8} {'-':>8}"
+        print(
+            f"{c['case']:<16} {c['shape']:<24} {c['ours']:>8.3f} {c['numpy']:>8.3f} {rates} "
+            f"{c['numpy'] / c['ours']:>7.1f}x",
+            flush=True,
+        )
+    print(
+        f"\nvs sgemm: our rate ({kernel} kernel) / the faster float32 matmul of the same shapes "
+        f"into preallocated outputs (numpy mm: OpenBLAS {core}; torch mm when importable), in "
+        "GFLOP/s; vs numpy: a plain NumPy implementation's time / ours (clip_score: einsum)."
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small shapes only (about 30 s)")
@@ -257,7 +339,7 @@ def main() -> None:
     ap.add_argument(
         "--only",
         nargs="+",
-        choices=["neg_clip_loss", "normsim", "normsim2", "clip_score", "memory"],
+        choices=["neg_clip_loss", "normsim", "normsim2", "zero_shot", "clip_score", "memory"],
         help="run only these groups of cases",
     )
     ap.add_argument(
@@ -286,6 +368,7 @@ def main() -> None:
             ("neg_clip_loss", lambda: case_negclip(4096, 512, r)),
             ("normsim", lambda: case_normsim(8192, 4096, 768, "inf", r)),
             ("normsim2", lambda: case_normsim2(32768, 8192, 768, r)),
+            ("zero_shot", lambda: case_zero_shot(16384, 1000, 512, r)),
             ("clip_score", lambda: case_clip(100_000, 768, r)),
         ]
     else:
@@ -301,12 +384,12 @@ def main() -> None:
             ("normsim", lambda: case_normsim(16384, 8192, 768, 2.5, r)),
             ("normsim", lambda: case_normsim(16384, 8192, 512, "inf", r)),
             ("normsim2", lambda: case_normsim2(131072, 50000, 768, r)),
+            ("zero_shot", lambda: case_zero_shot(65536, 1000, 768, r)),
             ("clip_score", lambda: case_clip(400_000, 768, 2 * r)),
             ("clip_score", lambda: case_clip(400_000, 512, 2 * r)),
         ]
     if a.only:
         cases = [(k, f) for k, f in cases if k in a.only]
-    threads = pc._internal.thread_count()
     try:
         kernel = pc._internal.kernel()
     except ValueError as e:
@@ -314,35 +397,7 @@ def main() -> None:
     core = blas_core()
     if a.blas_core and core.lower() != a.blas_core.lower():
         sys.exit(f"bench: OPENBLAS_CORETYPE={a.blas_core} did not take effect (runs {core})")
-    print(
-        f"polars-curate {pc.__version__} | {cpu_name()} | {os.cpu_count()} cores, "
-        f"{threads} plugin threads | kernel {kernel} (available: "
-        f"{', '.join(pc._internal.available_kernels())}) | numpy {np.__version__} with OpenBLAS "
-        f"core {core} | polars {pl.__version__}\n"
-    )
-    header = (
-        f"{'case':<15} {'shape':<24} {'ours s':>8} {'numpy s':>8} {'ours GF/s':>9} "
-        f"{'matmul GF/s':>11} {'ratio':>6} {'vs numpy':>8}"
-    )
-    print(header)
-    print("-" * len(header))
-    for _, make in cases:
-        c = make()
-        if c["flops"]:
-            ours_rate = c["flops"] / c["ours"] / 1e9
-            mm_rate = c["flops"] / c["mm"] / 1e9
-            rates = f"{ours_rate:>9.1f} {mm_rate:>11.1f} {ours_rate / mm_rate:>6.2f}"
-        else:
-            rates = f"{'-':>9} {'-':>11} {c['numpy'] / c['ours']:>6.2f}"
-        print(
-            f"{c['case']:<15} {c['shape']:<24} {c['ours']:>8.3f} {c['numpy']:>8.3f} {rates} "
-            f"{c['numpy'] / c['ours']:>7.1f}x",
-            flush=True,
-        )
-    print(
-        f"\nratio: our rate ({kernel} kernel) / NumPy matmul rate on the same shapes (OpenBLAS "
-        f"{core}; clip_score: NumPy einsum time / ours)."
-    )
+    print_table([make for _, make in cases], kernel, core)
     if a.only and "memory" not in a.only:
         return
     n = 8192 if a.quick else 32768
