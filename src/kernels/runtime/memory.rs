@@ -72,6 +72,9 @@ fn meminfo_available() -> Option<u128> {
     Some(kib * 1024)
 }
 
+/// Address space glibc reserves per malloc arena on 64-bit Linux (`HEAP_MAX_SIZE`).
+const ARENA: u128 = 64 << 20;
+
 fn address_space_left() -> Option<u128> {
     #[cfg(target_os = "linux")]
     {
@@ -83,7 +86,10 @@ fn address_space_left() -> Option<u128> {
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
         let line = status.lines().find(|l| l.starts_with("VmSize:"))?;
         let used: u128 = line.split_whitespace().nth(1)?.parse::<u128>().ok()? * 1024;
-        Some(u128::from(lim.rlim_cur).saturating_sub(used))
+        // Each thread that allocates may make glibc reserve a 64 MiB arena of address space
+        // (counted by RLIMIT_AS, never touched): room the computation's own bytes cannot use.
+        let arenas = ARENA * (rayon::current_num_threads() as u128 + 1);
+        Some(u128::from(lim.rlim_cur).saturating_sub(used + arenas))
     }
     #[cfg(not(target_os = "linux"))]
     {

@@ -76,7 +76,7 @@ impl ClipCovParams {
     pub fn validate(&self) -> Result<(), String> {
         for (v, arg) in [(self.lambda, "lambda_"), (self.easiness_weight, "easiness_weight")] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(format!("`{arg}` must be a finite number >= 0, got {v}"));
+                return Err(format!("`{arg}` must be a finite number >= 0, got {v:?}"));
             }
         }
         if self.pick_batch == 0 {

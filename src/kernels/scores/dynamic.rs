@@ -57,7 +57,7 @@ impl DynamicParams {
             return Err(format!("`steps` must be in [1, {MAX_STEPS}], got {}", self.steps));
         }
         if !(self.sample_fraction > 0.0 && self.sample_fraction <= 1.0) {
-            return Err(format!("`sample_fraction` must be in (0, 1], got {}", self.sample_fraction));
+            return Err(format!("`sample_fraction` must be in (0, 1], got {:?}", self.sample_fraction));
         }
         self.keep.validate()
     }
@@ -101,9 +101,10 @@ fn dynamic_in<K: MicroKernel>(
     x: &Matrix,
     p: &DynamicParams,
 ) -> Result<Vec<Option<u32>>, KernelError> {
-    let d = x.dim();
-    memory::check(gram_bytes::<K>(d), || format!("NormSim_2-D's d x d matrices for {d}-wide embeddings"))?;
-    let n_all = x.rows();
+    let (d, n_all) = (x.dim(), x.rows());
+    let sampled = ((p.sample_fraction * n_all as f64).ceil() as usize).min(n_all);
+    let bytes = gram_bytes::<K>(d, sampled, rayon::current_num_threads());
+    memory::check(bytes, || format!("NormSim_2-D's d x d matrices for {d}-wide embeddings"))?;
     let scales = x.scales(p.normalize);
     let mut alive: Vec<usize> = (0..n_all).filter(|&i| scales[i].is_some()).collect();
     let n = alive.len();

@@ -71,11 +71,17 @@ pub fn gram_upper<K: MicroKernel>(kernel: K, a: &[f32], rows: usize, d: usize, c
     }
 }
 
-/// Bytes [`gram_of`] and [`pack_quadratic`] hold at once for width `d` and kernel `K`: the `f64` total, a
-/// wave of `f32` block products, the `f32` result and its packed triangular form.
-pub fn gram_bytes<K: MicroKernel>(d: usize) -> u128 {
+/// Bytes [`gram_of`] of `rows` rows and then [`pack_quadratic`] allocate at their peak for width
+/// `d` and kernel `K` (what `RLIMIT_AS` counts; fewer are touched): the `f64` total with a wave
+/// of `f32` block products (as many as the rows have blocks, at most `GRAM_WAVE`), then the
+/// total with the `f32` result, then the result with its packed form; plus each thread's
+/// gathered and packed block (`GRAM_BLOCK x d`, twice).
+pub fn gram_bytes<K: MicroKernel>(d: usize, rows: usize, threads: usize) -> u128 {
     let dd = (d as u128) * (d as u128);
-    dd * (8 + 4 * GRAM_WAVE as u128 + 4) + (d.div_ceil(K::NR) * K::NR) as u128 * d as u128 * 4
+    let wave = rows.div_ceil(GRAM_BLOCK).clamp(1, GRAM_WAVE) as u128;
+    let packed = (d.div_ceil(K::NR) * K::NR) as u128 * d as u128 * 4;
+    let blocks = threads.max(1) as u128 * (GRAM_BLOCK.min(rows.max(1)) * d) as u128 * 8;
+    (dd * (8 + 4 * wave)).max(dd * 12).max(dd * 4 + packed) + blocks
 }
 
 /// `G = sum_{i in rows} (s_i x_i)(s_i x_i)^T` with `s_i = scale_of(i)` (rows without a scale

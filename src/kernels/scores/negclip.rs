@@ -66,7 +66,7 @@ impl NegClipParams {
         }
         let (lo, hi) = TEMPERATURE_RANGE;
         if !(lo..=hi).contains(&self.temperature) {
-            return Err(format!("`temperature` must be in [{lo:e}, {hi:e}], got {}", self.temperature));
+            return Err(format!("`temperature` must be in [{lo:e}, {hi:e}], got {:?}", self.temperature));
         }
         Ok(())
     }
