@@ -15,7 +15,7 @@ CARGO_KERNELS := cargo --locked
 RUST_SRC := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 PY_SRC   := $(shell find python -name '*.py' -o -name '*.pyi')
 
-.PHONY: all venv build test test-rust test-python demo bench bench-rust bench-scale bench-ray check lint fmt clean
+.PHONY: all venv build test test-rust test-python demo bench bench-rust bench-scale bench-ray bench-cluster check lint fmt clean
 
 all: test
 
@@ -55,6 +55,11 @@ bench-scale: build
 	$(PY) benches/bench_scale.py
 
 # The job on a local two-node Ray cluster against the local run.
+# k-means, assignment and SemDeDup against faiss-cpu (the `bench` extra, installed here).
+bench-cluster: build
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS),bench]"
+	$(PY) benches/bench_cluster.py
+
 bench-ray: build
 	RAY_USAGE_STATS_ENABLED=0 $(PY) benches/bench_ray.py
 

@@ -26,6 +26,7 @@ use crate::kernels::scores::normsim::{nearest, normsim as normsim_kernel, Power,
 use crate::kernels::scores::sampling::{
     hard_cap as hard_cap_kernel, soft_cap as soft_cap_kernel, HardCapParams, SamplingError, SoftCapParams,
 };
+use crate::kernels::scores::semdedup::semdedup as semdedup_kernel;
 use crate::kernels::{Matrix, Values};
 use crate::targets::{self, TargetSpec};
 
@@ -404,44 +405,86 @@ fn clipcov(inputs: &[Series], kwargs: ClipCovParams) -> PolarsResult<Series> {
     })
 }
 
+/// Kwargs of [`assign_clusters`]: the centroids (or class embeddings), how to compare, and
+/// how the Python function names its arguments (`zero_shot_labels` calls this too).
 #[derive(Deserialize)]
-pub struct ZeroShotKwargs {
+pub struct AssignKwargs {
     target: TargetSpec,
     normalize: bool,
+    /// Only the index (`UInt32`), not the struct of index and similarity.
+    index_only: bool,
+    args: (String, String),
 }
 
-fn zero_shot_labels_field(fields: &[Field], kwargs: ZeroShotKwargs) -> PolarsResult<Field> {
-    let w = embedding_field(fields, 0, "image")?;
-    let t = kwargs.target.dim;
-    polars_ensure!(
-        w == t,
-        ComputeError: "`image` and `class_embeddings` must have the same embedding width, got {w} and {t}"
-    );
-    output(fields, DataType::UInt32)
+impl AssignKwargs {
+    fn check_width(&self, w: usize) -> PolarsResult<()> {
+        let (t, (a, b)) = (self.target.dim, &self.args);
+        polars_ensure!(w == t, ComputeError: "`{a}` and `{b}` must have the same embedding width, got {w} and {t}");
+        Ok(())
+    }
+
+    fn dtype(&self) -> DataType {
+        if self.index_only {
+            return DataType::UInt32;
+        }
+        let fields = [
+            Field::new("cluster".into(), DataType::UInt32),
+            Field::new("similarity".into(), DataType::Float32),
+        ];
+        DataType::Struct(fields.into())
+    }
 }
 
-#[polars_expr(output_type_func_with_kwargs=zero_shot_labels_field)]
-fn zero_shot_labels(
-    inputs: &[Series],
-    context: CallerContext,
-    kwargs: ZeroShotKwargs,
-) -> PolarsResult<Series> {
-    let emb = Embeddings::new(&inputs[0], "image")?;
+fn assign_clusters_field(fields: &[Field], kwargs: AssignKwargs) -> PolarsResult<Field> {
+    kwargs.check_width(embedding_field(fields, 0, &kwargs.args.0)?)?;
+    output(fields, kwargs.dtype())
+}
+
+/// The nearest row of a target for every row (k-means assignment, zero-shot labels): one
+/// implementation, [`nearest`], on the fused argmax kernel.
+#[polars_expr(output_type_func_with_kwargs=assign_clusters_field)]
+fn assign_clusters(inputs: &[Series], context: CallerContext, kwargs: AssignKwargs) -> PolarsResult<Series> {
+    let arg = kwargs.args.0.as_str();
+    let emb = Embeddings::new(&inputs[0], arg)?;
+    kwargs.check_width(emb.width())?;
+    let target =
+        prepared_target("assign_clusters", &kwargs.target, f64::INFINITY, kwargs.normalize, &kwargs.args.1)?;
+    let found =
+        guarded("assign_clusters", context, |_| Ok(nearest(&emb.matrix(arg)?, &target, kwargs.normalize)))?;
+    let name = inputs[0].name().clone();
+    let index = UInt32Chunked::from_iter_options("cluster".into(), found.iter().map(|f| f.map(|v| v.0)));
+    if kwargs.index_only {
+        return Ok(index.with_name(name).into_series());
+    }
+    let similarity =
+        Float32Chunked::from_iter_options("similarity".into(), found.iter().map(|f| f.map(|v| v.1)));
+    let fields = [index.into_series(), similarity.into_series()];
+    Ok(StructChunked::from_series(name, found.len(), fields.iter())?.into_series())
+}
+
+fn semdedup_field(fields: &[Field]) -> PolarsResult<Field> {
+    embedding_field(fields, 0, "embedding")?;
+    output(fields, DataType::Float32)
+}
+
+/// SemDeDup's score of every row: its highest cosine to a row before it in the order given
+/// (`inputs[1]`: the rows' positions, a permutation), null for the first and unusable rows.
+#[polars_expr(output_type_func=semdedup_field)]
+fn semdedup(inputs: &[Series]) -> PolarsResult<Series> {
+    let emb = Embeddings::new(&inputs[0], "embedding")?;
+    let n = emb.rows();
+    let order = inputs[1].cast(&DataType::UInt32)?;
+    let order: Vec<u32> = order.u32()?.iter().map(|v| v.unwrap_or(u32::MAX)).collect();
     polars_ensure!(
-        emb.width() == kwargs.target.dim,
-        ComputeError: "`image` and `class_embeddings` must have the same embedding width, got {} and {}",
-        emb.width(), kwargs.target.dim
+        order.len() == n && is_permutation(&order),
+        ComputeError: "`order` must give each of the {n} rows one position (a permutation of 0..{n})"
     );
-    let target = prepared_target(
-        "zero_shot_labels",
-        &kwargs.target,
-        f64::INFINITY,
-        kwargs.normalize,
-        "class_embeddings",
-    )?;
-    elementwise(inputs, context, "zero_shot_labels", |_| {
-        Ok(nearest(&emb.matrix("image")?, &target, kwargs.normalize))
-    })
+    column(inputs, "semdedup", |kernel| Ok(semdedup_kernel(kernel, &emb.matrix("embedding")?, &order)))
+}
+
+fn is_permutation(order: &[u32]) -> bool {
+    let mut seen = vec![false; order.len()];
+    order.iter().all(|&i| (i as usize) < seen.len() && !std::mem::replace(&mut seen[i as usize], true))
 }
 
 /// Checks the parameters of expression `name` as the plugin will (`kwargs`: the pickled
@@ -458,7 +501,7 @@ pub fn validate(name: &str, kwargs: &[u8]) -> Result<(), String> {
         "normsim" => Power::validate(parse::<NormSimKwargs>(kwargs)?.p),
         "soft_cap_sample" => parse::<SoftCapParams>(kwargs)?.validate(),
         "hard_cap_sample" => parse::<HardCapParams>(kwargs)?.validate(),
-        "clip_score" | "zero_shot_labels" => Ok(()),
+        "clip_score" | "assign_clusters" | "semdedup" => Ok(()),
         other => Err(format!("unknown expression {other:?}")),
     }
 }

@@ -5,8 +5,13 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3_polars::PolarsAllocator;
 
+use polars::prelude::PolarsError;
+use pyo3_polars::PySeries;
+
+use crate::expressions::Embeddings;
 use crate::kernels::engine::isa::Kernel;
-use crate::kernels::runtime::{memory, threads};
+use crate::kernels::runtime::{interrupt, memory, threads};
+use crate::kernels::scores::kmeans::{self, KMeansParams};
 use crate::kernels::scores::partition;
 use crate::{expressions, targets};
 
@@ -69,6 +74,56 @@ fn batch_assignment(py: Python<'_>, n: usize, batch_size: usize, seed: u64, k: u
     memory::check(n as u128 * 52, || format!("batch_assignment of {n} rows"))
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(py.detach(|| partition::batch_of_rows(n, batch_size, seed, k)))
+}
+
+/// Spherical k-means of the rows of `sample` (an `Array` column of embeddings): the `k x d`
+/// unit centroids as little-endian `float32` bytes. `on_step(iteration, objective, moved,
+/// empty)` is called after each iteration (the progress line; returning `False` stops early).
+/// The work runs on the plugin's pool without the GIL; Ctrl-C stops it between tiles.
+#[pyfunction]
+fn kmeans_fit(
+    py: Python<'_>,
+    sample: PySeries,
+    k: usize,
+    iters: usize,
+    seed: u64,
+    on_step: Bound<'_, PyAny>,
+) -> PyResult<Vec<u8>> {
+    let params = KMeansParams { k, iters, seed };
+    params.validate().map_err(PyValueError::new_err)?;
+    let emb = Embeddings::new(&sample.0, "sample").map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let kernel = Kernel::selected().map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let pool = threads::try_pool().map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let callback = on_step.unbind();
+    let mut failed: Option<PyErr> = None;
+    let fitted = py.detach(|| {
+        let m = emb.matrix("sample")?;
+        let _active = interrupt::Active::enter();
+        Ok::<_, PolarsError>(pool.install(|| {
+            kmeans::fit(kernel, &m, &params, |it, s| {
+                if interrupt::pending() {
+                    return false;
+                }
+                Python::attach(|py| match callback.call1(py, (it, s.objective, s.moved, s.empty)) {
+                    Ok(v) => v.is_truthy(py).unwrap_or(true),
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                })
+            })
+        }))
+    });
+    if interrupt::pending() {
+        return Err(pyo3::exceptions::PyKeyboardInterrupt::new_err("k-means interrupted"));
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let centroids = fitted
+        .map_err(|e| PyValueError::new_err(e.to_string()))?
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(bytemuck::cast_slice(&centroids).to_vec())
 }
 
 /// Worker threads of the plugin's pool.
@@ -143,10 +198,15 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     }
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("INLINE_TARGET_MAX", targets::INLINE_MAX)?;
+    // The kernels' own ranges, so the Python layer checks (and states) the same ones.
+    m.add("MAX_NUM_BATCHES", crate::kernels::scores::negclip::MAX_NUM_BATCHES)?;
+    m.add("MAX_STEPS", crate::kernels::scores::dynamic::MAX_STEPS)?;
+    m.add("MAX_TOTAL", crate::kernels::scores::sampling::MAX_TOTAL)?;
     m.add_function(wrap_pyfunction!(target_key, m)?)?;
     m.add_class::<TargetHasher>()?;
     m.add_function(wrap_pyfunction!(validate, m)?)?;
     m.add_function(wrap_pyfunction!(batch_assignment, m)?)?;
+    m.add_function(wrap_pyfunction!(kmeans_fit, m)?)?;
     m.add_function(wrap_pyfunction!(thread_count, m)?)?;
     m.add_function(wrap_pyfunction!(kernel, m)?)?;
     m.add_function(wrap_pyfunction!(available_kernels, m)?)?;

@@ -128,3 +128,52 @@ def clipcov_greedy(x, t, classes, keep: int, lam: float, w: float) -> np.ndarray
             chosen.append(e)
             out[e] = step
     return out
+
+
+def nearest(x: np.ndarray, c: np.ndarray, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """argmax_j <x_i, c_j> (ties: the lower j) and that value, of unit rows when normalising."""
+    if normalize:
+        x, c = unit(x), unit(c)
+    s = np.asarray(x, np.float64) @ np.asarray(c, np.float64).T
+    j = s.argmax(axis=1)  # the first maximum: the lower index on ties
+    return j, s[np.arange(len(x)), j]
+
+
+def kmeans_step(x: np.ndarray, c: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """One iteration of spherical k-means (docs/methods.md#clusters-and-near-duplicates) from
+    centroids ``c``: the objective sum_i max_j <x_i, c_j> (unit rows), the labels, and the new
+    centroids (the normalised sum of each cluster's unit rows; an empty cluster, in index order,
+    takes the unit row of lowest best cosine not yet taken, ties the lower row)."""
+    xn = unit(x)
+    labels, best = nearest(xn, c, normalize=False)
+    new = np.zeros_like(c, dtype=np.float64)
+    worst = iter(sorted(range(len(xn)), key=lambda r: (best[r], r)))
+    for j in range(len(c)):
+        rows = xn[labels == j]
+        if len(rows):
+            s = rows.sum(axis=0)
+            new[j] = s / np.linalg.norm(s)
+        else:
+            new[j] = xn[next(worst)]
+    return float(best.sum()), labels, new
+
+
+def semdedup(x: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """SemDeDup: each row's highest cosine to any row before it in ``order`` (``order[i]`` the
+    position of row i), -inf for the first."""
+    xn = unit(x)
+    s = xn @ xn.T
+    out = np.full(len(x), -np.inf)
+    for i in range(len(x)):
+        before = order < order[i]
+        if before.any():
+            out[i] = s[i, before].max()
+    return out
+
+
+def image_based_keep(pool: np.ndarray, centroids: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """DataComp's image-based filter: the clusters the target's rows pick by raw inner product
+    (argmax <t, c_j>), and the pool rows whose own nearest centroid (by cosine) is one of them."""
+    picked, _ = nearest(target, centroids, normalize=False)
+    labels, _ = nearest(pool, centroids)
+    return np.isin(labels, picked)

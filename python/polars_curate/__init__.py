@@ -13,14 +13,16 @@ select, report) works on DataComp-style pools of any size::
                         scores=["ncl", "normsim-inf"])
 """
 
-from polars_curate import datasets, io
+from polars_curate import clusters, datasets, io
 from polars_curate._expr import (
+    assign_clusters,
     clip_score,
     clipcov,
     hard_cap_sample,
     neg_clip_loss,
     normsim,
     normsim2_dynamic,
+    semdedup,
     soft_cap_sample,
     top_fraction,
     zero_shot_labels,
@@ -53,8 +55,10 @@ def thread_count() -> int:
 __all__ = [
     "ScoreOptions",
     "__version__",
+    "assign_clusters",
     "clip_score",
     "clipcov",
+    "clusters",
     "datasets",
     "hard_cap_sample",
     "io",
@@ -68,6 +72,7 @@ __all__ = [
     "scan_scores",
     "score_pool",
     "select",
+    "semdedup",
     "set_thread_count",
     "soft_cap_sample",
     "thread_count",

@@ -38,12 +38,14 @@ if TYPE_CHECKING:
 _LIB = Path(__file__).parent
 
 __all__ = [
+    "assign_clusters",
     "clip_score",
     "clipcov",
     "hard_cap_sample",
     "neg_clip_loss",
     "normsim",
     "normsim2_dynamic",
+    "semdedup",
     "soft_cap_sample",
     "top_fraction",
     "zero_shot_labels",
@@ -175,7 +177,7 @@ def neg_clip_loss(
     """
     kwargs = {
         "batch_size": as_int(batch_size, "batch_size"),
-        "num_batches": as_int(num_batches, "num_batches"),
+        "num_batches": as_int(num_batches, "num_batches", hi=_internal.MAX_NUM_BATCHES),
         "temperature": as_number(temperature, "temperature"),
         "seed": as_seed(seed),
         "normalize": as_bool(normalize, "normalize"),
@@ -377,7 +379,7 @@ def normsim2_dynamic(
     """
     kwargs = {
         "keep": as_keep(keep),
-        "steps": as_int(steps, "steps"),
+        "steps": as_int(steps, "steps", hi=_internal.MAX_STEPS),
         "sample_fraction": as_number(sample_fraction, "sample_fraction"),
         "seed": as_seed(seed),
         "normalize": as_bool(normalize, "normalize"),
@@ -494,13 +496,97 @@ def zero_shot_labels(
     >>> df.select(pc.zero_shot_labels("img", np.eye(2)))["img"].to_list()
     [0, 1]
     """
+    return _nearest(image, class_embeddings, normalize, index_only=True, args=_CLASSES)
+
+
+_CLASSES = ("image", "class_embeddings")
+_CENTROIDS = ("embedding", "centroids")
+
+
+def _nearest(
+    x: IntoExpr, rows: TargetLike, normalize: bool, *, index_only: bool, args: tuple[str, str]
+) -> pl.Expr:
+    """The plugin's one nearest-row search (``assign_clusters``), for both public names."""
     norm = as_bool(normalize, "normalize")
-    spec = target_spec(class_embeddings, "class_embeddings", norm)
-    return _call(
-        "zero_shot_labels",
-        [as_expr(image, "image")],
-        {"target": spec, "normalize": norm},
-        elementwise=True,
+    kwargs = {
+        "target": target_spec(rows, args[1], norm),
+        "normalize": norm,
+        "index_only": index_only,
+        "args": args,
+    }
+    return _call("assign_clusters", [as_expr(x, args[0])], kwargs, elementwise=True)
+
+
+def assign_clusters(
+    embedding: IntoExpr, centroids: TargetLike, *, normalize: bool = True
+) -> pl.Expr:
+    """Each row's nearest centroid: ``argmax_j <x, c_j>`` and that similarity, on the fused
+    argmax kernel (no ``n x k`` matrix); elementwise, so it streams like :func:`normsim`.
+
+    :func:`zero_shot_labels` is the same search (one implementation) with class embeddings for
+    centroids. With ``normalize`` (default) rows and centroids are L2-normalised (cosine; the
+    assignment of spherical k-means); ``normalize=False`` compares raw inner products, which is
+    DataComp's image-based filter with its released (unnormalised) centroids. Ties: the lower
+    index. For unit centroids both give the same cluster.
+
+    Parameters
+    ----------
+    embedding
+        Column of dtype ``Array(Float16|Float32|Float64, d)``.
+    centroids
+        ``(k, d)``: a NumPy array, a Series of arrays, or a ``.npy``/``.parquet`` path (e.g. the
+        output of :func:`polars_curate.clusters.fit_centroids`).
+
+    Returns
+    -------
+    pl.Expr
+        ``Struct{cluster: UInt32, similarity: Float32}``; null where the embedding is unusable.
+
+    Examples
+    --------
+    >>> emb = pl.Array(pl.Float32, 2)
+    >>> df = pl.DataFrame({"x": [[3.0, 4.0], [0.0, -2.0]]}, schema={"x": emb})
+    >>> df.select(pc.assign_clusters("x", np.eye(2)).struct.unnest()).rows()
+    [(1, 0.800000011920929), (0, 0.0)]
+    """
+    return _nearest(embedding, centroids, normalize, index_only=False, args=_CENTROIDS)
+
+
+def semdedup(embedding: IntoExpr, *, by: IntoExpr | Sequence[IntoExpr]) -> pl.Expr:
+    """SemDeDup: each row's highest cosine to any row before it in the order ``by`` (``-inf``
+    for the first, which has none), within the frame or the group (use it per cluster:
+    ``group_by("cluster")``).
+
+    SemDeDup's order is ascending cosine to the cluster's centroid, the hardest rows first, ties
+    by uid: ``by=["similarity", "uid"]``. A row is a near-duplicate of one kept before it when
+    its score is above ``1 - eps``, so ``pl.col("semdedup") <= 1 - eps`` is the deduplicated
+    subset for any ``eps`` from one pass (docs/methods.md#clusters-and-near-duplicates). Rows
+    whose embedding is null, NaN or zero get null and take no part. The ``m x m`` cosines of a
+    group are never built: they are reduced a tile at a time.
+
+    Returns
+    -------
+    pl.Expr
+        ``Float32``; whole-frame (per group inside ``group_by``).
+
+    Examples
+    --------
+    >>> emb = pl.Array(pl.Float32, 2)
+    >>> df = pl.DataFrame(
+    ...     {"x": [[1.0, 0.0], [0.0, 1.0], [2.0, 0.1]], "sim": [0.1, 0.2, 0.3]},
+    ...     schema={"x": emb, "sim": pl.Float32},
+    ... )
+    >>> df.select(pc.semdedup("x", by="sim").cast(pl.Float64).round(3))["x"].to_list()
+    [-inf, 0.0, 0.999]
+    """
+    keys = [by] if isinstance(by, (str, pl.Expr)) else list(by)
+    keys = [as_expr(b, "by") for b in keys]
+    row_at = pl.int_range(pl.len(), dtype=pl.UInt32).sort_by(keys)
+    return register_plugin_function(
+        plugin_path=_LIB,
+        function_name="semdedup",
+        args=[as_expr(embedding, "embedding"), row_at.arg_sort()],
+        is_elementwise=False,
     )
 
 
@@ -536,7 +622,7 @@ def soft_cap_sample(
     (30, 0, True)
     """
     kwargs = {
-        "total": as_int(total, "total"),
+        "total": as_int(total, "total", hi=_internal.MAX_TOTAL),
         "batch": as_int(batch, "batch"),
         "alpha": as_number(alpha, "alpha"),
         "temperature": as_number(temperature, "temperature"),
@@ -574,7 +660,7 @@ def hard_cap_sample(
     3
     """
     kwargs = {
-        "total": as_int(total, "total"),
+        "total": as_int(total, "total", hi=_internal.MAX_TOTAL),
         "limit": as_int(limit, "limit", 1, 2**32 - 1),
         "temperature": as_number(temperature, "temperature"),
         "seed": as_seed(seed),

@@ -15,6 +15,7 @@ from dataclasses import MISSING, fields
 
 from polars_curate._errors import first_line, is_interrupt
 from polars_curate._internal import __version__
+from polars_curate.clusters import fit_centroids
 from polars_curate.partitions import DEFAULT_BUDGET
 from polars_curate.pipeline import score_pool
 from polars_curate.sample import Sample
@@ -56,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"polars-curate {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     _score_parser(sub)
+    _cluster_parser(sub)
 
     c = sub.add_parser(
         "select",
@@ -86,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
         help="fraction rules: exactly floor(F * start) rows (ties to the smaller uid), or "
         "datacomp: every row >= the value at index int(start * F) (DataComp's get_threshold)",
     )
+    c.add_argument(
+        "--keep-clusters",
+        metavar="TARGET",
+        help="DataComp's image-based filter, first: keep rows whose cluster TARGET's embeddings "
+        "pick (.npy, by raw inner product with --centroids)",
+    )
+    c.add_argument("--centroids", help="the centroids the directory's clusters were assigned with")
     _sample_flags(c)
     _budget_flag(c)
 
@@ -139,6 +148,34 @@ def _sample(args: argparse.Namespace) -> Sample | None:
         temperature=args.temperature,
         seed=args.seed,
     )
+
+
+def _keep_clusters(args: argparse.Namespace) -> tuple[str, str] | None:
+    if args.keep_clusters is None:
+        return None
+    if args.centroids is None:
+        raise ValueError("--keep-clusters needs --centroids (the ones `score` assigned with)")
+    return args.keep_clusters, args.centroids
+
+
+def _cluster_parser(sub: argparse._SubParsersAction) -> None:
+    k = sub.add_parser(
+        "cluster",
+        help="fit spherical k-means centroids on a seeded sample of a pool",
+        description="Spherical k-means (cosine) of a sample of POOL's embeddings drawn while "
+        "streaming it (by uid: the same for a seed, whatever the files' order); writes the "
+        "k x d unit centroids as .npy, for `score --scores cluster,semdedup --centroids`.",
+    )
+    k.add_argument("pool", help="directory, glob or file of shards")
+    k.add_argument("--out", required=True, help="the centroids file to write (.npy)")
+    k.add_argument("--k", type=positive_int, required=True, help="number of clusters")
+    k.add_argument("--column", default="l14_img", help="the embedding column (l14_img)")
+    size = k.add_mutually_exclusive_group(required=True)
+    size.add_argument("--sample", type=float, metavar="FRACTION", help="sample this fraction")
+    size.add_argument("--sample-rows", type=positive_int, metavar="N", help="sample N rows")
+    k.add_argument("--iters", type=positive_int, default=20, help="iterations (20)")
+    k.add_argument("--seed", type=int, default=0, help="seed of the sample and the init (0)")
+    k.add_argument("--no-progress", action="store_true", help="no progress output")
 
 
 def _gib(text: str) -> int:
@@ -200,11 +237,19 @@ def _report(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+#: `cluster`'s flags that are fit_centroids' keyword arguments of the same names.
+_CLUSTER_ARGS = ("k", "column", "sample", "sample_rows", "iters", "seed")
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "score":
             options = {f.name: getattr(args, f.name) for f in fields(ScoreOptions)}
             print(score_pool(args.pool, args.out, **options))
+        elif args.command == "cluster":
+            given = {a: getattr(args, a) for a in _CLUSTER_ARGS}
+            fit = fit_centroids(args.pool, args.out, **given, progress=not args.no_progress)
+            print(f"wrote {args.k} centroids ({fit.sample_rows:,} sample rows) to {args.out}")
         elif args.command == "select":
             select(
                 args.scores_dir,
@@ -214,6 +259,7 @@ def _run(args: argparse.Namespace) -> int:
                 mixes=args.mix,
                 ties=args.ties,
                 sample=_sample(args),
+                keep_clusters=_keep_clusters(args),
                 memory_budget=args.memory_budget,
             )
         else:

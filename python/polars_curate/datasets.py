@@ -96,7 +96,10 @@ def synthetic_embeddings(
         np.array(_GENERIC)[rng.integers(0, len(_GENERIC), n)],
         np.char.add("a picture of ", words[np.where(bad, other, concept)]),
     )
-    uid = [f"{a:016x}{b:016x}" for a, b in rng.integers(0, 2**63, size=(n, 2), dtype=np.uint64)]
+    # Uniform over all 128 bits, like DataComp's uids (hashes): a stream of its own.
+    keys = np.random.default_rng([seed, 128]).integers(0, 2**64, size=(n, 2), dtype=np.uint64)
+    uid = [f"{a:016x}{b:016x}" for a, b in keys]
+    rng.integers(0, 2**63, size=(n, 2), dtype=np.uint64)  # the draws the earlier uids took
 
     tc = rng.integers(0, target_concepts, target_size)
     target = _unit(0.5 * g + 0.6 * centers[tc] + 0.7 * noise(target_size)).astype(np.float32)

@@ -16,10 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from polars_curate._types import PathLike
 from polars_curate.atomic import remove_stale_temporaries
+from polars_curate.grouped import GroupWork, groups_of
 from polars_curate.pool import PoolError, Shard, Unit, check_agree, list_pool, plan_units
 from polars_curate.progress import Progress
 from polars_curate.runners import Runner, runner_for
@@ -28,10 +27,12 @@ from polars_curate.scoredir import (
     check_complete,
     check_records,
     check_unit,
+    recorded_units,
     unit_meta,
+    unit_scores,
     write_records,
 )
-from polars_curate.scores import ScoreConfig, ScoreOptions, configure, prepare_target
+from polars_curate.scores import Arrays, ScoreConfig, ScoreOptions, configure, prepare_inputs
 from polars_curate.storage import Loc, location
 from polars_curate.unit import Work
 
@@ -66,23 +67,22 @@ class _Plan:
     out: Loc
     options: ScoreOptions
     configs: list[ScoreConfig]
-    target: np.ndarray | None
+    arrays: Arrays
     units: list[Unit]
     runner: Runner
 
 
-def _check_columns(
-    shards: Sequence[Shard], configs: Sequence[ScoreConfig], dim: int | None
-) -> None:
+def _check_columns(shards: Sequence[Shard], configs: Sequence[ScoreConfig], arrays: Arrays) -> None:
     check_agree(shards, [e for c in configs for e in c.embeddings()])
     for s in shards:
         for c in configs:
+            needs = c.score.needs
             for col in c.embeddings():
                 _, width = s.require(col, f"for {c.name}", _HINT)
-                if dim is not None and c.needs_target and width != dim:
+                if needs in arrays and width != arrays[needs].shape[1]:
                     raise PoolError(
-                        f"{s.describe()}: column {col!r} is {width} wide but the target is "
-                        f"{dim} wide"
+                        f"{s.describe()}: column {col!r} is {width} wide but the {needs} is "
+                        f"{arrays[needs].shape[1]} wide (--{needs})"
                     )
 
 
@@ -99,21 +99,22 @@ def _check_out(out: Loc, shards: Sequence[Shard]) -> None:
 
 def _plan(pool: Loc, out: Loc, options: ScoreOptions) -> _Plan:
     """Every argument, the pool and what ``out`` records, checked; nothing written."""
-    f32, target_info = prepare_target(options)
-    configs = configure(options, target_info)
+    arrays, infos = prepare_inputs(options)
+    configs = configure(options, infos)
     for c in configs:  # the plugin's own parameter checks
-        c.expression(f32)
+        if c.score.build is not None:
+            c.expression(arrays)
     runner = runner_for(options)
     shards = list_pool(pool)
     _check_out(out, shards)
-    _check_columns(shards, configs, None if f32 is None else f32.shape[1])
+    _check_columns(shards, configs, arrays)
     units = plan_units(shards, options.unit_rows)
     if check_records(out, options.unit_rows, configs):
         for u in units:  # a resume checks every unit it would skip
             dest = out / f"{u.name}.parquet"
             if dest.exists():
                 check_unit(out, u, unit_meta(dest))
-    return _Plan(out, options, configs, f32, units, runner)
+    return _Plan(out, options, configs, arrays, units, runner)
 
 
 def score_pool(
@@ -169,8 +170,12 @@ def score_pool(
     write_records(plan.out, plan.options.unit_rows, plan.configs, pool, plan.units)
     remove_stale_temporaries(plan.out)
     run = _run(plan)
+    grouped = [c for c in plan.configs if c.score.kind == "grouped"]
+    for c in grouped:
+        _run_groups(plan, c)
     # What select and report will check, checked now: exit 0 means they accept the directory.
-    check_complete(plan.out, [c.column for c in plan.configs], [u.name for u in plan.units])
+    units = None if grouped else [u.name for u in plan.units]
+    check_complete(plan.out, [c.column for c in plan.configs], units)
     return run
 
 
@@ -179,7 +184,7 @@ def _run(plan: _Plan) -> ScoreRun:
     run = ScoreRun(plan.out, len(units), sum(u.rows for u in units))
     bar = Progress(len(units), run.rows, enabled=plan.options.progress)
     try:
-        work = Work(plan.out, tuple(plan.configs), plan.target)
+        work = Work(plan.out, tuple(plan.configs), plan.arrays)
         for u, n in plan.runner.run(units, work):
             bar.done(u.name, u.rows, skipped=n == 0)  # n = 0: a unit found finished
             run.scored_units += n > 0
@@ -188,3 +193,24 @@ def _run(plan: _Plan) -> ScoreRun:
         bar.close()
     run.files = [plan.out / f"{u.name}.parquet" for u in units]
     return run
+
+
+def _run_groups(plan: _Plan, config: ScoreConfig) -> None:
+    """A grouped score's second pass over every unit of every recorded run (clusters span the
+    pool): refused while units of other runs are not scored yet."""
+    units = recorded_units(plan.out)
+    lacking = [n for n in units if unit_scores(plan.out, n).get(config.column) != config.digest]
+    if lacking:
+        raise RecordError(
+            f"{plan.out}: {config.name}'s second pass needs every unit of the pool's runs; "
+            f"{len(lacking)} are not scored yet (e.g. {lacking[0]}): rerun `polars-curate "
+            "score` once the other runs have finished"
+        )
+    work = GroupWork(plan.out, config, plan.arrays, tuple(units))
+    groups = groups_of(work)
+    bar = Progress(len(groups), 0, enabled=plan.options.progress, label=config.name)
+    try:
+        for g, n in plan.runner.run(groups, work):
+            bar.done(g.name, n, skipped=n == 0)
+    finally:
+        bar.close()

@@ -49,6 +49,7 @@ __all__ = [
     "keep_count",
     "parse_rule",
     "refuse_repeated_keys",
+    "score_files",
     "score_ref",
     "valid",
 ]
@@ -166,12 +167,23 @@ def _only_score_column(path: Loc) -> str:
     return cols[0]
 
 
+def score_files(source: Loc) -> list[Loc]:
+    """The Parquet files of a score source: a file, or a directory of them (a grouped score's
+    results, e.g. ``SCORES/_semdedup/``)."""
+    if source.suffix == ".parquet":
+        return [source]
+    files = sorted(source.glob("*.parquet"))
+    if not files:
+        raise ValueError(f"{source}: no score files there")
+    return files
+
+
 def _external_schema(source: Loc, score: str) -> pl.Schema:
     """The schema of an external score file, checked: its score column is numeric, its keys
     are ``uid_hi``/``uid_lo`` (both ``UInt64``) or a ``uid`` (String); anything ambiguous
     (signed integers, other types) is refused naming the file and the column."""
     try:
-        schema = parquet_schema(source)
+        schema = parquet_schema(score_files(source)[0])
     except Exception as e:
         raise ValueError(f"{source}: not a readable Parquet file ({first_line(e)})") from None
     if score not in schema:
@@ -200,14 +212,14 @@ def check_external(source: Loc, score: str) -> None:
     column); ``ValueError`` naming the file, the column and the first bad value."""
     schema = _external_schema(source, score)
     if "uid_hi" not in schema:
-        _check_file_uids(scan_parquet([source]), source)
+        _check_file_uids(scan_parquet(score_files(source)), source)
 
 
 def external_scores(source: Loc, score: str, alias: str) -> pl.LazyFrame:
     """An external score file as ``uid_hi``, ``uid_lo`` and its column ``score`` (as
     ``Float64``, named ``alias``), to left-join on the keys (see :func:`check_external`)."""
     schema = _external_schema(source, score)
-    lf = scan_parquet([source])
+    lf = scan_parquet(score_files(source))
     if "uid_hi" not in schema:
         lf = lf.with_columns(*uid_key_exprs("uid"))
     return lf.select(*KEYS, pl.col(score).cast(pl.Float64).alias(alias))
@@ -302,9 +314,23 @@ class Step:
     cut_uid_lo: int | None = None
     #: ``"datacomp"`` for a fraction rule cut by DataComp's ``get_threshold`` (``k`` is its index).
     ties: str | None = None
+    #: The clusters a ``"clusters"`` step keeps (those its target picked).
+    clusters: list[int] | None = None
     kept: int = 0
 
-    _ORDER = ("rule", "score", "before", "file", "kind", "op", "fraction", "ties", "k", "value")
+    _ORDER = (
+        "rule",
+        "score",
+        "before",
+        "file",
+        "kind",
+        "op",
+        "fraction",
+        "ties",
+        "k",
+        "value",
+        "clusters",
+    )
 
     def to_json(self) -> dict[str, Any]:
         """Strict JSON: a non-finite threshold is written as the string ``"inf"``,
@@ -344,6 +370,8 @@ class Step:
         [0]
         """
         col = self.score if column is None else column
+        if self.kind == "clusters":
+            return pl.col(col).is_in(pl.Series(self.clusters or [], dtype=pl.UInt32).implode())
         if self.kind == "threshold":
             assert self.op is not None and self.value is not None
             return threshold_predicate(col, self.op, float(self.value))

@@ -33,7 +33,7 @@ from polars_curate._internal import __version__
 from polars_curate._types import PathLike
 from polars_curate.atomic import write_once
 from polars_curate.pool import Unit
-from polars_curate.scores import ScoreConfig
+from polars_curate.scores import SCORES, Score, ScoreConfig
 from polars_curate.storage import Loc, location, parquet_kv_metadata, scan_parquet
 
 __all__ = [
@@ -44,16 +44,38 @@ __all__ = [
     "check_complete",
     "check_records",
     "check_unit",
+    "group_results",
+    "grouped_scores",
     "read_record",
+    "recorded_units",
     "scan_scores",
     "unit_entry",
     "unit_meta",
+    "unit_scores",
     "write_records",
 ]
 
 FORMAT = 1
 DIR_RECORD = "_polars_curate.json"
 META_KEY = "polars_curate"
+#: A grouped score's (SemDeDup's) spilled rows; its results are in ``_<column>/``.
+SPILL = "_spill"
+
+
+def group_results(out: Loc, column: str, groups: int) -> list[Loc]:
+    """The result file of each group of grouped score ``column``, in order."""
+    return [out / f"_{column}" / f"{g:05d}.parquet" for g in range(groups)]
+
+
+def recorded_units(out: Loc) -> list[str]:
+    """The units of every run the directory records, sorted."""
+    return sorted({u["unit"] for plan in read_record(out)["runs"] for u in plan["units"]})
+
+
+def unit_scores(out: Loc, name: str) -> dict[str, str]:
+    """The scores (column -> parameter digest) unit ``name``'s file holds (none: no file)."""
+    meta = unit_meta(out / f"{name}.parquet")
+    return dict((meta or {}).get("scores", {}))
 
 
 class RecordError(ValueError):
@@ -302,12 +324,24 @@ def check_complete(
             missing.append(f"{name} (scored before its npz checksums were verified)")
         elif lacking:
             missing.append(f"{name} (no {', '.join(lacking)})")
+    missing += _missing_groups(out, record, columns)
     if missing:
         raise RecordError(
             f"{out} is incomplete: {len(missing)} of {len(names)} units lack scores, e.g. "
             f"{'; '.join(missing[:3])}; run `polars-curate score` again to finish"
         )
     return [out / f"{n}.parquet" for n in names]
+
+
+def _missing_groups(out: Loc, record: dict[str, Any], columns: Sequence[str] | None) -> list[str]:
+    """The groups of each recorded grouped score (asked in ``columns``) without a result."""
+    missing = []
+    for s, rec in grouped_scores(record, columns):
+        for g, f in enumerate(group_results(out, s.column, rec["params"]["groups"])):
+            meta = unit_meta(f) if f.exists() else None
+            if meta is None or meta.get("digest") != rec["digest"]:
+                missing.append(f"{s.name} group {g} (no result)")
+    return missing
 
 
 def scan_scores(
@@ -318,7 +352,9 @@ def scan_scores(
 ) -> pl.LazyFrame:
     """The scores of a complete score directory as one lazy frame (``uid``, ``uid_hi``,
     ``uid_lo`` and the score columns); ``RecordError`` when it is incomplete. ``out`` may be
-    in a bucket (``s3://``, with ``storage_options``).
+    in a bucket (``s3://``, with ``storage_options``). A grouped score (``semdedup``) is
+    joined from its result files on the uid key (a hash join over the pool's keys: for
+    pools larger than memory, ``select`` and ``report`` join a key partition at a time).
 
     Examples
     --------
@@ -334,5 +370,24 @@ def scan_scores(
     >>> lf.select(pl.len()).collect().item()
     500
     """
-    files = check_complete(location(out, storage_options), columns)
-    return scan_parquet(files, missing_columns="insert", extra_columns="ignore")
+    out = location(out, storage_options)
+    files = check_complete(out, columns)
+    lf = scan_parquet(files, missing_columns="insert", extra_columns="ignore")
+    record = read_record(out)
+    for s, rec in grouped_scores(record, columns):
+        results = scan_parquet(group_results(out, s.column, rec["params"]["groups"]))
+        lf = lf.join(results, on=["uid_hi", "uid_lo"], how="left", maintain_order="left")
+    return lf
+
+
+def grouped_scores(
+    record: dict[str, Any], columns: Sequence[str] | None = None
+) -> list[tuple[Score, dict[str, Any]]]:
+    """The grouped scores the directory records (those in ``columns``), with their records."""
+    return [
+        (s, record["scores"][s.column])
+        for s in SCORES.values()
+        if s.kind == "grouped"
+        and s.column in record["scores"]
+        and (columns is None or s.column in columns)
+    ]

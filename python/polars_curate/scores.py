@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from polars_curate._expr import clip_score, neg_clip_loss, normsim
+from polars_curate._expr import assign_clusters, clip_score, neg_clip_loss, normsim
 from polars_curate._targets import target_array, target_key
 from polars_curate._types import PathLike
 from polars_curate._validate import as_bool, as_int
@@ -36,7 +36,7 @@ __all__ = [
     "configure",
     "label_of",
     "positive_int",
-    "prepare_target",
+    "prepare_inputs",
     "score_of",
 ]
 
@@ -65,7 +65,13 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
-def _ncl_params(o: ScoreOptions, target: dict[str, Any] | None) -> dict[str, Any]:
+#: What a score's parameters record of its input files (the key and shape), by input name.
+Infos = dict[str, dict[str, Any]]
+#: The values of its input files (float32), by input name.
+Arrays = dict[str, np.ndarray]
+
+
+def _ncl_params(o: ScoreOptions, infos: Infos) -> dict[str, Any]:
     return dict(
         image=o.image_column,
         text=o.text_column,
@@ -77,7 +83,7 @@ def _ncl_params(o: ScoreOptions, target: dict[str, Any] | None) -> dict[str, Any
     )
 
 
-def _ncl(p: dict[str, Any], target: np.ndarray | None) -> pl.Expr:
+def _ncl(p: dict[str, Any], arrays: Arrays) -> pl.Expr:
     return neg_clip_loss(
         p["image"],
         p["text"],
@@ -89,23 +95,34 @@ def _ncl(p: dict[str, Any], target: np.ndarray | None) -> pl.Expr:
     )
 
 
-def _clip_params(o: ScoreOptions, target: dict[str, Any] | None) -> dict[str, Any]:
+def _clip_params(o: ScoreOptions, infos: Infos) -> dict[str, Any]:
     return dict(image=o.image_column, text=o.text_column, normalize=o.normalize)
 
 
-def _clip(p: dict[str, Any], target: np.ndarray | None) -> pl.Expr:
+def _clip(p: dict[str, Any], arrays: Arrays) -> pl.Expr:
     return clip_score(p["image"], p["text"], normalize=p["normalize"])
 
 
-def _normsim_params(
-    power: float | str, o: ScoreOptions, target: dict[str, Any] | None
-) -> dict[str, Any]:
-    return dict(embedding=o.normsim_column, p=power, target=target, normalize=o.normalize)
+def _normsim_params(power: float | str, o: ScoreOptions, infos: Infos) -> dict[str, Any]:
+    return dict(embedding=o.normsim_column, p=power, target=infos["target"], normalize=o.normalize)
 
 
-def _normsim(p: dict[str, Any], target: np.ndarray | None) -> pl.Expr:
-    assert target is not None
-    return normsim(p["embedding"], target, p=p["p"], normalize=p["normalize"])
+def _normsim(p: dict[str, Any], arrays: Arrays) -> pl.Expr:
+    return normsim(p["embedding"], arrays["target"], p=p["p"], normalize=p["normalize"])
+
+
+def _cluster_params(o: ScoreOptions, infos: Infos) -> dict[str, Any]:
+    return dict(embedding=o.cluster_column, centroids=infos["centroids"], similarity="ip")
+
+
+def _cluster(p: dict[str, Any], arrays: Arrays) -> pl.Expr:
+    # Raw inner products: DataComp's rule, and spherical k-means' for unit centroids.
+    found = assign_clusters(p["embedding"], arrays["centroids"], normalize=False)
+    return found.struct.field("cluster")
+
+
+def _semdedup_params(o: ScoreOptions, infos: Infos) -> dict[str, Any]:
+    return dict(embedding=o.cluster_column, centroids=infos["centroids"], groups=o.groups)
 
 
 @dataclass(frozen=True)
@@ -114,18 +131,29 @@ class Score:
 
     #: The name ``--scores`` and ``select``'s rules use.
     name: str
-    #: The column it writes in the unit files.
+    #: The column it writes.
     column: str
     #: Its name in the report.
     label: str
-    #: The parameters a run records for it, from the options (and the target's key and shape).
-    params: Callable[[ScoreOptions, dict[str, Any] | None], dict[str, Any]]
-    #: Its expression, from the recorded parameters (and the target's values).
-    build: Callable[[dict[str, Any], np.ndarray | None], pl.Expr]
-    #: Whether it needs a NormSim target (``--target``).
-    needs_target: bool = False
+    #: The parameters a run records for it, from the options (and its input files' keys).
+    params: Callable[[ScoreOptions, Infos], dict[str, Any]]
+    #: Its expression per unit, from the recorded parameters and the input files' values
+    #: (``None``: computed in the grouped pass, see ``kind``).
+    build: Callable[[dict[str, Any], Arrays], pl.Expr] | None
+    #: The input file it needs: ``"target"`` (``--target``) or ``"centroids"``.
+    needs: str | None = None
+    #: ``"score"`` (a value to rank), ``"label"`` (the cluster: an id, not ranked) or
+    #: ``"grouped"`` (SemDeDup: a second pass over the pool, grouped by cluster; its column is
+    #: kept beside the unit files, in ``_semdedup/``).
+    kind: str = "score"
+    #: Scores it needs computed in the same directory (added to a run that asks for it).
+    requires: tuple[str, ...] = ()
     #: The report draws its density against this score's (when both are there).
     read_against: str | None = None
+
+    @property
+    def needs_target(self) -> bool:
+        return self.needs == "target"
 
 
 #: Every score of the job, in column order.
@@ -140,7 +168,7 @@ SCORES: dict[str, Score] = {
             "NormSim∞",
             partial(_normsim_params, "inf"),
             _normsim,
-            needs_target=True,
+            needs="target",
         ),
         Score(
             "normsim-2",
@@ -148,7 +176,18 @@ SCORES: dict[str, Score] = {
             "NormSim₂",
             partial(_normsim_params, 2.0),
             _normsim,
-            needs_target=True,
+            needs="target",
+        ),
+        Score("cluster", "cluster", "cluster", _cluster_params, _cluster, "centroids", "label"),
+        Score(
+            "semdedup",
+            "semdedup",
+            "SemDeDup",
+            _semdedup_params,
+            None,
+            "centroids",
+            "grouped",
+            requires=("cluster",),
         ),
     )
 }
@@ -176,6 +215,26 @@ class ScoreOptions:
             "--scores",
             f"comma-separated, from {', '.join(SCORES)}, any order (default: ncl,clip)",
             type=_names,
+        ),
+    )
+    centroids: PathLike | np.ndarray | None = field(
+        default=None,
+        metadata=_flag(
+            "--centroids",
+            ".npy of k-means centroids (from `cluster`, or DataComp's) for cluster and semdedup",
+        ),
+    )
+    cluster_col: str | None = field(
+        default=None,
+        metadata=_flag("--cluster-col", "the column clustered (default: MODEL_img)"),
+    )
+    groups: int = field(
+        default=256,
+        metadata=_flag(
+            "--groups",
+            "semdedup's second pass: the pool's clusters in this many groups, one at a time "
+            "(memory: about the pool's embeddings / N; default 256)",
+            type=int,
         ),
     )
     model: str = field(
@@ -262,6 +321,7 @@ class ScoreOptions:
             normalize=as_bool(opts.normalize, "normalize"),
             unit_rows=unit_rows,
             ray_cpus=as_int(opts.ray_cpus, "ray_cpus"),
+            groups=as_int(opts.groups, "groups", 1, 1 << 20),
         )
 
     @property
@@ -271,6 +331,10 @@ class ScoreOptions:
     @property
     def text_column(self) -> str:
         return self.text_col or f"{self.model}_txt"
+
+    @property
+    def cluster_column(self) -> str:
+        return self.cluster_col or self.image_column
 
     @property
     def normsim_column(self) -> str:
@@ -307,42 +371,58 @@ class ScoreConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
+    def score(self) -> Score:
+        return SCORES[self.name]
+
+    @property
     def needs_target(self) -> bool:
-        return SCORES[self.name].needs_target
+        return self.score.needs_target
 
     def embeddings(self) -> list[str]:
         p = self.params
         return [p["embedding"]] if "embedding" in p else [p["image"], p["text"]]
 
-    def expression(self, target: np.ndarray | None) -> pl.Expr:
-        return SCORES[self.name].build(self.params, target)
+    def expression(self, arrays: Arrays) -> pl.Expr:
+        build = self.score.build
+        assert build is not None, f"{self.name} is computed in the grouped pass"
+        return build(self.params, arrays)
 
 
-def configure(options: ScoreOptions, target: dict[str, Any] | None) -> list[ScoreConfig]:
-    """The scores ``options`` asks for, in column order (the order of ``scores`` does not
-    matter); ``ValueError`` naming an unknown score or a missing target."""
+def configure(options: ScoreOptions, infos: Infos) -> list[ScoreConfig]:
+    """The scores ``options`` asks for (and those they require), in column order (the order of
+    ``scores`` does not matter); ``ValueError`` naming an unknown score or a missing input."""
     asked = list(options.scores)
     unknown = [s for s in asked if s not in SCORES]
     if unknown:
         raise ValueError(f"unknown score {unknown[0]!r}; choose from {', '.join(SCORES)}")
     if not asked:
         raise ValueError("no scores asked for; choose from " + ", ".join(SCORES))
+    asked += [r for s in asked for r in SCORES[s].requires]
     out = []
     for s in SCORES.values():
         if s.name not in asked:
             continue
-        if s.needs_target and target is None:
-            raise ValueError(f"score {s.name!r} needs --target (downstream image embeddings)")
-        out.append(ScoreConfig(s.name, s.column, s.params(options, target)))
+        if s.needs is not None and s.needs not in infos:
+            what = "downstream image embeddings" if s.needs == "target" else "k-means centroids"
+            raise ValueError(f"score {s.name!r} needs --{s.needs} ({what})")
+        out.append(ScoreConfig(s.name, s.column, s.params(options, infos)))
     return out
 
 
-def prepare_target(options: ScoreOptions) -> tuple[np.ndarray | None, dict[str, Any] | None]:
-    """The target's float32 values and what the record keeps of it (content key and shape),
-    when a score asked for needs one; ``(None, None)`` otherwise."""
-    needed = any(SCORES[s].needs_target for s in options.scores if s in SCORES)
-    if options.target is None or not needed:
-        return None, None
-    f32, _ = target_array(options.target, "target", normalize=options.normalize)
-    info = {"key": f"{target_key(f32):016x}", "rows": f32.shape[0], "dim": f32.shape[1]}
-    return f32, info
+def prepare_inputs(options: ScoreOptions) -> tuple[Arrays, Infos]:
+    """The input files the scores asked for need (the NormSim target, the centroids): their
+    float32 values and what the record keeps of them (content key and shape)."""
+    asked = {s for s in options.scores if s in SCORES}
+    asked |= {r for s in asked for r in SCORES[s].requires}
+    needed = {SCORES[s].needs for s in asked} - {None}
+    arrays: Arrays = {}
+    infos: Infos = {}
+    for name in sorted(needed):  # type: ignore[type-var]
+        given = getattr(options, name)
+        if given is None:
+            continue
+        # NormSim's target follows --no-normalize; centroids are used as they are.
+        f32, _ = target_array(given, name, normalize=options.normalize and name == "target")
+        arrays[name] = f32
+        infos[name] = {"key": f"{target_key(f32):016x}", "rows": f32.shape[0], "dim": f32.shape[1]}
+    return arrays, infos

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
 import polars as pl
 
 from polars_curate._internal import __version__
+from polars_curate._targets import target_array, target_key
 from polars_curate._types import PathLike
 from polars_curate._validate import check_output
 from polars_curate.atomic import write_atomic
+from polars_curate.clusters import target_clusters
 from polars_curate.io import KeyFile, file_digest, write_key_parts
 from polars_curate.kth import kth_row, top_cut
 from polars_curate.mixes import Mix, mix_stats
@@ -37,12 +39,14 @@ from polars_curate.rules import (
     keep_count,
     parse_rule,
     refuse_repeated_keys,
+    score_files,
     score_ref,
     threshold_predicate,
     valid,
 )
 from polars_curate.sample import Sample, sample_subset
-from polars_curate.scoredir import check_complete
+from polars_curate.scoredir import check_complete, read_record
+from polars_curate.scores import score_of
 from polars_curate.staging import Staging, scan_units, staging
 from polars_curate.storage import Loc, location, scan_parquet
 
@@ -112,17 +116,48 @@ class _Plan:
     internal: list[str]  # score columns of the directory read
     externals: list[ScoreRef]  # score file columns read (each once)
     files: list[Loc]
-
-    @property
-    def sample_column(self) -> str:
-        assert self.sample is not None
-        if self.sample.by in {m.name for m in self.mixes}:
-            return self.sample.by
-        return score_ref(self.sample.by, "--sample-by").column
+    sample_column: str | None = None  # the column the sample reads
 
 
 def _listed(x: Any) -> list[Any]:
     return [] if x is None else [x] if isinstance(x, (str, Mix, Sample)) else list(x)
+
+
+def _grouped(scores_dir: Loc, ref: ScoreRef) -> ScoreRef:
+    """A grouped score of the directory (``semdedup``) read from its result files."""
+    s = score_of(ref.score)
+    if ref.source is None and s is not None and s.kind == "grouped":
+        return ScoreRef(ref.score, scores_dir / f"_{ref.score}")
+    return ref
+
+
+def _resolve(scores_dir: Loc, rules: list[Rule], mixes: list[Mix]) -> tuple[list[Rule], list[Mix]]:
+    rules = [replace(r, ref=_grouped(scores_dir, r.ref)) for r in rules]
+    mixes = [
+        replace(m, terms=tuple(replace(t, ref=_grouped(scores_dir, t.ref)) for t in m.terms))
+        for m in mixes
+    ]
+    return rules, mixes
+
+
+def _clusters_rule(scores_dir: Loc, keep_clusters: tuple[Any, Any]) -> Step:
+    """DataComp's image-based filter as a step: the clusters the target picks (raw inner
+    products against the centroids the directory's ``cluster`` score used)."""
+    target, centroids = keep_clusters
+    rec = read_record(scores_dir)["scores"].get("cluster")
+    if rec is None:
+        raise ValueError(
+            f"--keep-clusters: {scores_dir} has no cluster score (score --scores cluster)"
+        )
+    f32, _ = target_array(centroids, "centroids", normalize=False)
+    if f"{target_key(f32):016x}" != rec["params"]["centroids"]["key"]:
+        raise ValueError(
+            f"--keep-clusters: {centroids} are not the centroids {scores_dir}'s clusters were "
+            "assigned with (their content differs)"
+        )
+    picked = target_clusters(target, f32)
+    name = getattr(target, "name", str(target))
+    return Step(f"clusters hit by {name}", "cluster", 0, "clusters", clusters=picked.tolist())
 
 
 def _plan(
@@ -134,29 +169,37 @@ def _plan(
     ties: str,
     sample: Sample | None,
     options: dict[str, Any] | None,
+    clusters: bool = False,
 ) -> _Plan:
     rules = [r if isinstance(r, Rule) else parse_rule(r, options) for r in _listed(keep)]
     mix_list = [m if isinstance(m, Mix) else Mix.parse(m, options) for m in _listed(mixes)]
+    rules, mix_list = _resolve(scores_dir, rules, mix_list)
     names = [m.name for m in mix_list]
     if len(set(names)) < len(names):
         raise ValueError(f"--mix: two mixes are named {sorted(names)[0]!r}")
     if ties not in TIES:
         raise ValueError(f"--ties must be one of {', '.join(TIES)}, got {ties!r}")
-    if not rules and sample is None:
+    if not rules and sample is None and not clusters:
         raise ValueError("no --keep rules given (and no --sample)")
     refs = [r.ref for r in rules] + [t.ref for m in mix_list for t in m.terms]
-    if sample is not None and sample.by not in names:
-        refs.append(score_ref(sample.by, "--sample-by", options))
+    sample_column = None
+    if sample is not None:
+        sample_column = sample.by
+        if sample.by not in names:
+            refs.append(_grouped(scores_dir, score_ref(sample.by, "--sample-by", options)))
+            sample_column = refs[-1].column
     refs = [r for r in refs if r.source is not None or r.score not in names]
     internal = list(dict.fromkeys(r.score for r in refs if r.source is None))
+    internal += ["cluster"] if clusters and "cluster" not in internal else []
     externals = list(dict.fromkeys(r for r in refs if r.source is not None))
-    files = check_complete(scores_dir, internal)
+    own = [r.score for r in externals if r.source == scores_dir / f"_{r.score}"]
+    files = check_complete(scores_dir, [*internal, *own])
     for target in (out, SelectLog.path_for(out)):
         check_output(target, [base, *(r.source for r in externals), *files])
     for r in externals:
         assert r.source is not None
         check_external(r.source, r.score)
-    return _Plan(rules, mix_list, sample, ties, internal, externals, files)
+    return _Plan(rules, mix_list, sample, ties, internal, externals, files, sample_column)
 
 
 def _start_set(
@@ -194,7 +237,7 @@ def _start_set(
 
 
 def _rows(path: Loc) -> int:
-    return scan_parquet([path]).select(pl.len()).collect().item()
+    return scan_parquet(score_files(path)).select(pl.len()).collect().item()
 
 
 def select(
@@ -206,6 +249,7 @@ def select(
     mixes: str | Sequence[str | Mix] = (),
     ties: str = "exact",
     sample: Sample | None = None,
+    keep_clusters: tuple[PathLike | Loc, PathLike | Loc] | None = None,
     memory_budget: int = DEFAULT_BUDGET,
     storage_options: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
@@ -223,7 +267,11 @@ def select(
     each uid as often as drawn. ``memory_budget`` (bytes) bounds the keys held at once (the
     base's, an external score file's, the subset's): larger sets are worked through in key
     partitions, with the same result. Every path may be in a bucket (``s3://``, reached with
-    ``storage_options`` or the ``AWS_*`` environment).
+    ``storage_options`` or the ``AWS_*`` environment). ``keep_clusters=(target, centroids)``:
+    DataComp's image-based filter, applied first: keep the rows whose ``cluster`` (a score of
+    the directory) is one the target's embeddings pick by raw inner product
+    (:func:`polars_curate.clusters.target_clusters`); a rule ``semdedup<=0.95`` drops
+    SemDeDup's near-duplicates.
 
     Examples
     --------
@@ -243,7 +291,10 @@ def select(
     """
     out, scores_dir = location(out, storage_options), location(scores_dir, storage_options)
     base = None if base is None else location(base, storage_options)
-    plan = _plan(scores_dir, out, keep, base, mixes, ties, sample, storage_options)
+    plan = _plan(
+        scores_dir, out, keep, base, mixes, ties, sample, storage_options, bool(keep_clusters)
+    )
+    first = None if keep_clusters is None else _clusters_rule(scores_dir, keep_clusters)
     base_keys = None if base is None else KeyFile(base)
     with staging(out, "select") as stage:
         lf, distinct = _start_set(stage, plan, base_keys, memory_budget)
@@ -256,6 +307,8 @@ def select(
         _log_start(record, distinct, base, log)
         lf = _with_mixes(lf, plan.mixes, record)
         cond, now = pl.lit(True), record.start
+        if first is not None:
+            cond, now = _apply_first(lf, first, record, log)
         for rule in plan.rules:
             cond, step = _apply(lf, cond, rule, record.start, now, plan.ties)
             now = step.kept = _count(lf.filter(cond))
@@ -267,6 +320,19 @@ def select(
     record.subset_digest = file_digest(out)
     write_atomic(SelectLog.path_for(out), lambda f: f.write(record.to_json()))
     return record
+
+
+def _apply_first(
+    lf: pl.LazyFrame, first: Step, record: SelectLog, log: Callable[[str], None]
+) -> tuple[pl.Expr, int]:
+    """The image-based step, before the rules: its condition and the rows it keeps."""
+    first.before = record.start
+    cond = first.predicate()
+    first.kept = _count(lf.filter(cond))
+    record.steps.append(first)
+    n = len(first.clusters or [])
+    log(f"{first.rule} ({n:,} clusters) keeps {first.kept:,} of {first.before:,} rows")
+    return cond, first.kept
 
 
 def _with_mixes(lf: pl.LazyFrame, mixes: list[Mix], record: SelectLog) -> pl.LazyFrame:
@@ -293,6 +359,7 @@ def _write_subset(
         repeats = "" if now == record.kept else f" (from {now:,} rows: some uids are in several)"
         log(f"wrote {record.kept:,} uids to {out}{repeats}")
         return
+    assert plan.sample_column is not None
     record.kept, record.sample = sample_subset(kept, plan.sample_column, plan.sample, out, parts)
     drawn = record.sample["rows_per_count"]
     distinct = sum(n for c, n in drawn.items() if int(c) > 0)

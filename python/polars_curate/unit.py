@@ -12,15 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from polars_curate._errors import first_line, is_interrupt
 from polars_curate._internal import __version__
 from polars_curate.atomic import write_atomic
+from polars_curate.grouped import spill
 from polars_curate.pool import PoolError, Unit, read_unit
 from polars_curate.scoredir import META_KEY, RecordError, check_unit, unit_entry, unit_meta
-from polars_curate.scores import SCORES, ScoreConfig
+from polars_curate.scores import SCORES, Arrays, ScoreConfig
 from polars_curate.storage import Loc, read_parquet
 from polars_curate.uids import check_uids, uid_key_exprs
 
@@ -37,15 +37,17 @@ def _keys(df: pl.DataFrame, unit: Unit) -> pl.DataFrame:
 
 
 def _compute(
-    unit: Unit, need: Sequence[ScoreConfig], target: np.ndarray | None
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The unit's keys and its ``need`` scores; errors name the shard."""
+    unit: Unit, need: Sequence[ScoreConfig], arrays: Arrays
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The unit's keys, its ``need`` scores (those computed per unit) and the embeddings they
+    read; errors name the shard."""
     cols = list(dict.fromkeys(e for c in need for e in c.embeddings()))
     where = unit.shard.describe()
+    per_unit = [c for c in need if c.score.build is not None]
     try:
         df = read_unit(unit, ["uid"], cols)
         keys = _keys(df, unit)
-        scores = df.select(**{c.column: c.expression(target) for c in need})
+        scores = df.select(**{c.column: c.expression(arrays) for c in per_unit})
     except PoolError as e:
         msg = str(e)
         raise PoolError(
@@ -55,14 +57,13 @@ def _compute(
         if is_interrupt(e):
             raise KeyboardInterrupt from None
         raise PoolError(f"{where}: {first_line(e)}") from None
-    return keys, scores
+    return keys, scores, df.select(cols)
 
 
-def score_unit(
-    unit: Unit, out: Loc, configs: Sequence[ScoreConfig], target: np.ndarray | None
-) -> int:
-    """Score one unit into ``out/<unit>.parquet``, adding to what the file already holds;
-    returns the rows scored (0 when everything asked was there). Errors name the shard."""
+def score_unit(unit: Unit, out: Loc, configs: Sequence[ScoreConfig], arrays: Arrays) -> int:
+    """Score one unit into ``out/<unit>.parquet``, adding to what the file already holds (and
+    spill its rows for a grouped score's second pass); returns the rows scored (0 when
+    everything asked was there). Errors name the shard."""
     dest = out / f"{unit.name}.parquet"
     meta = unit_meta(dest) if dest.exists() else None
     check_unit(out, unit, meta)
@@ -72,7 +73,7 @@ def score_unit(
     need = [c for c in configs if have.get(c.column) != c.digest]
     if not need:
         return 0
-    keys, scores = _compute(unit, need, target)
+    keys, scores, embeddings = _compute(unit, need, arrays)
     if meta is not None:
         kept = read_parquet(dest).drop([c.column for c in need], strict=False)
         if not kept["uid"].equals(keys["uid"]):
@@ -83,6 +84,9 @@ def score_unit(
     table = keys.hstack(scores)
     columns = [s.column for s in SCORES.values() if s.column in table.columns]
     table = table.select("uid", "uid_hi", "uid_lo", *columns)
+    for c in need:
+        if c.score.kind == "grouped":
+            spill(out, unit, c, table, embeddings)
     entry = unit_entry(unit)
     entry["scores"] = {**have, **{c.column: c.digest for c in need}}
     entry["created_by"] = __version__
@@ -93,13 +97,14 @@ def score_unit(
 
 @dataclass(frozen=True)
 class Work:
-    """What every unit of a run is scored with: where its files go, the scores and the
-    target. A runner gets one and calls :meth:`score` once per unit, wherever it runs."""
+    """What every unit of a run is scored with: where its files go, the scores and their
+    input files' values. A runner gets one and calls :meth:`score` once per unit, wherever it
+    runs."""
 
     out: Loc
     configs: tuple[ScoreConfig, ...]
-    target: np.ndarray | None
+    arrays: Arrays
 
     def score(self, unit: Unit) -> int:
         """:func:`score_unit` of ``unit``: the rows scored (0 when it was finished)."""
-        return score_unit(unit, self.out, self.configs, self.target)
+        return score_unit(unit, self.out, self.configs, self.arrays)

@@ -99,6 +99,23 @@ def test_ray_run_equals_the_local_run(cluster, pool, local, tmp_path):
     assert files(out) == local
 
 
+def test_semdedup_groups_run_as_ray_tasks_with_the_local_bytes(cluster, tmp_path):
+    """The second pass (one task per group of clusters) on the cluster: the same files."""
+    pool = synthetic_pool(tmp_path / "p", n=3000, d=32, seed=2, shards=3)
+    cents = tmp_path / "c.npy"
+    fit = [str(pool["pool"]), "--out", str(cents), "--k", "8", "--sample", "0.5", "--iters", "3"]
+    assert main(["cluster", *fit, "--no-progress"]) == 0
+    args = ["--scores", "clip,cluster,semdedup", "--centroids", str(cents), "--groups", "3"]
+    runs = {}
+    for name, extra in (("local", []), ("ray", ["--ray", cluster.address])):
+        out = tmp_path / name
+        cmd = [*CLI, "score", str(pool["pool"]), "--out", str(out), *args, "--no-progress", *extra]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=cluster.env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs[name] = {**files(out), **{f"g/{k}": v for k, v in files(out / "_semdedup").items()}}
+    assert len(runs["local"]) == 3 + 3 and runs["ray"] == runs["local"]
+
+
 def _kill_a_task_worker(deadline: float) -> int:
     """SIGKILL one Ray worker process while it runs a unit task; its pid."""
     while time.time() < deadline:

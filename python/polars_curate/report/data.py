@@ -26,9 +26,10 @@ from polars_curate.rules import (
     is_repeated_key_error,
     join_external,
     refuse_repeated_keys,
+    score_files,
 )
-from polars_curate.scoredir import check_complete, read_record
-from polars_curate.scores import SCORES
+from polars_curate.scoredir import check_complete, grouped_scores, read_record
+from polars_curate.scores import SCORES, score_of
 from polars_curate.staging import Staging, scan_units
 from polars_curate.storage import Loc, location, scan_parquet
 from polars_curate.uids import uid_key_exprs, uids_from_keys
@@ -83,8 +84,15 @@ class ReportData:
 
     @property
     def columns(self) -> list[str]:
-        """What the report draws: the directory's scores, then the log's mixes."""
-        return [*self.scores, *(m.name for m, _ in self.mixes)]
+        """What the report draws: the directory's scores (not the cluster label), then the
+        log's mixes."""
+        scores = [c for c in self.scores if getattr(score_of(c), "kind", "score") != "label"]
+        return [*scores, *(m.name for m, _ in self.mixes)]
+
+    @property
+    def unit_columns(self) -> list[str]:
+        """The scores the unit files hold (a grouped score is joined from its results)."""
+        return [c for c in self.scores if getattr(score_of(c), "kind", "score") != "grouped"]
 
     @property
     def steps(self) -> list[Step]:
@@ -180,10 +188,12 @@ def join_sets(d: ReportData, stage: Staging, budget: int = DEFAULT_BUDGET) -> No
     joins = [(location(s.file, d.options), s.score, f"__rule{i}") for i, s in rule_files if s.file]
     refs = dict.fromkeys(t.ref for m, _ in d.mixes for t in m.terms if t.ref.source)
     joins += [(r.source, r.score, r.column) for r in refs if r.source]
+    grouped = grouped_scores(d.record, d.scores)
+    joins += [(d.scores_dir / f"_{s.column}", s.column, s.column) for s, _ in grouped]
     held = sum(len(k) for k in keyfiles.values()) + sum(_rows(f) for f, _, _ in joins)
     parts = Partitions.for_keys(held, budget)
     d.sizes = dict.fromkeys(keyfiles, 0)
-    scored = scan_units(d.files, d.scores)
+    scored = scan_units(d.files, d.unit_columns)
 
     def part(p: int) -> pl.LazyFrame:
         rows = scored.filter(parts.predicate(p))
@@ -214,7 +224,7 @@ def join_sets(d: ReportData, stage: Staging, budget: int = DEFAULT_BUDGET) -> No
 
 
 def _rows(path: Loc) -> int:
-    return scan_parquet([path]).select(pl.len()).collect().item()
+    return scan_parquet(score_files(path)).select(pl.len()).collect().item()
 
 
 def _rule_sets(d: ReportData) -> tuple[list[tuple[int, Step]], list[tuple[str, pl.Expr]]]:
@@ -451,3 +461,34 @@ def _texts(pool: PathLike | None, wanted: pl.DataFrame) -> pl.DataFrame:
                 msg = f"{shard.parquet}: cannot read its captions ({first_line(bad)})"
                 raise PoolError(msg) from None
         raise PoolError(f"pool {pool}: cannot read its captions ({first_line(e)})") from None
+
+
+def cluster_sizes(d: ReportData) -> np.ndarray:
+    """The size of every cluster that has rows (one streaming pass)."""
+    sizes = d.rows.group_by("cluster").agg(pl.len().alias("n")).collect(engine="streaming")
+    return np.sort(sizes.filter(pl.col("cluster").is_not_null())["n"].to_numpy())
+
+
+#: The ``eps`` of the removal curve: every :data:`EPS_STEP` up to 0.3.
+EPS_STEP = 0.0025
+EPS = np.arange(121) * EPS_STEP
+
+
+def removal_curve(d: ReportData, column: str = "semdedup") -> tuple[np.ndarray, np.ndarray]:
+    """``eps`` and the fraction of the scored rows SemDeDup removes at it (score above
+    ``1 - eps``), from one streaming pass counting rows per ``floor((1 - score) / step)``."""
+    s = pl.col(column).cast(pl.Float64)
+    step = ((1.0 - s) / EPS_STEP).floor().clip(0, len(EPS)).cast(pl.Int32)
+    counts = (
+        d.rows.filter(s.is_not_null() & s.is_not_nan())
+        .group_by(step.alias("b"))
+        .agg(pl.len().alias("n"))
+        .collect(engine="streaming")
+    )
+    total = d.rows.select(pl.len()).collect(engine="streaming").item()
+    per = np.zeros(len(EPS) + 1)
+    for b, n in counts.iter_rows():
+        per[b] += n
+    # Removed at eps_j: 1 - score < j * step, the rows of the steps below j.
+    removed = np.concatenate([[0.0], np.cumsum(per)[: len(EPS) - 1]])
+    return EPS, removed / max(total, 1)

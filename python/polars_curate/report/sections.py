@@ -25,9 +25,11 @@ from polars_curate.report.data import (
     CaptionGroup,
     ReportData,
     caption_rows,
+    cluster_sizes,
     density,
     overlap,
     percentiles,
+    removal_curve,
     steps_for,
 )
 from polars_curate.report.page import DROPPED, KEPT, Page, label, num, table
@@ -307,6 +309,35 @@ def sampling_section(page: Page, d: ReportData) -> None:
     page.figure(fig, "sampling")
 
 
+def clusters_section(page: Page, d: ReportData) -> None:
+    """Cluster sizes, and SemDeDup's removal as a function of ``eps`` (to choose it from)."""
+    if "cluster" not in d.scores:
+        return
+    page.add("<h2 id='clusters'>Clusters</h2>")
+    sizes = cluster_sizes(d)
+    if len(sizes):
+        fig = go.Figure(go.Histogram(x=np.log10(sizes), nbinsx=40, marker_color=KEPT))
+        fig.update_layout(
+            title=f"{len(sizes):,} clusters with rows: median {int(np.median(sizes)):,} rows, "
+            f"largest {int(sizes.max()):,}",
+            xaxis_title="log10 rows in the cluster",
+            yaxis_title="clusters",
+            height=320,
+        )
+        page.figure(fig, "cluster-sizes")
+    if "semdedup" not in d.columns:
+        return
+    eps, removed = removal_curve(d)
+    fig = go.Figure(go.Scatter(x=eps, y=removed, mode="lines+markers", marker_color=KEPT))
+    fig.update_layout(
+        title="SemDeDup: rows removed as near-duplicates (score > 1 - eps)",
+        xaxis_title="eps",
+        yaxis_title="fraction of rows removed",
+        height=340,
+    )
+    page.figure(fig, "semdedup-eps")
+
+
 def _heading(g: CaptionGroup) -> str:
     if g.kind == "cut":
         return f"at {g.rule} (cut {num(g.value)})"
@@ -399,6 +430,7 @@ SECTIONS: list[Callable[[Page, ReportData], None]] = [
     sampling_section,
     overlap_section,
     density_section,
+    clusters_section,
     captions,
     parameters,
 ]

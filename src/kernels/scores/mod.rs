@@ -6,6 +6,7 @@
 //! * NormSim_p in [`normsim`], with the Gram matrices of `p = 2` in [`gram`]; NormSim_2-D in
 //!   [`dynamic`];
 //! * ClipCov in [`clipcov`];
+//! * spherical k-means in [`kmeans`], SemDeDup in [`semdedup`];
 //! * Soft and Hard Cap Sampling (draws with repetition) in [`sampling`].
 //!
 //! The selection kernels ([`dynamic`], [`clipcov`]) share [`Keep`] and [`KernelError`].
@@ -14,10 +15,12 @@ pub mod clip_score;
 pub mod clipcov;
 pub mod dynamic;
 pub mod gram;
+pub mod kmeans;
 pub mod negclip;
 pub mod normsim;
 pub mod partition;
 pub mod sampling;
+pub mod semdedup;
 
 use crate::kernels::runtime::memory;
 

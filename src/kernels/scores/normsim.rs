@@ -57,7 +57,7 @@ impl Power {
         if p == f64::INFINITY || (p.is_finite() && p >= MIN_P) {
             Ok(())
         } else {
-            Err(format!("`p` must be a number >= {MIN_P} or \"inf\", got {p}"))
+            Err(format!("`p` must be a number >= {MIN_P} or \"inf\", got {p:?}"))
         }
     }
 
@@ -375,20 +375,22 @@ simd_fn! {
     }
 }
 
-/// Index of the target row most similar to each row (cosine, not absolute; ties: the lower
-/// index). `None` where the row is unusable. This is a zero-shot classifier when the target rows
-/// are text embeddings of class prompts. `target` must not use a Gram matrix (prepare it with
-/// `Power::Inf`).
-pub fn nearest(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<u32>> {
+/// The target row most similar to each row and that similarity: `(argmax_j <x, t_j>, max_j
+/// <x, t_j>)` with both normalised when `normalize` (cosine), else raw inner products (ties:
+/// the lower index). `None` where the row is unusable. A zero-shot classifier when the target
+/// rows are text embeddings of class prompts; the cluster of a row when they are k-means
+/// centroids (DataComp's image-based filter: raw inner products). `target` must not use a
+/// Gram matrix (prepare it with `Power::Inf`).
+pub fn nearest(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<(u32, f32)>> {
     debug_assert!(!target.uses_gram);
     with_panels!(&target.panels, p => by_row_block(p.kernel(), x, normalize, |_, xp| nearest_rows(p, xp)))
 }
 
 /// [`nearest`] of one packed row block, monomorphised for the kernel of `panels` (the target's).
-fn nearest_rows<K: MicroKernel>(panels: &Packed<K, Rhs>, xp: &Packed<K, Lhs>) -> Vec<u32> {
+fn nearest_rows<K: MicroKernel>(panels: &Packed<K, Rhs>, xp: &Packed<K, Lhs>) -> Vec<(u32, f32)> {
     let mut best = vec![(f32::NEG_INFINITY, 0u32); xp.rows()];
     for_each_tile(xp, panels, |c0, cols, z| argmax_tile(panels.kernel(), z, cols, c0, &mut best));
-    best.into_iter().map(|(_, j)| j).collect()
+    best.into_iter().map(|(v, j)| (j, v)).collect()
 }
 
 #[cfg(test)]
@@ -494,7 +496,10 @@ mod tests {
             let target = Target::prepare(kernel, &tm, Power::Inf, true).unwrap();
             let x = [0.9f32, 0.1, 0.1, 0.9, -1.0, 0.1, 0.0, 0.0];
             let got = nearest(&Matrix::new(Values::F32(&x), 4, 2, None).unwrap(), &target, true);
-            assert_eq!(got, vec![Some(0), Some(1), Some(3), None], "{kernel}");
+            let labels: Vec<Option<u32>> = got.iter().map(|g| g.map(|v| v.0)).collect();
+            assert_eq!(labels, vec![Some(0), Some(1), Some(3), None], "{kernel}");
+            let cosine = 0.9f32 / (0.82f32).sqrt();
+            assert!((got[0].unwrap().1 - cosine).abs() < 1e-6, "{kernel}: the cosine of the best");
         }
     }
 
