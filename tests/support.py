@@ -6,6 +6,12 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -120,3 +126,28 @@ def values(v) -> np.ndarray:
         a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
         return a.reshape([int(s) for s in str(v["shape"]).split(",")]) if "shape" in v else a
     return np.asarray(v)
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    """``moto_server`` (an S3 API server, in memory) on a free loopback port: the process and
+    its URL. The caller stops it (only the process it started)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    exe = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("moto_server did not start") from None
+            time.sleep(0.1)

@@ -12,10 +12,10 @@ bucket with no shared file system.
   (``AWS_PROFILE``, default ``default``) of ``~/.aws/config`` and ``~/.aws/credentials``; every
   request is bounded (``timeout``, ``max_retries``), so an endpoint that never answers is an
   error, not a hang.
-* Parquet is read and written by Polars' own cloud I/O (the options are its
-  ``storage_options``); listing, small files, ranged reads and conditional writes go through
-  obstore (the same Rust ``object_store`` engine, one wheel, a sync API, ``If-None-Match``
-  writes: see the README's design section).
+* Parquet is read by Polars' own cloud I/O (the options are its ``storage_options``) and
+  written locally, then uploaded whole (one PUT, below); listing, small files, ranged reads
+  and conditional writes go through obstore (the same Rust ``object_store`` engine, one
+  wheel, a sync API, ``If-None-Match`` writes: see the README's design section).
 * On a bucket an object appears whole or not at all: every file is one PUT (or one multipart
   upload, visible only when completed); write-once records use ``If-None-Match: *``.
 """
