@@ -97,9 +97,9 @@ def _check_out(out: Loc, shards: Sequence[Shard]) -> None:
                 )
 
 
-def _plan(pool: Loc, out: Loc, options: ScoreOptions) -> _Plan:
+def _plan(pool: Loc, out: Loc, options: ScoreOptions, storage: dict[str, Any] | None) -> _Plan:
     """Every argument, the pool and what ``out`` records, checked; nothing written."""
-    arrays, infos = prepare_inputs(options)
+    arrays, infos = prepare_inputs(options, storage)
     configs = configure(options, infos)
     for c in configs:  # the plugin's own parameter checks
         if c.score.build is not None:
@@ -166,7 +166,7 @@ def score_pool(
     0
     """
     pool, out = location(pool, storage_options), location(out, storage_options)
-    plan = _plan(pool, out, ScoreOptions.of(options, **changes))
+    plan = _plan(pool, out, ScoreOptions.of(options, **changes), storage_options)
     write_records(plan.out, plan.options.unit_rows, plan.configs, pool, plan.units)
     remove_stale_temporaries(plan.out)
     run = _run(plan)

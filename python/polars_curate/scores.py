@@ -26,6 +26,7 @@ from polars_curate._targets import target_array, target_key
 from polars_curate._types import PathLike
 from polars_curate._validate import as_bool, as_int
 from polars_curate.pool import DEFAULT_UNIT_ROWS
+from polars_curate.storage import located
 
 __all__ = [
     "SCORES",
@@ -409,16 +410,19 @@ def configure(options: ScoreOptions, infos: Infos) -> list[ScoreConfig]:
     return out
 
 
-def prepare_inputs(options: ScoreOptions) -> tuple[Arrays, Infos]:
+def prepare_inputs(
+    options: ScoreOptions, storage_options: dict[str, Any] | None = None
+) -> tuple[Arrays, Infos]:
     """The input files the scores asked for need (the NormSim target, the centroids): their
-    float32 values and what the record keeps of them (content key and shape)."""
+    float32 values and what the record keeps of them (content key and shape); a URL is read
+    with ``storage_options``."""
     asked = {s for s in options.scores if s in SCORES}
     asked |= {r for s in asked for r in SCORES[s].requires}
     needed = {SCORES[s].needs for s in asked} - {None}
     arrays: Arrays = {}
     infos: Infos = {}
     for name in sorted(needed):  # type: ignore[type-var]
-        given = getattr(options, name)
+        given = located(getattr(options, name), storage_options)
         if given is None:
             continue
         # NormSim's target follows --no-normalize; centroids are used as they are.

@@ -48,7 +48,7 @@ from polars_curate.sample import Sample, sample_subset
 from polars_curate.scoredir import check_complete, read_record
 from polars_curate.scores import score_of
 from polars_curate.staging import Staging, scan_units, staging
-from polars_curate.storage import Loc, location, scan_parquet
+from polars_curate.storage import Loc, located, location, scan_parquet
 
 __all__ = ["TIES", "select"]
 
@@ -294,6 +294,11 @@ def select(
     plan = _plan(
         scores_dir, out, keep, base, mixes, ties, sample, storage_options, bool(keep_clusters)
     )
+    if keep_clusters is not None:
+        keep_clusters = (
+            located(keep_clusters[0], storage_options),
+            located(keep_clusters[1], storage_options),
+        )
     first = None if keep_clusters is None else _clusters_rule(scores_dir, keep_clusters)
     base_keys = None if base is None else KeyFile(base)
     with staging(out, "select") as stage:

@@ -378,6 +378,12 @@ def location(p: PathLike | S3Path, storage_options: dict[str, Any] | None = None
     return Path(text)
 
 
+def located(x: Any, storage_options: dict[str, Any] | None = None) -> Any:
+    """``x`` as a :func:`location` when it names a file (a path or a URL), else unchanged (an
+    array or a Series given as data): how a target or centroids argument meets the options."""
+    return location(x, storage_options) if isinstance(x, (str, os.PathLike)) else x
+
+
 #: A file's place: a local path or a key of a bucket.
 Loc = Union[Path, S3Path]
 

@@ -195,8 +195,14 @@ def test_the_python_api_takes_storage_options(server, pools, tmp_path, monkeypat
         (root / f.name).put(f.read_bytes())
     lf = pc.scan_pool(f"s3://{BUCKET}/pool", storage_options=so)
     assert lf.select(pl.len()).collect().item() == 900
+    S3Path(f"s3://{BUCKET}/t.npy", s3_options(so)).put(pools["parquet"]["target"].read_bytes())
     run = pc.score_pool(
-        f"s3://{BUCKET}/pool", f"s3://{BUCKET}/s", scores="clip", progress=False, storage_options=so
+        f"s3://{BUCKET}/pool",
+        f"s3://{BUCKET}/s",
+        scores="clip,normsim-inf",
+        target=f"s3://{BUCKET}/t.npy",  # read with the same options
+        progress=False,
+        storage_options=so,
     )
     assert run.units == 3
     scores = pc.scan_scores(f"s3://{BUCKET}/s", storage_options=so).collect()
