@@ -6,7 +6,8 @@
 * **fit**: spherical k-means, ``k`` clusters, ``iters`` iterations, on the same ``n x d`` float32
   sample (unit rows around planted directions), ours (``_internal.kmeans_fit``, as ``cluster``
   runs it) and ``faiss.Kmeans(d, k, niter=iters, spherical=True)`` (every row used: its
-  ``max_points_per_centroid`` raised). Each in a fresh subprocess: wall time, peak RSS over the
+  ``max_points_per_centroid`` raised; its early stop, on by default in faiss 1.15, off: the
+  same iterations). Each in a fresh subprocess: wall time, peak RSS over the
   loaded sample, and the final objective ``sum_i max_j <x_i, c_j>`` of the returned centroids,
   computed here the same way for both (higher is better; the ratio should be within 1%).
 * **assign**: ``assign_clusters`` over ``rows`` Float16 rows (in frames of 100k rows, as a
@@ -77,8 +78,10 @@ def fit_child(kind: str, n: int, d: int, k: int, iters: int) -> None:
         c = np.frombuffer(data, dtype="<f4").reshape(k, d)
     else:
         km = faiss.Kmeans(d, k, niter=iters, spherical=True, seed=1, max_points_per_centroid=n)
+        km.cp.early_stop_threshold = -1.0  # every iteration, as ours (faiss 1.15 stops early)
         km.train(x)
         c = km.centroids
+        assert len(km.iteration_stats) == iters, len(km.iteration_stats)
     secs = time.perf_counter() - t0
     peak = (_status_kib("VmHWM") - before) / 1024
     out = f"/tmp/bench-cluster-{kind}.npy"

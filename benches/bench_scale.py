@@ -410,7 +410,7 @@ def bench_s3(root: Path, rows: int) -> list[dict]:
     """score --scores clip from a bucket and from local files: rows/s."""
     import urllib.request
 
-    from polars_curate.storage import S3Path
+    from polars_curate.storage import location
 
     pool = make_pools(root / f"pool-{rows}", rows)["parquet"]
     sys.path.insert(0, str(HERE.parent / "tests"))
@@ -429,7 +429,7 @@ def bench_s3(root: Path, rows: int) -> list[dict]:
     try:
         urllib.request.urlopen(urllib.request.Request(f"{url}/bench", method="PUT"))
         for f in sorted(pool.glob("*.parquet")):
-            S3Path(f"s3://bench/pool/{f.name}").put(f.read_bytes())
+            location(f"s3://bench/pool/{f.name}").put(f.read_bytes())
         local = root / f"s3-local-{rows}"
         shutil.rmtree(local, ignore_errors=True)
         cases = [
@@ -445,7 +445,7 @@ def bench_s3(root: Path, rows: int) -> list[dict]:
                 f"({m['rows_per_s']:,.0f} rows/s), peak RSS {m['peak_mib']:.0f} MiB",
                 flush=True,
             )
-        remote = S3Path("s3://bench/s")
+        remote = location("s3://bench/s")
         same = all(
             (remote / f.name).read_bytes() == f.read_bytes()
             for f in sorted(local.glob("*.parquet"))
