@@ -96,22 +96,26 @@ fn kmeans_fit(
     let pool = threads::try_pool().map_err(|e| PyValueError::new_err(e.to_string()))?;
     let callback = on_step.unbind();
     let mut failed: Option<PyErr> = None;
+    // Held until the interrupt is read below (dropping the last guard clears the flag).
+    let _active = interrupt::Active::enter();
     let fitted = py.detach(|| {
         let m = emb.matrix("sample")?;
-        let _active = interrupt::Active::enter();
+        // A panic (a bug) becomes an error, never an abort of the user's Python.
         Ok::<_, PolarsError>(pool.install(|| {
-            kmeans::fit(kernel, &m, &params, |it, s| {
-                if interrupt::pending() {
-                    return false;
-                }
-                Python::attach(|py| match callback.call1(py, (it, s.objective, s.moved, s.empty)) {
-                    Ok(v) => v.is_truthy(py).unwrap_or(true),
-                    Err(e) => {
-                        failed = Some(e);
-                        false
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                kmeans::fit(kernel, &m, &params, |it, s| {
+                    if interrupt::pending() {
+                        return false;
                     }
+                    Python::attach(|py| match callback.call1(py, (it, s.objective, s.moved, s.empty)) {
+                        Ok(v) => v.is_truthy(py).unwrap_or(true),
+                        Err(e) => {
+                            failed = Some(e);
+                            false
+                        }
+                    })
                 })
-            })
+            }))
         }))
     });
     if interrupt::pending() {
@@ -122,6 +126,7 @@ fn kmeans_fit(
     }
     let centroids = fitted
         .map_err(|e| PyValueError::new_err(e.to_string()))?
+        .map_err(|_| PyValueError::new_err("k-means failed (a bug: a panic; please report it)"))?
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(bytemuck::cast_slice(&centroids).to_vec())
 }

@@ -15,6 +15,7 @@ pool, and DataComp's image-based filter (the clusters a downstream target hits).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,19 +58,21 @@ def sample_pool(
     of them), in sample order (see the module docs); streams the pool, holds the sample."""
     if (fraction is None) == (rows is None):
         raise ValueError("give one of --sample (a fraction) and --sample-rows")
+    if fraction is not None and not 0 < float(fraction) <= 1:
+        raise ValueError(f"--sample must be in (0, 1], got {fraction}")
+    rows = None if rows is None else as_int(rows, "sample_rows")
+    seed = as_seed(seed)
     lf = scan_pool(pool, embeddings=[column], storage_options=storage_options)
     if column not in lf.collect_schema():
         raise ValueError(f"pool {pool}: no embedding column {column!r}")
-    key = (pl.col("uid_hi") ^ pl.lit(_seed_mix(as_seed(seed)), dtype=pl.UInt64)).alias("__key")
+    key = (pl.col("uid_hi") ^ pl.lit(_seed_mix(seed), dtype=pl.UInt64)).alias("__key")
     lf = lf.select(*uid_key_exprs("uid"), column).with_columns(key)
     bad = lf.select(pl.col("uid_hi").is_null().sum()).collect(engine="streaming").item()
     if bad:
         raise ValueError(f"pool {pool}: {bad} rows have no valid uid (32 hex digits)")
     if rows is not None:
-        picked = lf.bottom_k(as_int(rows, "sample_rows"), by=["__key", "uid_lo"])
+        picked = lf.bottom_k(rows, by=["__key", "uid_lo"])
     else:
-        if not 0 < float(fraction) <= 1:  # type: ignore[arg-type]
-            raise ValueError(f"--sample must be in (0, 1], got {fraction}")
         cut = min(int(float(fraction) * 2**64), 2**64 - 1)  # type: ignore[arg-type]
         picked = lf.filter(pl.col("__key") <= pl.lit(cut, dtype=pl.UInt64))
     got = picked.collect(engine="streaming").sort("__key", "uid_lo")
@@ -132,10 +135,10 @@ def fit_centroids(
     >>> fit.centroids.shape, len(fit.objectives), fit.moved[-1] < fit.moved[0]
     ((8, 16), 5, True)
     """
+    k, iters = as_int(k, "k", hi=2**32 - 1), as_int(iters, "iters", lo=0)
     rows = sample_pool(
         pool, column, fraction=sample, rows=sample_rows, seed=seed, storage_options=storage_options
     )
-    k, iters = as_int(k, "k", hi=2**32 - 1), as_int(iters, "iters", lo=0)
     fit = Fit(np.zeros((0, 0), np.float32), rows.len())
     data = _internal.kmeans_fit(rows, k, iters, as_seed(seed), _progress(fit, iters, progress))
     fit.centroids = np.frombuffer(data, dtype="<f4").reshape(k, -1).copy()
@@ -156,6 +159,12 @@ def target_clusters(target: TargetLike, centroids: TargetLike) -> np.ndarray:
     array([0], dtype=uint32)
     """
     t, _ = target_array(target, "target", normalize=False)
+    c, _ = target_array(centroids, "centroids", normalize=False)
+    if t.shape[1] != c.shape[1]:
+        raise ValueError(
+            f"the target ({target if isinstance(target, (str, os.PathLike)) else 'array'}) is "
+            f"{t.shape[1]} wide but the centroids are {c.shape[1]} wide"
+        )
     frame = pl.DataFrame({"t": pl.Series(t.astype(np.float32))})
     picked = frame.select(assign_clusters("t", centroids, normalize=False).struct.field("cluster"))
     return np.unique(picked.to_series().drop_nulls().to_numpy()).astype(np.uint32)

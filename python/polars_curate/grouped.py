@@ -4,13 +4,14 @@
   rows' keys, cluster, group (``cluster % groups``) and clustered embedding, sorted by group in
   small row groups, so a group's read skips the rest by their statistics. It holds a copy of
   the clustered embeddings (delete ``_spill/`` once ``score`` has finished; a rerun that needs
-  it again rescores those units).
+  it spills those units again).
 * **Groups** (:class:`GroupWork`, after every unit of every recorded run is scored): group
   ``g`` reads its rows from all the spills, takes each row's cosine to its cluster's centroid,
   and per cluster orders the rows by it (ascending: the hardest first; ties by uid) and
   computes :func:`polars_curate.semdedup`. It writes ``_semdedup/<g>.parquet``: ``uid_hi``,
   ``uid_lo``, ``semdedup`` (Float32), its record in the Parquet metadata. One group at a time
-  per worker (memory: about the group's embeddings); resumable; one Ray task per group.
+  per worker (memory: a few times the group's embeddings); resumable; one Ray task per group. A
+  result records the units it was computed over: a unit added to the pool makes it stale.
 
 Readers join ``_semdedup/`` on the uid key, a key partition at a time (``select``, ``report``).
 """
@@ -29,7 +30,15 @@ from polars_curate._expr import clip_score, semdedup
 from polars_curate._internal import __version__
 from polars_curate.atomic import write_atomic
 from polars_curate.pool import Unit
-from polars_curate.scoredir import META_KEY, SPILL, group_results, unit_meta
+from polars_curate.scoredir import (
+    META_KEY,
+    RecordError,
+    group_is_current,
+    group_results,
+    spill_file,
+    unit_meta,
+    units_digest,
+)
 from polars_curate.scores import Arrays, ScoreConfig
 from polars_curate.storage import Loc, scan_parquet
 
@@ -49,7 +58,7 @@ def spill(
     )
     frame = frame.sort("group", maintain_order=True)
     write_atomic(
-        out / SPILL / f"{unit.name}.parquet",
+        spill_file(out, unit.name),
         lambda f: frame.write_parquet(f, row_group_size=SPILL_ROW_GROUP, statistics=True),
     )
 
@@ -74,23 +83,45 @@ class GroupWork:
     units: tuple[str, ...]
 
     def record(self, g: int, rows: int) -> dict[str, Any]:
-        groups = self.config.params["groups"]
-        return {"group": g, "groups": groups, "rows": rows, "digest": self.config.digest}
+        groups, digest = self.config.params["groups"], self.config.digest
+        units = units_digest(self.units)
+        return {"group": g, "groups": groups, "rows": rows, "digest": digest, "units": units}
+
+    def result(self, group: Group) -> Loc:
+        files = group_results(self.out, self.config.column, self.config.params["groups"])
+        return files[group.index]
+
+    def is_current(self, group: Group) -> bool:
+        """Whether ``group``'s result holds these scores over these units."""
+        dest = self.result(group)
+        meta = unit_meta(dest) if dest.exists() else None
+        return group_is_current(meta, self.config.digest, units_digest(self.units))
 
     def score(self, group: Group) -> int:
         """Group ``group``'s SemDeDup scores into its result file; the rows scored (0 when the
         file was there)."""
-        g = group.index
-        dest = group_results(self.out, self.config.column, self.config.params["groups"])[g]
-        meta = unit_meta(dest) if dest.exists() else None
-        if meta is not None and meta.get("digest") == self.config.digest:
+        g, dest = group.index, self.result(group)
+        if self.is_current(group):
             return 0
-        spills = [self.out / SPILL / f"{u}.parquet" for u in self.units]
+        spills = [spill_file(self.out, u) for u in self.units]
         rows = scan_parquet(spills).filter(pl.col("group") == g).collect()
+        _refuse_repeats(rows, group)
         scored = _scores(rows, self.arrays["centroids"])
         blob = json.dumps({**self.record(g, scored.height), "created_by": __version__})
         write_atomic(dest, lambda f: scored.write_parquet(f, metadata={META_KEY: blob}))
         return scored.height
+
+
+def _refuse_repeats(rows: pl.DataFrame, group: Group) -> None:
+    """SemDeDup orders a cluster's rows by uid among equals, and its results are joined on the
+    uid: a uid in several rows of the pool has no one score."""
+    dup = rows.filter(pl.struct("uid_hi", "uid_lo").is_duplicated()).head(1)
+    if dup.height:
+        uid = f"{dup['uid_hi'][0]:016x}{dup['uid_lo'][0]:016x}"
+        raise RecordError(
+            f"semdedup ({group.name}): uid {uid} is in several rows of the pool; SemDeDup needs "
+            "each uid once (deduplicate the pool, or score it without semdedup)"
+        )
 
 
 def _scores(rows: pl.DataFrame, centroids: np.ndarray) -> pl.DataFrame:

@@ -23,11 +23,13 @@ from polars_curate.pool import PoolError, Shard, Unit, check_agree, list_pool, p
 from polars_curate.progress import Progress
 from polars_curate.runners import Runner, runner_for
 from polars_curate.scoredir import (
+    SPILL,
     RecordError,
     check_complete,
     check_records,
     check_unit,
     recorded_units,
+    spill_file,
     unit_meta,
     unit_scores,
     write_records,
@@ -168,7 +170,8 @@ def score_pool(
     pool, out = location(pool, storage_options), location(out, storage_options)
     plan = _plan(pool, out, ScoreOptions.of(options, **changes), storage_options)
     write_records(plan.out, plan.options.unit_rows, plan.configs, pool, plan.units)
-    remove_stale_temporaries(plan.out)
+    for d in (plan.out, plan.out / SPILL, *(plan.out / f"_{c.column}" for c in plan.configs)):
+        remove_stale_temporaries(d)  # (the grouped pass writes in its own folders)
     run = _run(plan)
     grouped = [c for c in plan.configs if c.score.kind == "grouped"]
     for c in grouped:
@@ -195,6 +198,22 @@ def _run(plan: _Plan) -> ScoreRun:
     return run
 
 
+def _respill(plan: _Plan, config: ScoreConfig, units: Sequence[str]) -> None:
+    """Spill again the units whose spill is gone (deleted after a finished run) before groups
+    are computed again; a unit of another run's plan cannot be, and is named."""
+    lost = [n for n in units if not spill_file(plan.out, n).exists()]
+    ours = [u for u in plan.units if u.name in set(lost)]
+    others = sorted(set(lost) - {u.name for u in ours})
+    if others:
+        raise RecordError(
+            f"{plan.out}: {config.name} needs the spill of unit {others[0]} (of another run's "
+            "pool): rerun that run's `polars-curate score` command first"
+        )
+    work = Work(plan.out, (config,), plan.arrays, respill=True)
+    for _ in plan.runner.run(ours, work):
+        pass
+
+
 def _run_groups(plan: _Plan, config: ScoreConfig) -> None:
     """A grouped score's second pass over every unit of every recorded run (clusters span the
     pool): refused while units of other runs are not scored yet."""
@@ -208,6 +227,8 @@ def _run_groups(plan: _Plan, config: ScoreConfig) -> None:
         )
     work = GroupWork(plan.out, config, plan.arrays, tuple(units))
     groups = groups_of(work)
+    if not all(work.is_current(g) for g in groups):
+        _respill(plan, config, units)
     bar = Progress(len(groups), 0, enabled=plan.options.progress, label=config.name)
     try:
         for g, n in plan.runner.run(groups, work):

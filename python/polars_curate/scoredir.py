@@ -67,9 +67,26 @@ def group_results(out: Loc, column: str, groups: int) -> list[Loc]:
     return [out / f"_{column}" / f"{g:05d}.parquet" for g in range(groups)]
 
 
-def recorded_units(out: Loc) -> list[str]:
-    """The units of every run the directory records, sorted."""
-    return sorted({u["unit"] for plan in read_record(out)["runs"] for u in plan["units"]})
+def recorded_units(out: Loc, record: dict[str, Any] | None = None) -> list[str]:
+    """The units of every run the directory records (``record``: as already read), sorted."""
+    runs = (record or read_record(out))["runs"]
+    return sorted({u["unit"] for plan in runs for u in plan["units"]})
+
+
+def spill_file(out: Loc, unit: str) -> Loc:
+    """Where unit ``unit`` spills its rows for the grouped second pass."""
+    return out / SPILL / f"{unit}.parquet"
+
+
+def units_digest(units: Sequence[str]) -> str:
+    """What a grouped result was computed over: a digest of the sorted unit names (a unit
+    added to the pool, by this run or another writer's, makes every group stale)."""
+    return hashlib.sha256("\n".join(sorted(units)).encode()).hexdigest()[:16]
+
+
+def group_is_current(meta: dict[str, Any] | None, digest: str, units: str) -> bool:
+    """Whether a group's result (its metadata ``meta``) holds score ``digest`` over ``units``."""
+    return meta is not None and meta.get("digest") == digest and meta.get("units") == units
 
 
 def unit_scores(out: Loc, name: str) -> dict[str, str]:
@@ -336,11 +353,12 @@ def check_complete(
 def _missing_groups(out: Loc, record: dict[str, Any], columns: Sequence[str] | None) -> list[str]:
     """The groups of each recorded grouped score (asked in ``columns``) without a result."""
     missing = []
+    units = units_digest(recorded_units(out, record))
     for s, rec in grouped_scores(record, columns):
         for g, f in enumerate(group_results(out, s.column, rec["params"]["groups"])):
             meta = unit_meta(f) if f.exists() else None
-            if meta is None or meta.get("digest") != rec["digest"]:
-                missing.append(f"{s.name} group {g} (no result)")
+            if not group_is_current(meta, rec["digest"], units):
+                missing.append(f"{s.name} group {g} (no result over the recorded units)")
     return missing
 
 

@@ -155,7 +155,10 @@ def _clusters_rule(scores_dir: Loc, keep_clusters: tuple[Any, Any]) -> Step:
             f"--keep-clusters: {centroids} are not the centroids {scores_dir}'s clusters were "
             "assigned with (their content differs)"
         )
-    picked = target_clusters(target, f32)
+    try:
+        picked = target_clusters(target, f32)
+    except ValueError as e:
+        raise ValueError(f"--keep-clusters: {e}") from None
     name = getattr(target, "name", str(target))
     return Step(f"clusters hit by {name}", "cluster", 0, "clusters", clusters=picked.tolist())
 

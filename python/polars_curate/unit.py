@@ -19,7 +19,14 @@ from polars_curate._internal import __version__
 from polars_curate.atomic import write_atomic
 from polars_curate.grouped import spill
 from polars_curate.pool import PoolError, Unit, read_unit
-from polars_curate.scoredir import META_KEY, RecordError, check_unit, unit_entry, unit_meta
+from polars_curate.scoredir import (
+    META_KEY,
+    RecordError,
+    check_unit,
+    spill_file,
+    unit_entry,
+    unit_meta,
+)
 from polars_curate.scores import SCORES, Arrays, ScoreConfig
 from polars_curate.storage import Loc, read_parquet
 from polars_curate.uids import check_uids, uid_key_exprs
@@ -60,10 +67,17 @@ def _compute(
     return keys, scores, df.select(cols)
 
 
-def score_unit(unit: Unit, out: Loc, configs: Sequence[ScoreConfig], arrays: Arrays) -> int:
+def score_unit(
+    unit: Unit,
+    out: Loc,
+    configs: Sequence[ScoreConfig],
+    arrays: Arrays,
+    respill: bool = False,
+) -> int:
     """Score one unit into ``out/<unit>.parquet``, adding to what the file already holds (and
     spill its rows for a grouped score's second pass); returns the rows scored (0 when
-    everything asked was there). Errors name the shard."""
+    everything asked was there). ``respill``: also spill again for a grouped score whose spill
+    was lost (the unit file stands). Errors name the shard."""
     dest = out / f"{unit.name}.parquet"
     meta = unit_meta(dest) if dest.exists() else None
     check_unit(out, unit, meta)
@@ -71,9 +85,15 @@ def score_unit(unit: Unit, out: Loc, configs: Sequence[ScoreConfig], arrays: Arr
         meta = None  # scored from unverified bytes: scored again, whole
     have: dict[str, Any] = (meta or {}).get("scores", {})
     need = [c for c in configs if have.get(c.column) != c.digest]
-    if not need:
+    lost = [
+        c
+        for c in configs
+        if respill and c not in need and c.score.kind == "grouped"
+        and not spill_file(out, unit.name).exists()
+    ]  # fmt: skip
+    if not need and not lost:
         return 0
-    keys, scores, embeddings = _compute(unit, need, arrays)
+    keys, scores, embeddings = _compute(unit, need + lost, arrays)
     if meta is not None:
         kept = read_parquet(dest).drop([c.column for c in need], strict=False)
         if not kept["uid"].equals(keys["uid"]):
@@ -84,9 +104,11 @@ def score_unit(unit: Unit, out: Loc, configs: Sequence[ScoreConfig], arrays: Arr
     table = keys.hstack(scores)
     columns = [s.column for s in SCORES.values() if s.column in table.columns]
     table = table.select("uid", "uid_hi", "uid_lo", *columns)
-    for c in need:
+    for c in need + lost:
         if c.score.kind == "grouped":
             spill(out, unit, c, table, embeddings)
+    if not need:
+        return unit.rows  # only a spill was lost: the unit file holds what it held
     entry = unit_entry(unit)
     entry["scores"] = {**have, **{c.column: c.digest for c in need}}
     entry["created_by"] = __version__
@@ -104,7 +126,9 @@ class Work:
     out: Loc
     configs: tuple[ScoreConfig, ...]
     arrays: Arrays
+    #: Also spill again where a grouped score's spill was lost (see :func:`score_unit`).
+    respill: bool = False
 
     def score(self, unit: Unit) -> int:
         """:func:`score_unit` of ``unit``: the rows scored (0 when it was finished)."""
-        return score_unit(unit, self.out, self.configs, self.arrays)
+        return score_unit(unit, self.out, self.configs, self.arrays, self.respill)

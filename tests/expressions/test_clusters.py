@@ -110,6 +110,15 @@ def test_every_iteration_is_the_reference_step(data):
     assert (empties > 0) == (data == "repeated")
 
 
+def test_rows_that_cancel_out_reseed_their_cluster_and_zero_rows_have_no_cluster():
+    c, steps = fit(np.array([[1.0, 0.0], [-1.0, 0.0]]), 1, 3)
+    assert np.abs(c[0]).tolist() == [1.0, 0.0]  # never a zero centroid (it could not assign)
+    assert [e for _, _, e in steps] == [1, 1, 1]
+    x = np.array([[0.0, 0.0], [2.0, 1.0]])  # raw products: a zero row ties every centroid
+    got = frame("f32", x=x).select(pc.assign_clusters("x", np.eye(2), normalize=False))["x"]
+    assert got.struct.field("cluster").to_list() == [None, 0]
+
+
 def test_kmeans_errors_name_the_argument():
     x = series("x", np.eye(3), "f32")
     with pytest.raises(ValueError, match="k = 4 needs at least 4 usable rows, got 3"):

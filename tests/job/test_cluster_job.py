@@ -190,3 +190,64 @@ def test_errors_are_one_line_naming_the_argument(job, tmp_path, capsys):
     assert main([*argv, "--sample", "0.1", "--no-progress"]) == 1
     assert "needs at least 5000 usable rows" in capsys.readouterr().err
     assert not (tmp_path / "c.npy").exists()
+
+
+def _score(pool, out, cents, *extra):
+    argv = ["score", str(pool), "--out", str(out), "--scores", "clip,cluster,semdedup"]
+    return main([*argv, "--centroids", str(cents), "--groups", "4", "--no-progress", *extra])
+
+
+def test_an_added_shard_makes_every_group_stale_and_a_lost_spill_is_spilled_again(job, tmp_path):
+    files = sorted(job["pool"].glob("*.parquet"))
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for f in files[:2]:
+        shutil.copy(f, pool / f.name)
+    out = tmp_path / "s"
+    assert _score(pool, out, job["centroids"]) == 0
+    shutil.copy(files[2], pool / files[2].name)  # a shard added to the pool
+    assert _score(pool, out, job["centroids"]) == 0
+    got = pc.scan_scores(out).collect()
+    assert got.height == 3000 and got["semdedup"].null_count() == 0
+    want = {g.name: g.read_bytes() for g in sorted((job["out"] / "_semdedup").glob("*"))}
+    assert {g.name: g.read_bytes() for g in sorted((out / "_semdedup").glob("*"))} == want
+    # _spill/ deleted after the run (as the README allows), then a group lost: spilled again.
+    shutil.rmtree(out / "_spill")
+    sorted((out / "_semdedup").glob("*.parquet"))[2].unlink()
+    assert _score(pool, out, job["centroids"]) == 0
+    assert {g.name: g.read_bytes() for g in sorted((out / "_semdedup").glob("*"))} == want
+
+
+def test_repeated_uids_are_refused_by_semdedup_naming_one(job, tmp_path, capsys):
+    pool = tmp_path / "pool"
+    shutil.copytree(job["pool"], pool)
+    first = sorted(pool.glob("*.parquet"))[0]
+    shutil.copy(first, pool / "99999999.parquet")  # the same uids in a second file
+    assert _score(pool, tmp_path / "s", job["centroids"]) == 1
+    err = capsys.readouterr().err.strip()
+    uid = pl.read_parquet(first)["uid"]
+    assert len(err.splitlines()) == 1 and "is in several rows of the pool" in err
+    assert any(u in err for u in uid)
+
+
+def test_report_of_clusters_alone_and_of_the_image_based_step(job, tmp_path):
+    out = tmp_path / "s"
+    argv = ["score", str(job["pool"]), "--out", str(out), "--scores", "cluster"]
+    assert main([*argv, "--centroids", str(job["centroids"]), "--no-progress"]) == 0
+    page = write_report(out, tmp_path / "r.html").read_text()
+    assert "fig-cluster-sizes" in page
+    np.save(tmp_path / "t.npy", np.load(job["target"])[:2])
+    sub = tmp_path / "k.npy"
+    extra = ["--keep-clusters", str(tmp_path / "t.npy"), "--centroids", str(job["centroids"])]
+    assert main(["select", str(job["out"]), "--out", str(sub), *extra]) == 0
+    page = write_report(job["out"], tmp_path / "r2.html", subset=sub).read_text()
+    assert "has no score" not in page
+
+
+def test_keep_clusters_with_a_target_of_another_width_names_both(job, tmp_path, capsys):
+    np.save(tmp_path / "t.npy", np.ones((3, 7), np.float32))
+    argv = ["select", str(job["out"]), "--out", str(tmp_path / "x.npy"), "--keep", "clip:0.5"]
+    extra = ["--keep-clusters", str(tmp_path / "t.npy"), "--centroids", str(job["centroids"])]
+    assert main([*argv, *extra]) == 1
+    err = capsys.readouterr().err
+    assert "--keep-clusters" in err and "7 wide" in err and "32 wide" in err

@@ -104,6 +104,8 @@ class ReportData:
 
     @property
     def total(self) -> int:
+        if not self.columns:  # only the cluster label: no score statistics to read it from
+            return self.rows.select(pl.len()).collect(engine="streaming").item()
         st = self.stats[self.columns[0]]
         return st["n"] + st["missing"]
 
@@ -242,7 +244,7 @@ def _rule_sets(d: ReportData) -> tuple[list[tuple[int, Step]], list[tuple[str, p
                 d.notes.append(f"rule {s.rule!r}: {e}; its rows are not shown")
                 continue
             externals.append((i, s))
-        elif s.score not in d.columns:
+        elif s.score not in d.columns and s.score not in d.scores:  # (the cluster label too)
             d.notes.append(f"rule {s.rule!r}: this directory has no score {s.score!r}")
             continue
         name = f"rule {i + 1}: {html.escape(s.rule)}"
@@ -255,6 +257,8 @@ def finite(col: str) -> pl.Expr:
 
 
 def _stats(lf: pl.LazyFrame, scores: list[str]) -> dict[str, dict[str, Any]]:
+    if not scores:
+        return {}
     exprs = []
     for c in scores:
         fin = finite(c)

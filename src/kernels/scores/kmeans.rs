@@ -10,8 +10,9 @@
 //!   no `n x k` matrix), record the objective `sum_i max_j <x_i, c_j>` (faiss's, for spherical
 //!   k-means) and the rows whose cluster changed, then set each centroid to the normalised sum
 //!   of its rows, summed in `f64` in row order;
-//! * **empty clusters**: each, in index order, takes the row that fits its own centroid worst
-//!   (lowest cosine; ties: the lower row) among the rows not yet taken this iteration.
+//! * **empty clusters** (no rows, or rows that sum to zero, which leave no direction): each, in
+//!   index order, takes the row that fits its own centroid worst (lowest cosine; ties: the lower
+//!   row) among the rows not yet taken this iteration.
 //!
 //! Memory: the rows (as stored), the centroids packed once per iteration, a label and a cosine
 //! per row, and the `k x d` sums.
@@ -147,7 +148,10 @@ fn update(
             *o = if norm > 0.0 { (s / norm) as f32 } else { 0.0 };
         }
     });
-    reseed(x, scales, found, &members, centroids)
+    let empty: Vec<usize> = (0..k)
+        .filter(|&c| members[c].is_empty() || centroids[c * d..(c + 1) * d].iter().all(|&v| v == 0.0))
+        .collect();
+    reseed(x, scales, found, &empty, centroids)
 }
 
 /// Empty clusters take the worst-fitting rows (lowest cosine, ties: the lower row), in order.
@@ -155,11 +159,10 @@ fn reseed(
     x: &Matrix,
     scales: &[Option<f64>],
     found: &[Option<(u32, f32)>],
-    members: &[Vec<usize>],
+    empty: &[usize],
     centroids: &mut [f32],
 ) -> u64 {
     let d = x.dim();
-    let empty: Vec<usize> = (0..members.len()).filter(|&c| members[c].is_empty()).collect();
     if empty.is_empty() {
         return 0;
     }
@@ -228,5 +231,16 @@ mod tests {
             c.chunks(2).map(|v| (v[0].round() as i32, v[1].round() as i32)).collect();
         got.sort();
         assert_eq!(got, vec![(0, 1), (1, 0)]);
+        // Rows that cancel out leave their cluster no direction: re-seeded, never a zero centroid.
+        let x = [1.0f32, 0.0, -1.0, 0.0];
+        let m = Matrix::new(Values::F32(&x), 2, 2, None).unwrap();
+        let mut steps = Vec::new();
+        let c = fit(kernels()[0], &m, &KMeansParams { k: 1, iters: 3, seed: 0 }, |_, s| {
+            steps.push(s.empty);
+            true
+        })
+        .unwrap();
+        assert_eq!((c[0].abs(), c[1]), (1.0, 0.0));
+        assert_eq!(steps, vec![1, 1, 1]);
     }
 }

@@ -383,7 +383,18 @@ simd_fn! {
 /// Gram matrix (prepare it with `Power::Inf`).
 pub fn nearest(x: &Matrix, target: &Target, normalize: bool) -> Vec<Option<(u32, f32)>> {
     debug_assert!(!target.uses_gram);
-    with_panels!(&target.panels, p => by_row_block(p.kernel(), x, normalize, |_, xp| nearest_rows(p, xp)))
+    let found = with_panels!(&target.panels, p => by_row_block(p.kernel(), x, normalize, |_, xp| nearest_rows(p, xp)));
+    if normalize {
+        return found;
+    }
+    // Raw products: a zero row ties every target row at 0 and has no nearest one (null, as
+    // when normalising), rather than the first.
+    let mut scratch = vec![0f32; x.dim()];
+    found
+        .into_iter()
+        .enumerate()
+        .map(|(r, f)| f.filter(|_| x.row_scale(r, true, &mut scratch).is_some()))
+        .collect()
 }
 
 /// [`nearest`] of one packed row block, monomorphised for the kernel of `panels` (the target's).
