@@ -142,18 +142,18 @@ def nearest(x: np.ndarray, c: np.ndarray, normalize: bool = True) -> tuple[np.nd
 def kmeans_step(x: np.ndarray, c: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """One iteration of spherical k-means (docs/methods.md#clusters-and-near-duplicates) from
     centroids ``c``: the objective sum_i max_j <x_i, c_j> (unit rows), the labels, and the new
-    centroids (the normalised sum of each cluster's unit rows; an empty cluster, in index order,
-    takes the unit row of lowest best cosine not yet taken, ties the lower row)."""
+    centroids (the normalised sum of each cluster's unit rows; an empty cluster, or one whose
+    rows sum to zero, in index order takes the unit row of lowest best cosine not yet taken,
+    ties the lower row)."""
     xn = unit(x)
     labels, best = nearest(xn, c, normalize=False)
     new = np.zeros_like(c, dtype=np.float64)
     worst = iter(sorted(range(len(xn)), key=lambda r: (best[r], r)))
     for j in range(len(c)):
-        rows = xn[labels == j]
-        if len(rows):
-            s = rows.sum(axis=0)
+        s = xn[labels == j].sum(axis=0)
+        if np.linalg.norm(s) > 0:
             new[j] = s / np.linalg.norm(s)
-        else:
+        else:  # no rows, or rows that cancel out: no direction
             new[j] = xn[next(worst)]
     return float(best.sum()), labels, new
 
