@@ -41,6 +41,7 @@ from polars_curate.scoredir import (
 )
 from polars_curate.scores import Arrays, ScoreConfig
 from polars_curate.storage import Loc, scan_parquet
+from polars_curate.uids import uids_from_keys
 
 __all__ = ["Group", "GroupWork", "groups_of", "spill"]
 
@@ -117,7 +118,7 @@ def _refuse_repeats(rows: pl.DataFrame, group: Group) -> None:
     uid: a uid in several rows of the pool has no one score."""
     dup = rows.filter(pl.struct("uid_hi", "uid_lo").is_duplicated()).head(1)
     if dup.height:
-        uid = f"{dup['uid_hi'][0]:016x}{dup['uid_lo'][0]:016x}"
+        uid = uids_from_keys(dup["uid_hi"].to_numpy(), dup["uid_lo"].to_numpy())[0]
         raise RecordError(
             f"semdedup ({group.name}): uid {uid} is in several rows of the pool; SemDeDup needs "
             "each uid once (deduplicate the pool, or score it without semdedup)"

@@ -234,7 +234,7 @@ class ScoreOptions:
         metadata=_flag(
             "--groups",
             "semdedup's second pass: the pool's clusters in this many groups, one at a time "
-            "(memory: about the pool's embeddings / N; default 256)",
+            "(memory: a few times the pool's clustered embeddings / N; default 256)",
             type=int,
         ),
     )
@@ -389,6 +389,12 @@ class ScoreConfig:
         return build(self.params, arrays)
 
 
+def _asked(scores: Sequence[str]) -> list[str]:
+    """The known scores among ``scores`` and those they require."""
+    known = [s for s in scores if s in SCORES]
+    return known + [r for s in known for r in SCORES[s].requires]
+
+
 def configure(options: ScoreOptions, infos: Infos) -> list[ScoreConfig]:
     """The scores ``options`` asks for (and those they require), in column order (the order of
     ``scores`` does not matter); ``ValueError`` naming an unknown score or a missing input."""
@@ -398,7 +404,7 @@ def configure(options: ScoreOptions, infos: Infos) -> list[ScoreConfig]:
         raise ValueError(f"unknown score {unknown[0]!r}; choose from {', '.join(SCORES)}")
     if not asked:
         raise ValueError("no scores asked for; choose from " + ", ".join(SCORES))
-    asked += [r for s in asked for r in SCORES[s].requires]
+    asked = _asked(asked)
     out = []
     for s in SCORES.values():
         if s.name not in asked:
@@ -416,9 +422,7 @@ def prepare_inputs(
     """The input files the scores asked for need (the NormSim target, the centroids): their
     float32 values and what the record keeps of them (content key and shape); a URL is read
     with ``storage_options``."""
-    asked = {s for s in options.scores if s in SCORES}
-    asked |= {r for s in asked for r in SCORES[s].requires}
-    needed = {SCORES[s].needs for s in asked} - {None}
+    needed = {SCORES[s].needs for s in _asked(options.scores)} - {None}
     arrays: Arrays = {}
     infos: Infos = {}
     for name in sorted(needed):  # type: ignore[type-var]
@@ -426,7 +430,13 @@ def prepare_inputs(
         if given is None:
             continue
         # NormSim's target follows --no-normalize; centroids are used as they are.
-        f32, _ = target_array(given, name, normalize=options.normalize and name == "target")
-        arrays[name] = f32
-        infos[name] = {"key": f"{target_key(f32):016x}", "rows": f32.shape[0], "dim": f32.shape[1]}
+        norm = options.normalize and name == "target"
+        arrays[name], infos[name] = read_input(given, name, normalize=norm)
     return arrays, infos
+
+
+def read_input(given: Any, name: str, *, normalize: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """An input file's float32 values (see :func:`target_array`) and what a record keeps of it:
+    its content key and shape, by which a later run or ``select`` recognises it."""
+    f32, _ = target_array(given, name, normalize=normalize)
+    return f32, {"key": f"{target_key(f32):016x}", "rows": f32.shape[0], "dim": f32.shape[1]}

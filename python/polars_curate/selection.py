@@ -18,7 +18,6 @@ from typing import Any
 import polars as pl
 
 from polars_curate._internal import __version__
-from polars_curate._targets import target_array, target_key
 from polars_curate._types import PathLike
 from polars_curate._validate import check_output
 from polars_curate.atomic import write_atomic
@@ -46,7 +45,7 @@ from polars_curate.rules import (
 )
 from polars_curate.sample import Sample, sample_subset
 from polars_curate.scoredir import check_complete, read_record
-from polars_curate.scores import score_of
+from polars_curate.scores import read_input, score_of
 from polars_curate.staging import Staging, scan_units, staging
 from polars_curate.storage import Loc, located, location, scan_parquet
 
@@ -149,8 +148,8 @@ def _clusters_rule(scores_dir: Loc, keep_clusters: tuple[Any, Any]) -> Step:
         raise ValueError(
             f"--keep-clusters: {scores_dir} has no cluster score (score --scores cluster)"
         )
-    f32, _ = target_array(centroids, "centroids", normalize=False)
-    if f"{target_key(f32):016x}" != rec["params"]["centroids"]["key"]:
+    f32, info = read_input(centroids, "centroids", normalize=False)
+    if info["key"] != rec["params"]["centroids"]["key"]:
         raise ValueError(
             f"--keep-clusters: {centroids} are not the centroids {scores_dir}'s clusters were "
             "assigned with (their content differs)"
